@@ -1,0 +1,7 @@
+"""ghostkit: GhostNet (v1, v2, v3) backbones and task modules for real work."""
+
+from .errors import GhostkitError
+from .models import create_model, list_models, reparameterize
+
+__version__ = "0.1.0"
+__all__ = ["GhostkitError", "create_model", "list_models", "reparameterize", "__version__"]

@@ -1,0 +1,285 @@
+"""Built-in data that needs no download: procedural shapes and scikit-learn's handwritten digits.
+
+`make_shapes` draws coloured circles, squares and triangles on textured backgrounds and returns, for every
+image, the labels of every task at once: boxes (detection), a class mask (segmentation), an instance map,
+the class of the largest shape (classification) and the set of classes present (multi-label).
+Sample `i` of seed `s` is generated from its own random stream seeded by `(s, i)`, so it does not depend on
+how many samples are asked for, and sets made with different seeds do not share samples.
+
+`load_digits` wraps `sklearn.datasets.load_digits` (1797 8 x 8 images bundled with scikit-learn).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ghostkit.errors import GhostkitError
+
+__all__ = [
+    "SHAPE_CLASSES",
+    "ShapeSample",
+    "load_digits",
+    "make_shapes",
+    "write_imagefolder",
+]
+
+SHAPE_CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
+DIGIT_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
+
+# Shape size as a fraction of the image size: the side of a square of the same area, so no class is
+# systematically larger (circle diameter = 1.13 x size, triangle side = 1.52 x size).
+_SIZE_RANGE = (0.15, 0.45)
+# Instances with fewer visible pixels than this are dropped from boxes/labels (they stay in `mask`).
+_MIN_VISIBLE_PX = 8
+# Colour distances (Euclidean, 0..255 RGB) that keep shapes clearly visible.
+_MIN_BG_CONTRAST = 120.0
+_MIN_SHAPE_CONTRAST = 80.0
+_PLACE_TRIES = 30
+
+
+@dataclass
+class ShapeSample:
+    """One synthetic image and its labels for every task.
+
+    image: uint8 H x W x 3. boxes: float32 N x 4, xyxy in pixels, tight around each instance's visible pixels
+    (pixel edges: a shape covering columns 3..7 has x1 = 3, x2 = 8). labels: int64 N, indices into
+    `SHAPE_CLASSES`. mask: uint8 H x W, 0 = background, c + 1 = class c (later shapes cover earlier ones).
+    instances: uint8 H x W, 0 = none, k + 1 = the instance of `boxes[k]`; pixels of a dropped, almost fully
+    hidden instance are 0 here but keep their class in `mask`.
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+    instances: np.ndarray
+
+    @property
+    def areas(self) -> np.ndarray:
+        """Visible pixel count of each instance (int64 N)."""
+        return np.bincount(self.instances.ravel(), minlength=len(self.labels) + 1)[1 : len(self.labels) + 1]
+
+    @property
+    def label(self) -> int:
+        """Class of the largest shape by visible area (the single-label classification target)."""
+        if len(self.labels) == 0:
+            raise GhostkitError("shapes sample has no objects, so it has no single label")
+        return int(self.labels[int(np.argmax(self.areas))])
+
+    @property
+    def multilabel(self) -> list[int]:
+        """Sorted unique classes present (the multi-label target)."""
+        return sorted({int(c) for c in self.labels})
+
+
+def _smooth_noise(rng: np.random.Generator, imgsz: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1], H x W: a coarse random grid upsampled bilinearly."""
+    cells = int(rng.integers(3, 9))
+    grid = rng.random((cells, cells))
+    pos = (np.arange(imgsz) + 0.5) * (cells - 1) / imgsz
+    i0 = np.minimum(pos.astype(np.int64), cells - 2)
+    w = pos - i0
+    rows = grid[i0] * (1 - w)[:, None] + grid[i0 + 1] * w[:, None]  # H x cells
+    return rows[:, i0] * (1 - w)[None, :] + rows[:, i0 + 1] * w[None, :]
+
+
+def _texture(rng: np.random.Generator, kind: int, xx: np.ndarray, yy: np.ndarray, imgsz: int) -> np.ndarray:
+    """A background blend weight map in [0, 1], H x W. kind: 0 gradient, 1 noise, 2 stripes, 3 checker."""
+    theta = rng.uniform(0, 2 * math.pi)
+    proj = xx * math.cos(theta) + yy * math.sin(theta)
+    if kind == 0:
+        return (proj - proj.min()) / max(float(np.ptp(proj)), 1e-6)
+    if kind == 1:
+        return _smooth_noise(rng, imgsz)
+    if kind == 2:
+        period = rng.uniform(0.08, 0.3) * imgsz
+        wave = 0.5 + 0.5 * np.sin(2 * math.pi * proj / period + rng.uniform(0, 2 * math.pi))
+        return (wave > 0.5).astype(np.float64) if rng.random() < 0.5 else wave
+    cell = max(2, int(rng.uniform(0.06, 0.25) * imgsz))
+    return ((xx.astype(np.int64) // cell + yy.astype(np.int64) // cell) % 2).astype(np.float64)
+
+
+def _shape_mask(rng: np.random.Generator, cls: int, xx: np.ndarray, yy: np.ndarray, imgsz: int) -> np.ndarray:
+    """Boolean H x W mask of one filled shape of class `cls`, random size, position and rotation, inside the image."""
+    size = rng.uniform(*_SIZE_RANGE) * imgsz
+    if cls == 0:  # circle of area size^2
+        radius = size / math.sqrt(math.pi)
+        cx, cy = rng.uniform(radius, imgsz - radius, size=2)
+        return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
+    if cls == 1:  # square of side `size`, any rotation; radius = centre-to-corner distance
+        radius, n, start = size / math.sqrt(2), 4, rng.uniform(0, math.pi / 2)
+    else:  # equilateral triangle of area size^2 (side = size * sqrt(4 / sqrt(3))), any rotation
+        radius, n, start = size * math.sqrt(4 / math.sqrt(3)) / math.sqrt(3), 3, rng.uniform(0, 2 * math.pi / 3)
+    cx, cy = rng.uniform(radius, imgsz - radius, size=2)
+    angles = start + 2 * math.pi * np.arange(n) / n
+    vx, vy = cx + radius * np.cos(angles), cy + radius * np.sin(angles)
+    # Convex polygon: inside = on the same side of every edge (vertices go round in one direction).
+    inside = np.ones(xx.shape, dtype=bool)
+    for k in range(n):
+        ax, ay, bx, by = vx[k], vy[k], vx[(k + 1) % n], vy[(k + 1) % n]
+        inside &= (bx - ax) * (yy - ay) - (by - ay) * (xx - ax) >= 0
+    return inside
+
+
+def _pick_colour(rng: np.random.Generator, avoid_bg: Sequence[np.ndarray], avoid_shapes: Sequence[np.ndarray]):
+    """An RGB colour (float 3) far from the background colours and from the shapes drawn so far."""
+    for _ in range(100):
+        colour = rng.uniform(0, 255, size=3)
+        if all(np.linalg.norm(colour - c) >= _MIN_BG_CONTRAST for c in avoid_bg) and all(
+            np.linalg.norm(colour - c) >= _MIN_SHAPE_CONTRAST for c in avoid_shapes
+        ):
+            return colour
+    # The RGB cube corner farthest from the background is always at least ~220 away from it.
+    mean = np.mean(avoid_bg, axis=0)
+    return np.where(mean < 128, 255.0, 0.0)
+
+
+def _make_sample(
+    rng: np.random.Generator,
+    imgsz: int,
+    min_objects: int,
+    max_objects: int,
+    max_occlusion: float,
+    xx: np.ndarray,
+    yy: np.ndarray,
+) -> ShapeSample:
+    # Background: blend of two nearby colours by one or two mixed textures.
+    c0 = rng.uniform(0, 255, size=3)
+    c1 = np.clip(c0 + rng.uniform(-70, 70, size=3), 0, 255)
+    kinds = rng.choice(4, size=int(rng.integers(1, 3)), replace=False)
+    weight = _texture(rng, int(kinds[0]), xx, yy, imgsz)
+    if len(kinds) == 2:
+        mix = rng.uniform(0.3, 0.7)
+        weight = mix * weight + (1 - mix) * _texture(rng, int(kinds[1]), xx, yy, imgsz)
+    image = c0.astype(np.float32) + weight.astype(np.float32)[..., None] * (c1 - c0).astype(np.float32)
+
+    instances = np.zeros((imgsz, imgsz), dtype=np.uint8)
+    classes: list[int] = []
+    full_areas: list[int] = []
+    colours: list[np.ndarray] = []
+    for k in range(int(rng.integers(min_objects, max_objects + 1))):
+        cls = int(rng.integers(len(SHAPE_CLASSES)))
+        for _ in range(_PLACE_TRIES):
+            shape = _shape_mask(rng, cls, xx, yy, imgsz)
+            area = int(shape.sum())
+            if area < _MIN_VISIBLE_PX:
+                continue
+            if k > 0:
+                # Reject placements that hide too much of an earlier shape.
+                covered = np.bincount(instances[shape], minlength=k + 1)[1:]
+                if np.any(covered > max_occlusion * np.asarray(full_areas)):
+                    continue
+            break
+        else:
+            continue
+        colour = _pick_colour(rng, (c0, c1), colours)
+        image[shape] = colour
+        instances[shape] = k + 1
+        classes.append(cls)
+        full_areas.append(area)
+        colours.append(colour)
+
+    # Uniform pixel noise over everything (up to +-16 levels), so flat colours are not a giveaway.
+    amplitude = np.float32(rng.uniform(0, 32))
+    image += (rng.random(image.shape, dtype=np.float32) - np.float32(0.5)) * amplitude
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+    cls_lut = np.array([0, *[c + 1 for c in classes]], dtype=np.uint8)
+    mask = cls_lut[instances]
+    visible = np.bincount(instances.ravel(), minlength=len(classes) + 1)[1:]
+    keep = np.flatnonzero(visible >= _MIN_VISIBLE_PX)
+    # Renumber kept instances 1..N; dropped slivers become 0 in the instance map.
+    remap = np.zeros(len(classes) + 1, dtype=np.uint8)
+    remap[keep + 1] = np.arange(1, len(keep) + 1, dtype=np.uint8)
+    instances = remap[instances]
+    boxes = np.zeros((len(keep), 4), dtype=np.float32)
+    for j in range(len(keep)):
+        ys, xs = np.nonzero(instances == j + 1)
+        boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    labels = np.array([classes[k] for k in keep], dtype=np.int64)
+    return ShapeSample(image=image, boxes=boxes, labels=labels, mask=mask, instances=instances)
+
+
+def make_shapes(
+    n: int,
+    imgsz: int = 64,
+    seed: int = 0,
+    min_objects: int = 1,
+    max_objects: int = 3,
+    max_occlusion: float = 0.5,
+) -> list[ShapeSample]:
+    """`n` synthetic images (imgsz x imgsz) of 1..3 filled circles / squares / triangles on textured backgrounds.
+
+    Shapes measure 15%-50% of `imgsz`, lie inside the image, and are coloured to contrast with the background
+    and with each other. A new shape may cover at most `max_occlusion` of any earlier shape's area; instances
+    left with fewer than a few visible pixels are dropped from boxes/labels. Deterministic: sample `i` depends
+    only on `(seed, i, imgsz, min_objects, max_objects, max_occlusion)`.
+    """
+    if n < 0:
+        raise GhostkitError(f"shapes: n must be >= 0, got {n}")
+    if imgsz < 16:
+        raise GhostkitError(f"shapes: imgsz must be >= 16, got {imgsz}")
+    if seed < 0:
+        raise GhostkitError(f"shapes: seed must be >= 0, got {seed}")
+    if not 0 <= min_objects <= max_objects <= 255:
+        raise GhostkitError(f"shapes: need 0 <= min_objects <= max_objects <= 255, got {min_objects}, {max_objects}")
+    if not 0 <= max_occlusion <= 1:
+        raise GhostkitError(f"shapes: max_occlusion must be in [0, 1], got {max_occlusion}")
+    centres = np.arange(imgsz, dtype=np.float64) + 0.5
+    xx, yy = np.meshgrid(centres, centres)
+    return [
+        _make_sample(np.random.default_rng([seed, i]), imgsz, min_objects, max_objects, max_occlusion, xx, yy)
+        for i in range(n)
+    ]
+
+
+def load_digits(imgsz: int = 32) -> tuple[list[np.ndarray], list[int], list[str]]:
+    """scikit-learn's 1797 handwritten digits as uint8 RGB imgsz x imgsz x 3 images (bilinear resize).
+
+    Returns (images, labels, class_names) with class names "0".."9". Digits are light on dark, as stored.
+    """
+    if imgsz <= 0:
+        raise GhostkitError(f"digits: imgsz must be > 0, got {imgsz}")
+    from sklearn.datasets import load_digits as sk_load_digits  # bundled with scikit-learn: no download
+
+    bunch = sk_load_digits()
+    images = []
+    for digit in bunch.images:  # 8 x 8 floats in 0..16
+        small = Image.fromarray((digit * (255.0 / 16.0)).astype(np.float32))
+        big = np.asarray(small.resize((imgsz, imgsz), Image.Resampling.BILINEAR))
+        gray = np.clip(np.rint(big), 0, 255).astype(np.uint8)
+        images.append(np.repeat(gray[..., None], 3, axis=2))
+    return images, [int(t) for t in bunch.target], list(DIGIT_CLASSES)
+
+
+def write_imagefolder(
+    root: str | Path,
+    images: Sequence[np.ndarray | Image.Image],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+) -> list[Path]:
+    """Write images as PNGs in the ImageFolder layout `root/<class>/NNNNN.png` (NNNNN = index in `images`).
+
+    images: uint8 H x W x 3 (or H x W) arrays or PIL images. Only classes that have images get a folder.
+    Returns the written paths, in input order.
+    """
+    if len(images) != len(labels):
+        raise GhostkitError(f"{root}: {len(images)} images but {len(labels)} labels")
+    root = Path(root)
+    paths = []
+    for i, (img, label) in enumerate(zip(images, labels)):
+        if not 0 <= int(label) < len(class_names):
+            raise GhostkitError(f"{root}: label {label} of image {i} is not in 0..{len(class_names) - 1}")
+        folder = root / class_names[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        pil = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img, dtype=np.uint8))
+        path = folder / f"{i:05d}.png"
+        pil.save(path)
+        paths.append(path)
+    return paths

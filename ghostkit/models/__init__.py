@@ -1,0 +1,11 @@
+"""GhostNet backbones (no task code here)."""
+
+from . import ghostnet  # noqa: F401  (registers the variants)
+from .ghostnet import GhostBottleneck, GhostModule, GhostModuleV3, GhostNet
+from .registry import create_model, list_models, register_model
+from .reparam import is_deployed, reparameterize
+
+__all__ = [
+    "GhostNet", "GhostModule", "GhostModuleV3", "GhostBottleneck",
+    "create_model", "list_models", "register_model", "reparameterize", "is_deployed",
+]

@@ -1,0 +1,165 @@
+"""Reading and writing weights: official Huawei files, timm state dicts and ghostkit checkpoints.
+
+Key mapping (official / timm → ghostkit). ghostkit keeps the official parameter names, so the mapping is small:
+
+* a ``state_dict`` / ``model`` / ``state_dict_ema`` wrapper (training-script checkpoints) is unwrapped;
+* a ``module.`` prefix (saved from DataParallel / DDP) is stripped;
+* the official GhostNetV3 release names the BN of its re-parameterisable branches ``bn``
+  (``...primary_rpr_conv.0.bn.weight``); ghostkit and timm name it ``bn1``;
+* profiler counters (``total_ops``, ``total_params``, written by thop) are dropped.
+
+The official v1 release and timm share one key layout, so a plain state dict is reported as "timm".
+
+Files are read without unpickling arbitrary objects: torch files with ``torch.load(weights_only=True)``,
+safetensors natively. Writes are atomic (temporary file, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import GhostkitError
+
+__all__ = ["read_checkpoint", "load_weights", "save_weights", "atomic_torch_save", "remap_state_dict"]
+
+_WRAPPERS = ("state_dict_ema", "state_dict", "model")
+_V3_BN = re.compile(r"(_rpr_(?:conv\.\d+|scale))\.bn\.")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path`` and rename it into place, so no reader ever sees a
+    half-written file and an interrupted write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: nn.Module, path: str | Path, config: dict | None = None) -> Path:
+    """Save ``model``'s weights with a ghostkit config: ``.safetensors`` (config as JSON metadata) or a torch file
+    (``{"ghostkit": config, "state_dict": ...}``, loadable with ``weights_only=True``)."""
+    path = Path(path)
+    config = dict(config or {})
+    config.setdefault("model", getattr(model, "model_name", None))
+    config.setdefault("kwargs", getattr(model, "model_kwargs", {}))
+    config.setdefault("deployed", bool(getattr(model, "deployed", False)))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if path.suffix == ".safetensors":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        save_file(state, tmp, metadata={"ghostkit": json.dumps(config)})
+        os.replace(tmp, path)
+    else:
+        atomic_torch_save({"ghostkit": config, "state_dict": state}, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None, str]:
+    """Read ``path`` → ``(state_dict, ghostkit_config or None, format)`` with format one of
+    ``"ghostkit"``, ``"official"``, ``"timm"``. Raises :class:`GhostkitError` naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise GhostkitError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for bad headers
+            raise GhostkitError(f"{path}: not a readable safetensors file ({e})") from None
+        if "ghostkit" in meta:
+            return state, json.loads(meta["ghostkit"]), "ghostkit"
+        return remap_state_dict(state)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise GhostkitError(
+            f"{path}: refused: the file holds pickled Python objects{what}, not only tensors; "
+            "save a plain state dict or a .safetensors file"
+        ) from None
+    except Exception as e:
+        raise GhostkitError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise GhostkitError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    if isinstance(obj.get("ghostkit"), dict) and isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"], obj["ghostkit"], "ghostkit"
+    return remap_state_dict(obj, source=path)
+
+
+def remap_state_dict(obj: dict, source: str | Path = "state dict") -> tuple[dict[str, torch.Tensor], None, str]:
+    """Apply the official/timm → ghostkit key mapping (module docstring) → ``(state_dict, None, format)``."""
+    fmt = "timm"
+    for key in _WRAPPERS:
+        if isinstance(obj.get(key), dict):
+            obj, fmt = obj[key], "official"
+            break
+    state: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise GhostkitError(f"{source}: entry {k!r} is a {type(v).__name__}, not a tensor; not a state dict")
+        if k.endswith(("total_ops", "total_params")):
+            fmt = "official"
+            continue
+        if k.startswith("module."):
+            k = k[len("module.") :]
+        new = _V3_BN.sub(r"\1.bn1.", k)
+        if new != k:
+            fmt = "official"
+        state[new] = v
+    return state, None, fmt
+
+
+def load_weights(model: nn.Module, source: str | Path | dict, allow_new_classifier: bool = False) -> str:
+    """Load weights into ``model`` strictly and return the format found ("ghostkit", "official" or "timm").
+
+    Parameters absent from a ``features_only`` model (head, stages after the deepest tap) are ignored. With
+    ``allow_new_classifier`` a classifier of another class count is left freshly initialised. Any other
+    missing, unexpected or mis-shaped key raises :class:`GhostkitError` listing them.
+    """
+    name = str(source) if not isinstance(source, dict) else "state dict"
+    if isinstance(source, dict):
+        state, config, fmt = remap_state_dict(source)
+    else:
+        state, config, fmt = read_checkpoint(source)
+    if config and config.get("deployed") and not getattr(model, "deployed", False):
+        raise GhostkitError(f"{name}: holds deploy-mode (re-parameterised) weights; reparameterize the model first")
+    skip = getattr(model, "removed_prefixes", lambda: ())()
+    state = {k: v for k, v in state.items() if not k.startswith(skip)} if skip else state
+    own = model.state_dict()
+    if allow_new_classifier:
+        state = {k: v for k, v in state.items()
+                 if not (k.startswith("classifier.") and k in own and v.shape != own[k].shape)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if allow_new_classifier:
+        missing = [k for k in missing if not k.startswith("classifier.")]
+    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or shape:
+        model_name = getattr(model, "model_name", type(model).__name__)
+        parts = [f"{label} ({len(keys)}): {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
+                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                     ("shape mismatch", shape)) if keys]
+        raise GhostkitError(f"{name}: weights do not fit {model_name} ({fmt} format): {'; '.join(parts)}")
+    model.load_state_dict(state, strict=False)
+    return fmt

@@ -166,8 +166,8 @@ def filter_readable(
         # PIL releases the GIL while decoding, so threads give a real speed-up without process start-up cost.
         with ThreadPoolExecutor(max_workers=workers) as pool:
             ok = list(pool.map(_is_readable, paths))
-    good = [p for p, k in zip(paths, ok) if k]
-    bad = [p for p, k in zip(paths, ok) if not k]
+    good = [p for p, k in zip(paths, ok, strict=True) if k]
+    bad = [p for p, k in zip(paths, ok, strict=True) if not k]
     if bad:
         warnings.warn(_skip_message(bad, folder), SkippedFilesWarning, stacklevel=2)
     return good, bad

@@ -105,39 +105,48 @@ def _texture(rng: np.random.Generator, kind: int, xx: np.ndarray, yy: np.ndarray
     return ((xx.astype(np.int64) // cell + yy.astype(np.int64) // cell) % 2).astype(np.float64)
 
 
-def _shape_mask(rng: np.random.Generator, cls: int, xx: np.ndarray, yy: np.ndarray, imgsz: int) -> np.ndarray:
-    """Boolean H x W mask of one filled shape of class `cls`, random size, position and rotation, inside the image."""
+def _shape_mask(rng: np.random.Generator, cls: int, imgsz: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """One filled shape of class `cls` with random size, position and rotation, lying inside the image.
+
+    Returns a boolean h x w mask of the shape's bounding window and the window's (rows, cols) slices.
+    """
     size = rng.uniform(*_SIZE_RANGE) * imgsz
     if cls == 0:  # circle of area size^2
         radius = size / math.sqrt(math.pi)
-        cx, cy = rng.uniform(radius, imgsz - radius, size=2)
-        return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
-    if cls == 1:  # square of side `size`, any rotation; radius = centre-to-corner distance
+    elif cls == 1:  # square of side `size`; radius = centre-to-corner distance
         radius, n, start = size / math.sqrt(2), 4, rng.uniform(0, math.pi / 2)
-    else:  # equilateral triangle of area size^2 (side = size * sqrt(4 / sqrt(3))), any rotation
+    else:  # equilateral triangle of area size^2 (side = size * sqrt(4 / sqrt(3)))
         radius, n, start = size * math.sqrt(4 / math.sqrt(3)) / math.sqrt(3), 3, rng.uniform(0, 2 * math.pi / 3)
     cx, cy = rng.uniform(radius, imgsz - radius, size=2)
+    x0, x1 = max(0, int(cx - radius)), min(imgsz, int(math.ceil(cx + radius)) + 1)
+    y0, y1 = max(0, int(cy - radius)), min(imgsz, int(math.ceil(cy + radius)) + 1)
+    xx = (np.arange(x0, x1) + 0.5)[None, :]  # pixel centres, broadcast to the window
+    yy = (np.arange(y0, y1) + 0.5)[:, None]
+    window = (slice(y0, y1), slice(x0, x1))
+    if cls == 0:
+        return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2, window
     angles = start + 2 * math.pi * np.arange(n) / n
     vx, vy = cx + radius * np.cos(angles), cy + radius * np.sin(angles)
     # Convex polygon: inside = on the same side of every edge (vertices go round in one direction).
-    inside = np.ones(xx.shape, dtype=bool)
+    inside = np.ones((y1 - y0, x1 - x0), dtype=bool)
     for k in range(n):
         ax, ay, bx, by = vx[k], vy[k], vx[(k + 1) % n], vy[(k + 1) % n]
         inside &= (bx - ax) * (yy - ay) - (by - ay) * (xx - ax) >= 0
-    return inside
+    return inside, window
 
 
-def _pick_colour(rng: np.random.Generator, avoid_bg: Sequence[np.ndarray], avoid_shapes: Sequence[np.ndarray]):
-    """An RGB colour (float 3) far from the background colours and from the shapes drawn so far."""
-    for _ in range(100):
-        colour = rng.uniform(0, 255, size=3)
-        if all(np.linalg.norm(colour - c) >= _MIN_BG_CONTRAST for c in avoid_bg) and all(
-            np.linalg.norm(colour - c) >= _MIN_SHAPE_CONTRAST for c in avoid_shapes
-        ):
-            return colour
+def _pick_colour(rng: np.random.Generator, avoid_bg: np.ndarray, avoid_shapes: list[np.ndarray]) -> np.ndarray:
+    """An RGB colour (float 3) far from the background colours (K x 3) and from the shapes drawn so far."""
+    candidates = rng.uniform(0, 255, size=(64, 3))
+    ok = np.linalg.norm(candidates[:, None] - avoid_bg[None], axis=2).min(axis=1) >= _MIN_BG_CONTRAST
+    if avoid_shapes:
+        ok &= np.linalg.norm(candidates[:, None] - np.array(avoid_shapes)[None], axis=2).min(axis=1) >= (
+            _MIN_SHAPE_CONTRAST
+        )
+    if ok.any():
+        return candidates[int(np.argmax(ok))]
     # The RGB cube corner farthest from the background is always at least ~220 away from it.
-    mean = np.mean(avoid_bg, axis=0)
-    return np.where(mean < 128, 255.0, 0.0)
+    return np.where(avoid_bg.mean(axis=0) < 128, 255.0, 0.0)
 
 
 def _make_sample(
@@ -163,24 +172,25 @@ def _make_sample(
     classes: list[int] = []
     full_areas: list[int] = []
     colours: list[np.ndarray] = []
+    bg_colours = np.stack([c0, c1])
     for k in range(int(rng.integers(min_objects, max_objects + 1))):
         cls = int(rng.integers(len(SHAPE_CLASSES)))
         for _ in range(_PLACE_TRIES):
-            shape = _shape_mask(rng, cls, xx, yy, imgsz)
+            shape, window = _shape_mask(rng, cls, imgsz)
             area = int(shape.sum())
             if area < _MIN_VISIBLE_PX:
                 continue
             if k > 0:
                 # Reject placements that hide too much of an earlier shape.
-                covered = np.bincount(instances[shape], minlength=k + 1)[1:]
+                covered = np.bincount(instances[window][shape], minlength=k + 1)[1:]
                 if np.any(covered > max_occlusion * np.asarray(full_areas)):
                     continue
             break
         else:
             continue
-        colour = _pick_colour(rng, (c0, c1), colours)
-        image[shape] = colour
-        instances[shape] = k + 1
+        colour = _pick_colour(rng, bg_colours, colours)
+        image[window][shape] = colour
+        instances[window][shape] = len(classes) + 1
         classes.append(cls)
         full_areas.append(area)
         colours.append(colour)
@@ -194,14 +204,16 @@ def _make_sample(
     mask = cls_lut[instances]
     visible = np.bincount(instances.ravel(), minlength=len(classes) + 1)[1:]
     keep = np.flatnonzero(visible >= _MIN_VISIBLE_PX)
-    # Renumber kept instances 1..N; dropped slivers become 0 in the instance map.
-    remap = np.zeros(len(classes) + 1, dtype=np.uint8)
-    remap[keep + 1] = np.arange(1, len(keep) + 1, dtype=np.uint8)
-    instances = remap[instances]
+    if len(keep) < len(classes):
+        # Renumber kept instances 1..N; dropped slivers become 0 in the instance map (they stay in `mask`).
+        remap = np.zeros(len(classes) + 1, dtype=np.uint8)
+        remap[keep + 1] = np.arange(1, len(keep) + 1, dtype=np.uint8)
+        instances = remap[instances]
     boxes = np.zeros((len(keep), 4), dtype=np.float32)
     for j in range(len(keep)):
-        ys, xs = np.nonzero(instances == j + 1)
-        boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        pixels = instances == j + 1
+        cols, rows = np.flatnonzero(pixels.any(axis=0)), np.flatnonzero(pixels.any(axis=1))
+        boxes[j] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
     labels = np.array([classes[k] for k in keep], dtype=np.int64)
     return ShapeSample(image=image, boxes=boxes, labels=labels, mask=mask, instances=instances)
 
@@ -273,7 +285,7 @@ def write_imagefolder(
         raise GhostkitError(f"{root}: {len(images)} images but {len(labels)} labels")
     root = Path(root)
     paths = []
-    for i, (img, label) in enumerate(zip(images, labels)):
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
         if not 0 <= int(label) < len(class_names):
             raise GhostkitError(f"{root}: label {label} of image {i} is not in 0..{len(class_names) - 1}")
         folder = root / class_names[int(label)]

@@ -314,7 +314,7 @@ class GhostNet(nn.Module):
         stage_info.append(dict(num_chs=self.num_features, reduction=net_stride, module=f"blocks.{len(stages) - 1}"))
 
         self.stage_info = stage_info
-        self.out_indices = tuple(out_indices)
+        self.out_indices = tuple(sorted(set(out_indices)))  # features come out in network order
         if any(not 0 <= i < len(stage_info) for i in self.out_indices):
             raise ValueError(f"out_indices must be within 0..{len(stage_info) - 1}, got {self.out_indices}")
         # block index after which each stage ends (-1: the stem)
@@ -603,7 +603,7 @@ class GhostNet(nn.Module):
         stage_info.append(dict(num_chs=self.num_features, reduction=net_stride, module=f"blocks.{len(stages) - 1}"))
 
         self.stage_info = stage_info
-        self.out_indices = tuple(out_indices)
+        self.out_indices = tuple(sorted(set(out_indices)))  # features come out in network order
         if any(not 0 <= i < len(stage_info) for i in self.out_indices):
             raise ValueError(f"out_indices must be within 0..{len(stage_info) - 1}, got {self.out_indices}")
         # block index after which each stage ends (-1: the stem)
@@ -666,13 +666,13 @@ class GhostNet(nn.Module):
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at ``out_indices``: each ``B x feature_info[i]['num_chs'] x H/r x W/r``."""
-        ends = {int(info["module"].split(".")[-1]) if "." in info["module"] else -1: i
-                for i, info in enumerate(self.stage_info)}
+        # stage i ends after block self._stage_ends[i] (-1: the stem)
+        taps = {self._stage_ends[i] for i in self.out_indices}
         x = self.forward_stem(x)
-        feats = [x] if 0 in self.out_indices else []
+        feats = [x] if -1 in taps else []
         for idx, stage in enumerate(self.blocks):
             x = stage(x)
-            if ends.get(idx) in self.out_indices:
+            if idx in taps:
                 feats.append(x)
         return feats
 

@@ -1,0 +1,30 @@
+"""The Python API, mirroring the CLI: ``train``, ``val``, ``load_model``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .engine.config import TrainConfig
+from .predict import Predictor
+
+__all__ = ["train", "val", "load_model"]
+
+
+def train(**options) -> dict:
+    """``ghostkit.train(task="classify", data="digits", model="ghostnet_100", epochs=30, ...)`` → the best
+    checkpoint's validation metrics. Options are :class:`ghostkit.engine.TrainConfig`'s fields (as the CLI's)."""
+    from .engine.run import train as _train
+
+    return _train(TrainConfig.from_kwargs(**options))
+
+
+def val(weights: str | Path, data: str, out: str | Path | None = None, **kwargs) -> dict:
+    """Evaluate ``weights`` on ``data``'s validation split; writes metrics.json (default ``val/`` beside weights)."""
+    from .engine.run import validate
+
+    return validate(weights, data, out, **kwargs)
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Predictor:
+    """A ready :class:`Predictor` for a ghostkit checkpoint: ``load_model("runs/x/best.ckpt").predict([...])``."""
+    return Predictor.load(path, device)

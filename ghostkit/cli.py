@@ -1,0 +1,201 @@
+"""The ``ghostkit`` command: train, val, predict, info. ``main(argv)`` runs in-process and returns the exit code.
+
+A user mistake (``GhostkitError``, bad option values) prints one line and exits with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+import warnings
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import GhostkitError
+
+__all__ = ["main", "app"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="GhostNet toolkit: train, val, predict, info.")
+console = Console()
+
+
+def _metrics_table(title: str, values: dict) -> Table:
+    table = Table(title=title)
+    scalars = {k: v for k, v in values.items() if isinstance(v, (int, float))}
+    for key in scalars:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{v:.4f}" for v in scalars.values()))
+    return table
+
+
+def _per_class_table(values: dict) -> Table | None:
+    per_class = values.get("per_class")
+    if not per_class:
+        return None
+    cols = list(next(iter(per_class.values())))
+    table = Table(title="per class")
+    table.add_column("class")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, row in per_class.items():
+        table.add_row(name, *(f"{row[c]:.4f}" for c in cols))
+    return table
+
+
+def _print_metrics(title: str, values: dict) -> None:
+    console.print(_metrics_table(title, values))
+    per_class = _per_class_table(values)
+    if per_class is not None and len(values["per_class"]) <= 40:
+        console.print(per_class)
+
+
+def _train_command() -> click.Command:
+    """``ghostkit train``: one option per TrainConfig field, with its default, so the CLI and API never drift."""
+    from .engine.config import HELP, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    params = []
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        if hint is bool:
+            params.append(click.Option([f"{flag}/--no-{flag[2:]}"], default=f.default, show_default=True,
+                                       help=HELP.get(f.name)))
+            continue
+        base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+        params.append(click.Option([flag, f.name], type=base, default=f.default, show_default=True,
+                                   help=HELP.get(f.name)))
+
+    def run(**options) -> None:
+        from .engine.run import train
+
+        cfg = TrainConfig(**options)
+        metrics = train(cfg)
+        _print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
+        console.print(f"run saved to {cfg.out}")
+
+    return click.Command("train", params=params, callback=run,
+                         help="Train a task model (default: classification on built-in digits).")
+
+
+@app.command()
+def val(
+    weights: str = typer.Option(..., help="checkpoint (best.ckpt / last.ckpt)"),
+    data: str = typer.Option(..., help="data folder or built-in data (digits, shapes)"),
+    out: str = typer.Option(None, help="output folder for metrics.json (default: val/ beside the weights)"),
+    batch: int = typer.Option(64, help="batch size"),
+    workers: int = typer.Option(2, help="data loader workers"),
+    threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
+) -> None:
+    """Evaluate a checkpoint on a data set's validation split and write metrics.json."""
+    from .engine.run import validate
+
+    if batch <= 0:
+        raise GhostkitError(f"--batch must be positive, got {batch}")
+    metrics = validate(weights, data, out, batch=batch, workers=workers, threshold=threshold)
+    _print_metrics(f"validation of {weights} on {data}", metrics)
+
+
+@app.command()
+def predict(
+    weights: str = typer.Option(..., help="checkpoint (best.ckpt)"),
+    source: str = typer.Option(..., help="image file, folder or glob"),
+    topk: int = typer.Option(5, help="classes to show per image"),
+    threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
+) -> None:
+    """Predict classes for images."""
+    from .api import load_model
+    from .predict import expand_source
+
+    if topk <= 0:
+        raise GhostkitError(f"--topk must be positive, got {topk}")
+    predictor = load_model(weights)
+    results = predictor.predict(expand_source(source), topk=topk, threshold=threshold)
+    if as_json:
+        for r in results:
+            print(json.dumps(r))
+        return
+    table = Table(title=f"predictions ({weights})")
+    table.add_column("image")
+    table.add_column("prediction")
+    for r in results:
+        items = r.get("topk", r.get("labels", []))
+        table.add_row(r["source"], ", ".join(f"{x['class']} {x['score']:.3f}" for x in items) or "-")
+    console.print(table)
+
+
+@app.command()
+def info(
+    model: str = typer.Argument(None, help="model name"),
+    imgsz: tuple[int, int] = typer.Option((224, 224), help="input height and width for MACs and feature shapes"),
+    list_all: bool = typer.Option(False, "--list", help="list the registered models"),
+) -> None:
+    """Parameters, MACs at an input size, feature strides and channels of a model."""
+    from .models import list_models
+    from .models.summary import model_summary
+
+    if list_all or model is None:
+        for name in list_models():
+            print(name)
+        return
+    if min(imgsz) < 32:
+        raise GhostkitError(f"--imgsz must be at least 32 x 32, got {imgsz[0]} x {imgsz[1]}")
+    s = model_summary(model, tuple(imgsz))
+    table = Table(title=f"{model} at {imgsz[0]} x {imgsz[1]}")
+    table.add_column("")
+    table.add_column("train structure", justify="right")
+    table.add_column("deploy (reparameterised)", justify="right")
+    table.add_row("params", f"{s['params'] / 1e6:.3f} M", f"{s['deploy_params'] / 1e6:.3f} M")
+    table.add_row("MACs", f"{s['macs'] / 1e6:.1f} M", f"{s['deploy_macs'] / 1e6:.1f} M")
+    console.print(table)
+    feats = Table(title="feature stages (features_only=True)")
+    for col in ("index", "module", "stride", "channels", "shape"):
+        feats.add_column(col)
+    for f in s["features"]:
+        feats.add_row(str(f["index"]), f["module"], str(f["stride"]), str(f["channels"]), " x ".join(map(str, f["shape"])))
+    console.print(feats)
+
+
+def _command() -> click.Group:
+    group = typer.main.get_command(app)
+    group.add_command(_train_command())
+    return group
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            _command().main(args=argv, prog_name="ghostkit", standalone_mode=False)
+    except GhostkitError as e:
+        print(f"ghostkit: error: {e}", file=sys.stderr)
+        return 2
+    except click.exceptions.NoArgsIsHelpError as e:
+        print(e.ctx.get_help() if e.ctx else str(e))
+        return 0
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("ghostkit: aborted", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ghostkit: interrupted; the last checkpoint is intact (resume with --resume RUN/last.ckpt)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Classification data: single-label (ImageFolder) and multi-label (CSV) readers, transform presets, and
+`build_classify_data`, which turns a `--data` value into train/val datasets.
+
+Layouts (see DESIGN.md, "Data formats"):
+
+- single-label: `DIR/train/<class>/*`, `DIR/val/<class>/*`; class folders are searched recursively.
+- multi-label: `DIR/images/` + `DIR/train.csv` (+ `DIR/val.csv`), header `filename,labels`, labels space-separated
+  class names; class list from `DIR/classes.txt` (one per line) if present, else the sorted labels of train.csv.
+- built-in: `digits` (scikit-learn) and `shapes` (procedural, see `ghostkit.data.synthetic`). These names are
+  reserved: a folder called `digits` in the working directory is reached as `./digits`.
+
+A missing validation split is split off the training split with a fixed seed (stratified per class for
+single-label data) and gets the validation transforms. Unreadable images are skipped with one counted
+`SkippedFilesWarning` per folder; every user mistake raises a one-line `GhostkitError` naming the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ghostkit.data.images import filter_readable, list_images, read_image, to_rgb
+from ghostkit.data.synthetic import SHAPE_CLASSES, load_digits, make_shapes
+from ghostkit.errors import GhostkitError
+
+__all__ = [
+    "BUILTIN_DATA",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ClassifyData",
+    "ImageListDataset",
+    "build_classify_data",
+    "classify_transforms",
+    "read_imagefolder",
+    "read_multilabel_csv",
+    "split_items",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+BUILTIN_DATA: tuple[str, ...] = ("digits", "shapes")
+AUTO_AUGMENTS: tuple[str, ...] = ("trivial", "randaugment", "none")
+
+# An image source and its target: an int class index, or a float multi-hot vector (C) for multi-label data.
+ImageSource = Path | str | np.ndarray | Image.Image
+Item = tuple[ImageSource, Any]
+
+# Built-in data settings, fixed so results are comparable between runs.
+_DIGITS_VAL_FRACTION, _DIGITS_SEED = 0.2, 0
+_SHAPES_TRAIN, _SHAPES_VAL, _SHAPES_IMGSZ = 2000, 400, 64
+
+
+def classify_transforms(
+    imgsz: int,
+    train: bool,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    auto_augment: str | None = "trivial",
+    random_erasing: float = 0.0,
+    hflip: float = 0.5,
+    scale: tuple[float, float] = (0.35, 1.0),
+    crop_pct: float = 0.875,
+) -> v2.Compose:
+    """Transform preset: PIL image or uint8 H x W x 3 array → normalised float32 tensor 3 x imgsz x imgsz.
+
+    train: RandomResizedCrop(imgsz, scale) → RandomHorizontalFlip(hflip) → TrivialAugmentWide / RandAugment /
+    nothing → float → Normalize → RandomErasing(random_erasing) when > 0.
+    val: Resize(int(imgsz / crop_pct)) (shorter side) → CenterCrop(imgsz) → float → Normalize.
+    The input is made a `tv_tensors.Image` first (`v2.ToImage`), so PIL images and arrays take the same path.
+    """
+    if imgsz <= 0:
+        raise GhostkitError(f"imgsz must be > 0, got {imgsz}")
+    if not 0.0 <= random_erasing <= 1.0:
+        raise GhostkitError(f"random_erasing must be a probability in [0, 1], got {random_erasing}")
+    if not 0.0 <= hflip <= 1.0:
+        raise GhostkitError(f"hflip must be a probability in [0, 1], got {hflip}")
+    if not 0.0 < scale[0] <= scale[1] <= 1.0:
+        raise GhostkitError(f"scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}")
+    if not 0.0 < crop_pct <= 1.0:
+        raise GhostkitError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    aug = "none" if auto_augment is None else str(auto_augment).lower()
+    if aug not in AUTO_AUGMENTS:
+        raise GhostkitError(f"auto_augment {auto_augment!r} is not one of: {', '.join(AUTO_AUGMENTS)}")
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    if not train:
+        return v2.Compose([v2.ToImage(), v2.Resize(int(imgsz / crop_pct)), v2.CenterCrop(imgsz), *to_float])
+    ops: list[Any] = [v2.ToImage(), v2.RandomResizedCrop(imgsz, scale=tuple(scale))]
+    if hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(hflip))
+    if aug == "trivial":
+        ops.append(v2.TrivialAugmentWide())
+    elif aug == "randaugment":
+        ops.append(v2.RandAugment())
+    ops += to_float
+    if random_erasing > 0:
+        ops.append(v2.RandomErasing(p=random_erasing, value=0))
+    return v2.Compose(ops)
+
+
+def _load_rgb(source: ImageSource) -> Image.Image | np.ndarray:
+    """An item's image as RGB: a PIL image, or a uint8 H x W x 3 array (writable arrays are not copied)."""
+    if isinstance(source, (str, Path)):
+        return read_image(source)
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    arr = np.asarray(source)
+    if arr.dtype != np.uint8:
+        raise GhostkitError(f"image arrays must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise GhostkitError(f"image arrays must be H x W x 3 (or H x W), got shape {arr.shape}")
+    # torch warns on read-only arrays (e.g. np.asarray of a PIL image); those get copied.
+    return arr if arr.flags.writeable else arr.copy()
+
+
+class ImageListDataset(Dataset):
+    """A list of (image, target) items → `(tensor 3 x H x W, target)`.
+
+    An image is a file path (decoded with `read_image`), a PIL image, or a uint8 H x W x 3 (or H x W) array.
+    A target is an int class index (single-label), or a sequence / array / tensor of C values, returned as a
+    float32 multi-hot tensor (multi-label). Without a transform, images become float32 tensors in [0, 1].
+    """
+
+    def __init__(self, items: Sequence[Item], transform: Any = None) -> None:
+        self.items = list(items)
+        self.transform = transform or v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        source, target = self.items[index]
+        image = self.transform(_load_rgb(source))
+        values = np.asarray(target)
+        if values.ndim == 0 and np.issubdtype(values.dtype, np.integer):
+            return image, int(values)
+        return image, torch.from_numpy(values.astype(np.float32))
+
+    @property
+    def targets(self) -> list[Any]:
+        """The targets of all items, without loading any image."""
+        return [target for _, target in self.items]
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_imagefolder(root: str | Path, class_names: Sequence[str] | None = None) -> tuple[list[Item], list[str]]:
+    """Read `root/<class>/*` (each class folder searched recursively) → ([(path, class_index)], class_names).
+
+    With `class_names` (e.g. the training classes when reading a validation folder), indices follow that list,
+    classes may be absent, and a folder of an unknown class is an error. Unreadable images are skipped with one
+    `SkippedFilesWarning`. Raises `GhostkitError` for a missing folder, no class folders, an empty class folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise GhostkitError(f"{root}: no such folder")
+    dirs = _class_dirs(root)
+    if not dirs:
+        raise GhostkitError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    names = [d.name for d in dirs] if class_names is None else list(class_names)
+    index = {name: i for i, name in enumerate(names)}
+    for d in dirs:
+        if d.name not in index:
+            raise GhostkitError(f"{d}: class {d.name!r} is not one of the training classes ({', '.join(names)})")
+    paths, targets = [], []
+    for d in dirs:
+        files = list_images(d, recursive=True)
+        if not files:
+            raise GhostkitError(f"{d}: class folder has no images")
+        paths += files
+        targets += [index[d.name]] * len(files)
+    good, _ = filter_readable(paths, folder=root)
+    good_set = set(good)
+    items = [(p, t) for p, t in zip(paths, targets, strict=True) if p in good_set]
+    kept = {t for _, t in items}
+    for d in dirs:
+        if index[d.name] not in kept:
+            raise GhostkitError(f"{d}: class folder has no readable images")
+    return items, names
+
+
+def _read_classes_txt(path: Path) -> list[str]:
+    names: list[str] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if " " in name:
+            raise GhostkitError(f"{path}:{lineno}: class name {name!r} contains a space (labels are space-separated)")
+        if name in names:
+            raise GhostkitError(f"{path}:{lineno}: duplicate class {name!r}")
+        names.append(name)
+    if not names:
+        raise GhostkitError(f"{path}: no class names")
+    return names
+
+
+def _parse_label_csv(csv_path: Path, images_dir: Path) -> list[tuple[int, Path, list[str]]]:
+    """Rows of a `filename,labels` file → [(line number, image path, label names)], validated."""
+    if not csv_path.is_file():
+        raise GhostkitError(f"{csv_path}: no such file")
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise GhostkitError(f"{csv_path}: empty file (expected a header 'filename,labels')")
+            header = [h.strip().lower() for h in header]
+            missing = [c for c in ("filename", "labels") if c not in header]
+            if missing:
+                raise GhostkitError(
+                    f"{csv_path}:1: missing column(s) {', '.join(missing)} (header must be 'filename,labels')"
+                )
+            col_file, col_labels = header.index("filename"), header.index("labels")
+            for row in reader:
+                where = f"{csv_path}:{reader.line_num}"
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    raise GhostkitError(f"{where}: expected {len(header)} fields, got {len(row)}")
+                name, labels = row[col_file].strip(), row[col_labels].split()
+                if not name:
+                    raise GhostkitError(f"{where}: empty filename")
+                if Path(name).is_absolute():
+                    raise GhostkitError(f"{where}: {name} must be a path relative to {images_dir}")
+                if not labels:
+                    raise GhostkitError(f"{where}: {name} has no labels")
+                path = images_dir / name
+                if not path.is_file():
+                    raise GhostkitError(f"{where}: {name} does not exist in {images_dir}")
+                rows.append((reader.line_num, path, labels))
+        except csv.Error as exc:
+            raise GhostkitError(f"{csv_path}:{reader.line_num}: malformed row ({exc})") from exc
+    if not rows:
+        raise GhostkitError(f"{csv_path}: no rows")
+    return rows
+
+
+def read_multilabel_csv(
+    root: str | Path, split: str, class_names: Sequence[str] | None = None
+) -> tuple[list[Item], list[str]]:
+    """Read `root/<split>.csv` with images in `root/images/` → ([(path, multi-hot float32 C)], class_names).
+
+    Classes: `class_names` if given, else `root/classes.txt` if present, else the sorted union of labels in
+    train.csv and val.csv. A label outside a given / classes.txt list is an error naming the csv line.
+    Unreadable images are skipped with one `SkippedFilesWarning`.
+    """
+    root = Path(root)
+    images_dir = root / "images"
+    if not images_dir.is_dir():
+        raise GhostkitError(f"{images_dir}: no such folder (multi-label data needs images/ and {split}.csv)")
+    csv_path = root / f"{split}.csv"
+    rows = _parse_label_csv(csv_path, images_dir)
+    classes_txt = root / "classes.txt"
+    if class_names is not None:
+        names, source = list(class_names), "the training classes"
+    elif classes_txt.is_file():
+        names, source = _read_classes_txt(classes_txt), str(classes_txt)
+    else:
+        union = {label for _, _, labels in rows for label in labels}
+        for other in ("train", "val"):
+            if other != split and (root / f"{other}.csv").is_file():
+                union |= {
+                    label for _, _, labels in _parse_label_csv(root / f"{other}.csv", images_dir) for label in labels
+                }
+        names, source = sorted(union), "the labels of train.csv / val.csv"
+    index = {name: i for i, name in enumerate(names)}
+    items: list[Item] = []
+    for lineno, path, labels in rows:
+        target = np.zeros(len(names), dtype=np.float32)
+        for label in labels:
+            if label not in index:
+                raise GhostkitError(f"{csv_path}:{lineno}: unknown label {label!r} (not in {source})")
+            target[index[label]] = 1.0
+        items.append((path, target))
+    good, _ = filter_readable([p for p, _ in items], folder=images_dir)
+    good_set = set(good)
+    items = [(p, t) for p, t in items if p in good_set]
+    if not items:
+        raise GhostkitError(f"{csv_path}: none of the listed images is readable")
+    return items, names
+
+
+def split_items(
+    items: Sequence[Item], val_fraction: float, seed: int = 0, stratify: bool = True
+) -> tuple[list[Item], list[Item]]:
+    """Deterministically split items into (train, val), keeping the input order within each part.
+
+    With `stratify` (int targets), each class with at least 2 items puts round(n * val_fraction) of them, but at
+    least 1 and at most n - 1, into val, so every class stays in train. Without it (multi-label targets), a
+    plain random split of round(n * val_fraction) items (at least 1, at most n - 1).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise GhostkitError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    n = len(items)
+    if stratify:
+        by_class: dict[int, list[int]] = {}
+        for i, (_, target) in enumerate(items):
+            by_class.setdefault(int(target), []).append(i)
+        groups = [by_class[c] for c in sorted(by_class)]
+    else:
+        groups = [list(range(n))]
+    val_idx: set[int] = set()
+    for group in groups:
+        if len(group) < 2:
+            continue
+        n_val = min(max(round(len(group) * val_fraction), 1), len(group) - 1)
+        val_idx.update(group[j] for j in rng.permutation(len(group))[:n_val])
+    train = [item for i, item in enumerate(items) if i not in val_idx]
+    val = [item for i, item in enumerate(items) if i in val_idx]
+    return train, val
+
+
+@dataclass
+class ClassifyData:
+    """Train / val datasets (`ImageListDataset`, items → (float32 3 x imgsz x imgsz, target)) and their metadata.
+
+    `multilabel`: targets are float32 multi-hot vectors of len(class_names) instead of int class indices.
+    `mean`, `std`, `imgsz`, `crop_pct` are what the validation transform used; inference should use
+    `classify_transforms(imgsz, train=False, mean=mean, std=std, crop_pct=crop_pct)`. All data sources use the
+    default crop_pct, so a predictor that only knows imgsz / mean / std preprocesses exactly like validation.
+    """
+
+    train: ImageListDataset
+    val: ImageListDataset
+    class_names: list[str]
+    multilabel: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    imgsz: int
+    crop_pct: float = 0.875
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@functools.lru_cache(maxsize=4)
+def _shape_samples(n: int, seed: int) -> tuple[tuple[np.ndarray, int, tuple[int, ...]], ...]:
+    """Built-in shapes as (read-only uint8 image, label, classes present), cached: every run, and the single- and
+    multi-label variants, reuse the same arrays (about 12 KB per 64 px image)."""
+    out = []
+    for sample in make_shapes(n, imgsz=_SHAPES_IMGSZ, seed=seed):
+        sample.image.flags.writeable = False  # shared by the cache; `_load_rgb` copies before use
+        out.append((sample.image, sample.label, tuple(sample.multilabel)))
+    return tuple(out)
+
+
+def build_classify_data(
+    data: str | Path,
+    imgsz: int,
+    multilabel: bool = False,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    auto_augment: str | None = "trivial",
+    random_erasing: float = 0.0,
+) -> ClassifyData:
+    """Resolve a `--data` value to train / val datasets of 3 x imgsz x imgsz tensors.
+
+    `data`: "digits" (1797 images, 10 classes, a fixed stratified 20% val split with seed 0; no flip, no
+    auto-augment, gentle crops, since digits are tiny and orientation-sensitive), "shapes" (2000 train / 400
+    val 64 px images, seeds 0 / 1; target = class of the largest shape, or the classes present with
+    `multilabel`), or a folder: ImageFolder `train/<class>/*` (+ `val/<class>/*`), or multi-label
+    `images/` + `train.csv` (+ `val.csv`), detected by train.csv. `multilabel` must match the data: a
+    train.csv folder with `multilabel=False`, or ImageFolder / digits with `multilabel=True`, is an error.
+    A missing val split is split off train with `val_fraction` and `seed` and gets the val transforms.
+    """
+    if imgsz <= 0:
+        raise GhostkitError(f"imgsz must be > 0, got {imgsz}")
+    if not 0.0 < val_fraction < 1.0:
+        raise GhostkitError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    name = str(data)
+
+    def make(
+        train_items: list[Item],
+        val_items: list[Item],
+        names: Sequence[str],
+        is_multilabel: bool,
+        **train_kw: Any,
+    ) -> ClassifyData:
+        kw = dict(auto_augment=auto_augment, random_erasing=random_erasing) | train_kw
+        train_tf = classify_transforms(imgsz, True, mean, std, **kw)
+        val_tf = classify_transforms(imgsz, False, mean, std)
+        return ClassifyData(
+            train=ImageListDataset(train_items, train_tf),
+            val=ImageListDataset(val_items, val_tf),
+            class_names=list(names),
+            multilabel=is_multilabel,
+            mean=mean,
+            std=std,
+            imgsz=imgsz,
+        )
+
+    if name == "digits":
+        if multilabel:
+            raise GhostkitError("digits: built-in digits are single-label; multi-label built-in data is 'shapes'")
+        # Stored at up to 64 px; the transforms upscale to imgsz (keeps memory small for large imgsz).
+        images, labels, names = load_digits(min(imgsz, 64))
+        train_items, val_items = split_items(list(zip(images, labels, strict=True)), _DIGITS_VAL_FRACTION, _DIGITS_SEED)
+        return make(train_items, val_items, names, False, auto_augment="none", hflip=0.0, scale=(0.7, 1.0))
+    if name == "shapes":
+
+        def shape_items(n: int, shape_seed: int) -> list[Item]:
+            samples = _shape_samples(n, shape_seed)
+            if not multilabel:
+                return [(image, label) for image, label, _ in samples]
+            eye = np.eye(len(SHAPE_CLASSES), dtype=np.float32)
+            return [(image, eye[list(present)].sum(axis=0)) for image, _, present in samples]
+
+        # Crops stay large: a shape cut out of the frame would make its label wrong.
+        return make(
+            shape_items(_SHAPES_TRAIN, 0),
+            shape_items(_SHAPES_VAL, 1),
+            SHAPE_CLASSES,
+            multilabel,
+            scale=(0.75, 1.0),
+        )
+
+    root = Path(data)
+    if not root.exists():
+        raise GhostkitError(f"{root}: no such data folder (built-in data: {', '.join(BUILTIN_DATA)})")
+    if not root.is_dir():
+        raise GhostkitError(f"{root}: not a folder (expected a data folder or one of: {', '.join(BUILTIN_DATA)})")
+
+    if (root / "train.csv").is_file():
+        if not multilabel:
+            raise GhostkitError(f"{root}: holds multi-label data (train.csv); use the multilabel task")
+        # Without classes.txt the class list is train.csv's labels, so val.csv may not add new ones.
+        names = None
+        if not (root / "classes.txt").is_file() and (root / "images").is_dir():
+            rows = _parse_label_csv(root / "train.csv", root / "images")
+            names = sorted({label for _, _, labels in rows for label in labels})
+        train_items, names = read_multilabel_csv(root, "train", class_names=names)
+        if (root / "val.csv").is_file():
+            val_items, _ = read_multilabel_csv(root, "val", class_names=names)
+        else:
+            train_items, val_items = split_items(train_items, val_fraction, seed, stratify=False)
+        return make(train_items, val_items, names, True)
+
+    if multilabel:
+        raise GhostkitError(f"{root}: multi-label data needs images/ and train.csv (labels space-separated)")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise GhostkitError(f"{root}: no train/ folder (expected train/<class>/*, or images/ + train.csv)")
+    train_items, names = read_imagefolder(train_dir)
+    if (root / "val").is_dir():
+        val_items, _ = read_imagefolder(root / "val", class_names=names)
+    else:
+        train_items, val_items = split_items(train_items, val_fraction, seed)
+    return make(train_items, val_items, names, False)

@@ -1,0 +1,149 @@
+"""Training options: one dataclass shared by the CLI (``ghostkit train --help``) and ``ghostkit.train(...)``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import GhostkitError
+from ..models import list_models
+
+__all__ = ["TrainConfig", "TASK_NAMES"]
+
+TASK_NAMES = ("classify", "multilabel")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run, with its default. ``None`` means "chosen from the data" (see ``resolve``)."""
+
+    task: str = "classify"
+    data: str = "digits"
+    model: str = "ghostnet_100"
+    epochs: int = 30
+    batch: int = 64
+    imgsz: int | None = None  # default: 32 for digits, 64 for shapes, 224 for folders
+    lr: float = 2e-3
+    optimizer: str = "adamw"  # adamw | sgd | rmsprop
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.05  # L2 (decoupled for AdamW); not applied to biases and norm weights
+    l1: float = 0.0  # L1 penalty on conv/linear weights added to the loss
+    dropout: float = 0.2  # before the classifier
+    label_smoothing: float = 0.1
+    mixup: float = 0.0  # Mixup alpha (0: off)
+    cutmix: float = 0.0  # CutMix alpha (0: off)
+    auto_augment: str = "trivial"  # trivial | randaugment | none
+    random_erasing: float = 0.0
+    ema: bool = False
+    ema_decay: float = 0.999
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"  # cosine | step
+    step_epochs: int = 10  # step schedule: decay every N epochs
+    step_gamma: float = 0.1
+    patience: int = 0  # early stopping patience in epochs (0: off)
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+    grad_clip: float = 0.0
+    seed: int = 0
+    workers: int = 2
+    accelerator: str = "auto"
+    devices: str = "1"  # a count, "auto", or a list like "0,1"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
+    output_stride: int = 32
+    pretrained: str | None = None  # official / timm / ghostkit weights for the backbone (and classifier conv)
+    freeze_backbone: bool = False
+    threshold: float = 0.5  # multi-label decision threshold
+    val_fraction: float = 0.2  # split off train when the data has no val set
+    resume: str | None = None  # a run's last.ckpt
+    out: str = "runs/train"
+    exist_ok: bool = False
+
+    def validate(self) -> TrainConfig:
+        """Raise :class:`GhostkitError` (one line, naming the option) for nonsense values."""
+        checks = [
+            (self.task in TASK_NAMES, f"--task must be one of {', '.join(TASK_NAMES)}, got {self.task!r}"),
+            (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
+            (self.batch > 0, f"--batch must be positive, got {self.batch}"),
+            (self.imgsz is None or self.imgsz >= 32, f"--imgsz must be at least 32, got {self.imgsz}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.optimizer in ("adamw", "sgd", "rmsprop"), f"--optimizer must be adamw, sgd or rmsprop, got "
+                                                            f"{self.optimizer!r}"),
+            (self.schedule in ("cosine", "step"), f"--schedule must be cosine or step, got {self.schedule!r}"),
+            (self.weight_decay >= 0 and self.l1 >= 0, "--weight-decay and --l1 must not be negative"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must not be negative"),
+            (0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}"),
+            (self.patience >= 0, f"--patience must not be negative, got {self.patience}"),
+            (self.precision in ("32", "bf16-mixed", "16-mixed"), f"--precision must be 32, bf16-mixed or 16-mixed, "
+                                                                f"got {self.precision!r}"),
+            (self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
+            (self.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {self.output_stride}"),
+            (0 < self.threshold < 1, f"--threshold must be in (0, 1), got {self.threshold}"),
+            (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.model in list_models(), None),
+        ]
+        for ok, message in checks:
+            if not ok:
+                if message is None:  # the registry words unknown names best (with suggestions)
+                    from ..models.registry import model_entrypoint
+
+                    model_entrypoint(self.model)
+                raise GhostkitError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise GhostkitError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**kwargs)
+
+
+HELP: dict[str, str] = {
+    "task": f"task: {', '.join(TASK_NAMES)}",
+    "data": "data folder, or built-in data: digits, shapes",
+    "model": "backbone name (ghostkit info --list)",
+    "epochs": "training epochs",
+    "batch": "batch size (per device)",
+    "imgsz": "input size in pixels (default: 32 for digits, 64 for shapes, 224 for folders)",
+    "lr": "peak learning rate",
+    "optimizer": "adamw, sgd or rmsprop",
+    "momentum": "momentum (sgd, rmsprop)",
+    "nesterov": "Nesterov momentum (sgd)",
+    "weight_decay": "L2 weight decay (decoupled for adamw; not on biases and norm weights)",
+    "l1": "L1 penalty on conv/linear weights, added to the loss",
+    "dropout": "dropout before the classifier",
+    "label_smoothing": "label smoothing of the cross-entropy",
+    "mixup": "Mixup alpha (0: off)",
+    "cutmix": "CutMix alpha (0: off)",
+    "auto_augment": "trivial, randaugment or none",
+    "random_erasing": "random erasing probability",
+    "ema": "keep an exponential moving average of the weights (validated and saved)",
+    "ema_decay": "EMA decay",
+    "warmup_epochs": "linear warm-up epochs",
+    "schedule": "cosine or step",
+    "step_epochs": "step schedule: decay every N epochs",
+    "step_gamma": "step schedule: decay factor",
+    "patience": "early stopping patience in epochs (0: off)",
+    "precision": "32, bf16-mixed or 16-mixed",
+    "grad_clip": "gradient norm clipping (0: off)",
+    "seed": "random seed",
+    "workers": "data loader worker processes",
+    "accelerator": "auto, cpu, gpu, ...",
+    "devices": "devices per node: a count, auto, or a list like 0,1",
+    "num_nodes": "number of nodes (torchrun / SLURM)",
+    "strategy": "auto, ddp, ddp_spawn, ...",
+    "output_stride": "backbone output stride: 32, 16 or 8 (dilation)",
+    "pretrained": "backbone weights (official, timm or ghostkit file) for transfer learning",
+    "freeze_backbone": "train the head only",
+    "threshold": "multi-label decision threshold",
+    "val_fraction": "fraction split off train when the data has no validation set",
+    "resume": "continue a run from its last.ckpt",
+    "out": "run directory",
+    "exist_ok": "overwrite an existing run directory",
+}

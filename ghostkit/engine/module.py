@@ -1,0 +1,124 @@
+"""The one LightningModule: task logic comes from the TaskModel's heads and the task's spec; the loop is Lightning's."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torchvision.transforms import v2
+
+from ..tasks.model import TaskModel
+from .config import TrainConfig
+
+__all__ = ["TaskModule"]
+
+
+class TaskModule(L.LightningModule):
+    """Trains a :class:`TaskModel`; ``metrics`` maps task → metric module (``update``, ``compute``, ``reset``).
+
+    Checkpoints carry the model config under ``"ghostkit"`` (so ``best.ckpt`` alone rebuilds the model) and the
+    Python / NumPy / torch RNG states, so that ``--resume`` continues the same random stream.
+    """
+
+    def __init__(self, model: TaskModel, cfg: TrainConfig, metrics: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.model, self.cfg = model, cfg
+        self.metrics = nn.ModuleDict(metrics)
+        self.last_metrics: dict[str, dict] = {}
+        self.batch_mix = None
+        if cfg.task == "classify" and (cfg.mixup > 0 or cfg.cutmix > 0):
+            n = model.heads["classify"].num_classes
+            mixes = ([v2.MixUp(alpha=cfg.mixup, num_classes=n)] if cfg.mixup > 0 else []) + (
+                [v2.CutMix(alpha=cfg.cutmix, num_classes=n)] if cfg.cutmix > 0 else [])
+            self.batch_mix = v2.RandomChoice(mixes)
+        if cfg.freeze_backbone:
+            self.model.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TaskModule:
+        super().train(mode)
+        if self.cfg.freeze_backbone:  # frozen BN statistics too, as users of --freeze-backbone expect
+            self.model.backbone.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> dict:
+        return self.model(images)
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        if self.batch_mix is not None:
+            images, targets["classify"] = self.batch_mix(images, targets["classify"])
+        losses = self.model.loss(self.model(images), targets)
+        if self.cfg.l1 > 0:
+            l1 = sum(p.abs().sum() for p in self.model.parameters() if p.requires_grad and p.ndim > 1)
+            losses["l1"] = self.cfg.l1 * l1
+            losses["loss"] = losses["loss"] + losses["l1"]
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=False, on_epoch=True,
+                      prog_bar=False, batch_size=images.shape[0], sync_dist=True)
+        return losses["loss"]
+
+    def validation_step(self, batch: tuple, batch_idx: int) -> None:
+        images, targets = batch
+        outputs = self.model(images)
+        losses = self.model.loss(outputs, targets)
+        self.log("val/loss", losses["loss"], on_epoch=True, batch_size=images.shape[0], sync_dist=True)
+        for task, metric in self.metrics.items():
+            metric.update(outputs[task], targets[task])
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_metrics = {}
+        for task, metric in self.metrics.items():
+            values = metric.compute()
+            metric.reset()
+            self.last_metrics[task] = values
+            scalars = {f"val/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float))}
+            self.log_dict(scalars, prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self):
+        cfg = self.cfg
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim > 1 else no_decay).append(p)  # no weight decay on biases and norm weights
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+        elif cfg.optimizer == "rmsprop":
+            opt = torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, alpha=0.9, eps=1e-3)
+        else:
+            opt = torch.optim.AdamW(groups, lr=cfg.lr)
+        steps_per_epoch = max(1, math.ceil(self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs)))
+        warmup = int(cfg.warmup_epochs * steps_per_epoch)
+        total = max(1, cfg.epochs * steps_per_epoch)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if cfg.schedule == "step":
+                return cfg.step_gamma ** ((step // steps_per_epoch) // cfg.step_epochs)
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ghostkit"] = self.model.config
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
+                             "python": list(random.getstate()[1])}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(("MT19937", np.asarray(rng["numpy"]["key"], dtype=np.uint32), rng["numpy"]["pos"],
+                                 0, 0.0))
+            random.setstate((3, tuple(rng["python"]), None))
+
+
+def _numpy_state() -> dict:
+    _, key, pos, _, _ = np.random.get_state()
+    return {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos)}

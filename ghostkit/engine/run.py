@@ -1,0 +1,166 @@
+"""``train`` and ``validate``: a run from options to a run directory, the loop being Lightning's."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ..errors import GhostkitError
+from ..models.weights import read_checkpoint
+from ..tasks.model import build_task_model, load_pretrained, load_task_model
+from . import classify  # noqa: F401  (registers the classification specs)
+from .config import TrainConfig
+from .module import TaskModule
+from .spec import TaskData, get_spec
+from .trainer import build_trainer
+
+__all__ = ["train", "validate", "write_metrics"]
+
+CONFIG_FORMAT = 1
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+
+
+def _loaders(data: TaskData, cfg: TrainConfig) -> tuple[DataLoader | None, DataLoader]:
+    common = dict(batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=data.collate,
+                  persistent_workers=cfg.workers > 0)
+    train = None
+    if data.train is not None:
+        if len(data.train) == 0:
+            raise GhostkitError(f"{cfg.data}: the training set is empty")
+        train = DataLoader(data.train, shuffle=True, drop_last=len(data.train) > cfg.batch, **common)
+    if len(data.val) == 0:
+        raise GhostkitError(f"{cfg.data}: the validation set is empty")
+    return train, DataLoader(data.val, shuffle=False, **common)
+
+
+def write_metrics(values: dict, out_dir: Path) -> Path:
+    """metrics.json: the DESIGN keys per task (nested per task only for multi-task runs)."""
+    clean = {t: {k: v for k, v in m.items() if k != "confusion_matrix"} for t, m in values.items()}
+    payload = next(iter(clean.values())) if len(clean) == 1 else clean
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def _check_resume(cfg: TrainConfig, config: dict) -> None:
+    path = Path(cfg.resume)
+    _, saved, _ = read_checkpoint(path)
+    if not saved or "heads" not in saved:
+        raise GhostkitError(f"{path}: not a ghostkit training checkpoint, cannot resume from it")
+    if saved["heads"].keys() != config["heads"].keys() or saved["backbone"]["name"] != config["backbone"]["name"]:
+        raise GhostkitError(f"{path}: was trained for {list(saved['heads'])} with {saved['backbone']['name']}, "
+                            f"not {list(config['heads'])} with {config['backbone']['name']}")
+    if saved.get("class_names") != config.get("class_names"):
+        raise GhostkitError(f"{path}: its class names differ from the data's ({cfg.data})")
+
+
+def _save_samples(dataset, out_dir: Path, n: int = 8) -> None:
+    """A few raw validation images in ``samples/`` to try ``ghostkit predict`` on."""
+    items = getattr(dataset, "items", None)
+    if not items:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    step = max(1, len(items) // n)
+    for i, (src, _) in enumerate(items[::step][:n]):
+        img = Image.open(src) if isinstance(src, (str, Path)) else src
+        img = Image.fromarray(img) if not isinstance(img, Image.Image) else img
+        img.convert("RGB").save(out_dir / f"sample_{i:02d}.png")
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train per ``cfg`` into ``cfg.out`` (best.ckpt, last.ckpt, metrics.json/csv, plots, config.yaml) and return
+    the best checkpoint's validation metrics."""
+    cfg.validate()
+    _quiet_lightning()
+    run_dir = Path(cfg.out)
+    if cfg.resume and not Path(cfg.resume).is_file():
+        raise GhostkitError(f"{cfg.resume}: no such checkpoint to resume from")
+    if not cfg.resume and not cfg.exist_ok and any((run_dir / f).exists() for f in ("best.ckpt", "last.ckpt")):
+        raise GhostkitError(f"{run_dir}: already holds a run; pass --exist-ok to overwrite or --resume "
+                            f"{run_dir / 'last.ckpt'} to continue it")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    spec = get_spec(cfg.task)
+    data = spec.build_data(cfg)
+    config = {
+        "format": CONFIG_FORMAT,
+        "backbone": {"name": cfg.model, "kwargs": {"output_stride": cfg.output_stride}},
+        "heads": {spec.name: spec.head_config(cfg, data)},
+        "class_names": data.class_names,
+        "imgsz": [data.imgsz, data.imgsz],
+        "mean": data.mean,
+        "std": data.std,
+        "deployed": False,
+    }
+    if cfg.resume:
+        _check_resume(cfg, config)
+    model = build_task_model(config)
+    if cfg.pretrained and not cfg.resume:
+        load_pretrained(model, cfg.pretrained)
+    metrics = {spec.name: spec.metrics(data.class_names[spec.name], cfg)}
+    module = TaskModule(model, cfg, metrics)
+    train_loader, val_loader = _loaders(data, cfg)
+    trainer = build_trainer(cfg, run_dir, monitor=f"val/{spec.monitor}")
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": cfg.to_dict(), "model": config},
+                                                            sort_keys=False))
+    trainer.fit(module, train_loader, val_loader, ckpt_path=cfg.resume)
+    best = trainer.checkpoint_callback.best_model_path or str(run_dir / "last.ckpt")
+    # final metrics: the best checkpoint on the full validation set
+    module.model.load_state_dict(load_task_model(best).state_dict())
+    trainer.validate(module, val_loader, verbose=False)
+    values = module.last_metrics
+    if trainer.is_global_zero:
+        write_metrics(values, run_dir)
+        from .plots import plot_curves
+
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+        for task, v in values.items():
+            spec.plots(v, data.class_names[task], run_dir)
+        _save_samples(data.val, run_dir / "samples")
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
+def validate(weights: str | Path, data: str, out: str | Path | None = None, batch: int = 64, workers: int = 2,
+             threshold: float = 0.5) -> dict:
+    """Evaluate a checkpoint on ``data``'s validation set; writes ``metrics.json`` into ``out`` (default: ``val/``
+    beside the weights) and returns the metrics."""
+    _quiet_lightning()
+    model = load_task_model(weights)
+    config = model.config
+    tasks = list(config["heads"])
+    task = tasks[0]
+    spec = get_spec(task)
+    cfg = TrainConfig(task=task, data=data, model=config["backbone"]["name"], batch=batch, workers=workers,
+                      imgsz=config["imgsz"][0], threshold=threshold).validate()
+    td = spec.build_data(cfg)
+    if td.class_names[task] != config["class_names"][task]:
+        raise GhostkitError(f"{weights}: trained for {len(config['class_names'][task])} classes "
+                            f"{config['class_names'][task][:5]}, but {data} has {len(td.class_names[task])} "
+                            f"{td.class_names[task][:5]}")
+    module = TaskModule(model, cfg, {task: spec.metrics(td.class_names[task], cfg)})
+    _, val_loader = _loaders(TaskData(None, td.val, td.class_names, td.imgsz, td.mean, td.std, td.collate), cfg)
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, val_loader, verbose=False)
+    out_dir = Path(out) if out else Path(weights).parent / "val"
+    write_metrics(module.last_metrics, out_dir)
+    for t, v in module.last_metrics.items():
+        spec.plots(v, td.class_names[t], out_dir)
+    return module.last_metrics[task]

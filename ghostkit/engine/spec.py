@@ -1,0 +1,58 @@
+"""What the generic engine needs from each task: data, head config, metrics, plots."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..errors import GhostkitError
+
+__all__ = ["TaskData", "TaskSpec", "register_spec", "get_spec"]
+
+
+@dataclass
+class TaskData:
+    train: Dataset | None
+    val: Dataset
+    class_names: dict[str, list[str]]  # task → class names
+    imgsz: int
+    mean: list[float]
+    std: list[float]
+    collate: Callable  # list of (image, target) → (images B x 3 x H x W, {task: batched targets})
+
+
+class TaskSpec:
+    """One per task; ``monitor`` is the metrics.json key that picks the best checkpoint (higher is better)."""
+
+    name: str
+    monitor: str
+
+    def build_data(self, cfg) -> TaskData:
+        raise NotImplementedError
+
+    def head_config(self, cfg, data: TaskData) -> dict:
+        raise NotImplementedError
+
+    def metrics(self, class_names: list[str], cfg=None) -> nn.Module:
+        raise NotImplementedError
+
+    def plots(self, values: dict, class_names: list[str], out_dir: Path) -> list[Path]:
+        return []
+
+
+_SPECS: dict[str, TaskSpec] = {}
+
+
+def register_spec(spec: TaskSpec) -> TaskSpec:
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def get_spec(task: str) -> TaskSpec:
+    if task not in _SPECS:
+        raise GhostkitError(f"unknown task {task!r}; available: {', '.join(sorted(_SPECS))}")
+    return _SPECS[task]

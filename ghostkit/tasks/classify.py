@@ -1,0 +1,59 @@
+"""Image classification head (single- and multi-label) on a GhostNet backbone.
+
+The head is GhostNet's own: global average pool → 1x1 conv to 1280 → ReLU → dropout → linear. Its parameter names
+(``conv_head``, ``classifier``) equal the ImageNet classifier's, so pretrained heads transfer as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ClassifyHead"]
+
+
+class ClassifyHead(nn.Module):
+    """``head(features, image_size) -> logits (B x num_classes)`` from the last (stride 32) feature map.
+
+    Args:
+        feature_info: the backbone's ``feature_info`` (the last entry's ``num_chs`` is used).
+        num_classes: number of classes.
+        multilabel: sigmoid + binary cross-entropy per class instead of softmax cross-entropy.
+        hidden: width of the 1x1 conv before the classifier (GhostNet: 1280).
+        dropout: dropout before the classifier.
+        label_smoothing: for single-label cross-entropy.
+    """
+
+    def __init__(
+        self,
+        feature_info: list[dict],
+        num_classes: int,
+        multilabel: bool = False,
+        hidden: int = 1280,
+        dropout: float = 0.2,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.multilabel, self.label_smoothing = num_classes, multilabel, label_smoothing
+        self.conv_head = nn.Conv2d(feature_info[-1]["num_chs"], hidden, 1, bias=True)
+        self.act2 = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, features: list[torch.Tensor], image_size: tuple[int, int] | None = None) -> torch.Tensor:
+        x = self.act2(self.conv_head(features[-1].mean((2, 3), keepdim=True))).flatten(1)
+        return self.classifier(self.dropout(x))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``targets``: class indices ``B`` or (soft, from Mixup/CutMix, or multi-hot) ``B x num_classes``."""
+        if self.multilabel:
+            loss = F.binary_cross_entropy_with_logits(logits, targets.float())
+        else:
+            loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        return {"loss": loss}
+
+    def postprocess(self, logits: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
+        """Per image ``{"scores": probabilities (num_classes,)}``: softmax, or sigmoid for multi-label."""
+        probs = logits.sigmoid() if self.multilabel else logits.softmax(-1)
+        return [{"scores": p} for p in probs]

@@ -1,0 +1,107 @@
+"""``TaskModel``: one GhostNet backbone, one or more task heads, rebuilt from a plain config.
+
+The config (stored in every checkpoint under ``"ghostkit"``) is plain JSON-able data::
+
+    {"format": 1, "backbone": {"name": "ghostnet_100", "kwargs": {"output_stride": 32}},
+     "heads": {"classify": {"num_classes": 10, ...}}, "class_names": {"classify": [...]},
+     "imgsz": [224, 224], "mean": [...], "std": [...], "deployed": false}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import GhostkitError
+from ..models import create_model, reparameterize
+from ..models.weights import read_checkpoint
+from . import build_head
+
+__all__ = ["TaskModel", "build_task_model", "load_task_model", "load_pretrained", "BACKBONE_OUT_INDICES"]
+
+# every head sees the stride 4, 8, 16 and 32 stage ends; computing them all costs nothing extra
+BACKBONE_OUT_INDICES = (1, 2, 3, 4)
+
+
+class TaskModel(nn.Module):
+    """``forward(images B x 3 x H x W) -> {task: head outputs}``; the backbone runs once for all heads."""
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module], config: dict | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(heads)
+        self.config = config or {}
+
+    def forward(self, images: torch.Tensor) -> dict[str, object]:
+        features = self.backbone(images)
+        size = (images.shape[-2], images.shape[-1])
+        return {task: head(features, size) for task, head in self.heads.items()}
+
+    def loss(self, outputs: dict, targets: dict) -> dict[str, torch.Tensor]:
+        """Sum of every head's ``"loss"``; each head's terms are returned as ``"<task>/<name>"`` too."""
+        total, terms = 0.0, {}
+        for task, head in self.heads.items():
+            if targets.get(task) is None:
+                continue
+            for name, value in head.loss(outputs[task], targets[task]).items():
+                terms[f"{task}/{name}"] = value
+            total = total + terms[f"{task}/loss"]
+        terms["loss"] = total
+        return terms
+
+    def postprocess(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[dict]:
+        """Per image ``{task: result dict}``."""
+        per_task = {task: head.postprocess(outputs[task], image_sizes) for task, head in self.heads.items()}
+        return [{task: res[i] for task, res in per_task.items()} for i in range(len(image_sizes))]
+
+
+def build_task_model(config: dict) -> TaskModel:
+    """Build an untrained :class:`TaskModel` (deploy structure when ``config["deployed"]``) from ``config``."""
+    bb = config["backbone"]
+    kwargs = {k: v for k, v in bb.get("kwargs", {}).items() if k not in ("features_only", "out_indices")}
+    backbone = create_model(bb["name"], features_only=True, out_indices=BACKBONE_OUT_INDICES, **kwargs)
+    heads = {task: build_head(task, backbone.feature_info, **cfg) for task, cfg in config["heads"].items()}
+    model = TaskModel(backbone, heads, config)
+    return reparameterize(model) if config.get("deployed") else model
+
+
+def load_task_model(path: str | Path) -> TaskModel:
+    """Rebuild a :class:`TaskModel` from a ghostkit checkpoint (a training run's ``best.ckpt`` / ``last.ckpt`` or a
+    saved model file) without the training code. Raises :class:`GhostkitError` for files that are not ghostkit task
+    checkpoints or whose weights do not fit their config."""
+    state, config, _ = read_checkpoint(path)
+    if not config or "heads" not in config:
+        raise GhostkitError(f"{path}: not a ghostkit task checkpoint (no task config); for backbone weights use "
+                            "create_model(name, weights=...)")
+    # Lightning checkpoints hold the LightningModule's state: the TaskModel lives under "model."
+    state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
+    model = build_task_model(config)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or bad:
+        raise GhostkitError(f"{path}: weights do not match the model in its config (missing: {missing[:3]}, "
+                            f"shape mismatch: {bad[:3]})")
+    model.load_state_dict({k: state[k] for k in own})
+    return model.eval()
+
+
+def load_pretrained(model: TaskModel, path: str | Path) -> str:
+    """Initialise ``model``'s backbone from ImageNet-style weights (official, timm or ghostkit backbone file) or from
+    another ghostkit task checkpoint; a classification head also takes the 1x1 ``conv_head`` when its shape fits.
+    The classifier itself stays fresh (transfer learning). Returns the format found."""
+    state, config, fmt = read_checkpoint(path)
+    if config and "heads" in config:  # another task checkpoint: take its backbone
+        prefix = next((p for p in ("model.backbone.", "backbone.") if any(k.startswith(p) for k in state)), "")
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    from ..models.weights import load_weights
+
+    head_state = {k: v for k, v in state.items() if k.startswith("conv_head.")}
+    load_weights(model.backbone, {k: v for k, v in state.items() if not k.startswith(("conv_head.", "classifier."))})
+    for head in model.heads.values():
+        conv = getattr(head, "conv_head", None)
+        if conv is not None and head_state.get("conv_head.weight", torch.empty(0)).shape == conv.weight.shape:
+            conv.load_state_dict({k.split(".", 1)[1]: v for k, v in head_state.items()})
+    return fmt

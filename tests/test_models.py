@@ -1,0 +1,229 @@
+"""Backbones over every registered variant: registry, forward shapes, backward, features, paper sizes, summary."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import ghostkit
+from ghostkit.errors import GhostkitError
+from ghostkit.models import create_model, list_models, model_summary, register_model
+
+ALL = list_models()
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    torch.set_num_threads(1)  # one intra-op thread per xdist worker: no oversubscribed OpenMP spinning
+VERSIONS = {"v1": "ghostnet_", "v2": "ghostnetv2_", "v3": "ghostnetv3_"}
+NUM_FEATURES = 960  # the final 1x1 conv of the 1.0x models
+# stride and channels (1.0x) of the five feature stages, see ghostkit/models/ghostnet.py
+STAGES_100 = [(2, 16), (4, 24), (8, 40), (16, 112), (32, 960)]
+
+
+def version_of(name: str) -> str:
+    return next(v for v, prefix in reversed(VERSIONS.items()) if name.startswith(prefix))
+
+
+def seeded(name: str, **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------- registry
+
+
+def test_registry_lists_the_ten_variants():
+    assert ALL == sorted(ALL) == list_models("*")
+    assert len(ALL) == 10
+    assert list_models("ghostnetv2*") == ["ghostnetv2_100", "ghostnetv2_130", "ghostnetv2_160"]
+    assert list_models("ghostnetv3*") == ["ghostnetv3_050", "ghostnetv3_100", "ghostnetv3_130", "ghostnetv3_160"]
+    assert list_models("ghostnet_*") == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
+    assert ghostkit.list_models() == ALL
+
+
+def test_unknown_model_suggests_the_close_name():
+    with pytest.raises(GhostkitError, match="ghostnet_10") as err:
+        create_model("ghostnet_10")
+    assert "ghostnet_100" in str(err.value) and "did you mean" in str(err.value)
+    with pytest.raises(GhostkitError, match="resnet50"):
+        create_model("resnet50")
+
+
+def test_duplicate_registration_raises():
+    def ghostnet_100(**kwargs):  # same name as a registered variant
+        raise AssertionError("never called")
+
+    with pytest.raises(RuntimeError, match="already registered"):
+        register_model(ghostnet_100)
+    assert create_model("ghostnet_100").__class__.__name__ == "GhostNet"  # the original entry is kept
+
+
+def test_create_model_records_name_and_kwargs():
+    m = create_model("ghostnet_050", num_classes=10, drop_rate=0.0)
+    assert m.model_name == "ghostnet_050"
+    assert m.model_kwargs == dict(num_classes=10, drop_rate=0.0)
+    assert m.classifier.out_features == 10 and m.num_classes == 10
+    m.reset_classifier(3)
+    assert m.classifier.out_features == 3
+    assert isinstance(create_model("ghostnet_050", num_classes=0).classifier, nn.Identity)
+
+
+@pytest.mark.parametrize("kwargs", [dict(output_stride=4), dict(features_only=True, out_indices=(5,))])
+def test_bad_arguments_raise(kwargs):
+    with pytest.raises(ValueError):
+        create_model("ghostnet_050", **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------- forward
+
+
+def _sizes(name: str) -> list[tuple[int, int]]:
+    small = [(32, 32), (33, 47)]
+    # the 224 / 256x192 checks are the costly ones: the 1.0x model of every version carries them
+    return small + [(224, 224), (256, 192)] if name.endswith("_100") else small
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_shapes(name):
+    m = seeded(name).eval()
+    assert m.version == version_of(name)
+    for h, w in _sizes(name):
+        x = torch.randn(2, 3, h, w)
+        with torch.no_grad():
+            feats = m.forward_features(x)
+            out = m.forward_head(feats)
+            pre = m.forward_head(feats, pre_logits=True)
+            single = m(x[1:])
+        assert feats.shape == (2, m.num_features, math.ceil(h / 32), math.ceil(w / 32)), (h, w)
+        assert out.shape == (2, 1000) and pre.shape == (2, 1280)
+        assert torch.isfinite(out).all()
+        # eval mode: every image is processed on its own (no batch statistics leak). Fresh V3 models have huge
+        # activations (three summed branches per conv, BN still identity), so the tolerance scales with them.
+        assert (single - out[1:]).abs().max() <= 1e-4 * out.abs().max() + 1e-5
+        assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_backward_reaches_every_parameter(name):
+    m = seeded(name).train()
+    x = torch.randn(2, 3, 64, 64)
+    out = m(x)
+    (out * torch.randn_like(out)).sum().backward()
+    for pname, p in m.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+    grads = [p.grad.abs().sum() for p in m.parameters()]
+    assert sum(float(g > 0) for g in grads) > 0.95 * len(grads)  # not a graph of dead paths
+
+
+# --------------------------------------------------------------------------------------------------- features
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_features_only(name):
+    h, w = 65, 47
+    x = torch.randn(1, 3, h, w)
+    width = int(name.split("_")[-1]) / 100
+    ref_feats = None
+    for output_stride in (32, 16, 8):
+        m = seeded(name, features_only=True, out_indices=(0, 1, 2, 3, 4), output_stride=output_stride).eval()
+        assert not hasattr(m, "classifier") and not hasattr(m, "conv_head")
+        with torch.no_grad():
+            feats = m(x)
+        assert len(feats) == len(m.feature_info) == 5
+        for i, (f, info) in enumerate(zip(feats, m.feature_info, strict=True)):
+            stride, chs = STAGES_100[i]
+            assert info["reduction"] == min(stride, output_stride)
+            assert info["num_chs"] == f.shape[1]
+            assert info["num_chs"] == chs if width == 1.0 else info["num_chs"] != chs
+            r = info["reduction"]
+            assert f.shape == (1, info["num_chs"], math.ceil(h / r), math.ceil(w / r)), (output_stride, i, info)
+            if ref_feats is not None and stride <= output_stride:
+                # stages before the first dilated one are untouched (same weights: same seed)
+                torch.testing.assert_close(f, ref_feats[i])
+        if ref_feats is None:
+            ref, ref_feats = m, feats
+            continue
+        assert [i["module"] for i in m.feature_info] == [i["module"] for i in ref.feature_info]
+        # dilation, not new weights: the same parameters as the stride-32 model
+        assert [(k, v.shape) for k, v in m.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
+        assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in ref.parameters())
+
+
+def test_out_indices_select_and_truncate():
+    m = create_model("ghostnet_100", features_only=True, out_indices=(1, 3)).eval()
+    assert [i["reduction"] for i in m.feature_info] == [4, 16]
+    full = create_model("ghostnet_100", features_only=True, out_indices=(0, 1, 2, 3, 4))
+    assert sum(p.numel() for p in m.parameters()) < sum(p.numel() for p in full.parameters())  # blocks 7-9 dropped
+    with torch.no_grad():
+        feats = m(torch.randn(1, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(1, 24, 16, 16), (1, 112, 4, 4)]
+    with pytest.raises(RuntimeError):
+        m.reset_classifier(10)
+
+
+@pytest.mark.parametrize("name", ["ghostnet_050", "ghostnetv2_100", "ghostnetv3_050"])
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_full_weights_load_into_dilated_features_model(name, output_stride, tmp_path):
+    src = seeded(name)
+    path = tmp_path / "full.pth"
+    torch.save(src.state_dict(), path)
+    m = create_model(name, weights=path, features_only=True, out_indices=(0, 1, 2, 3, 4), output_stride=output_stride)
+    src_state = src.state_dict()
+    own = m.state_dict()
+    assert own, "empty features model"
+    for k, v in own.items():
+        torch.testing.assert_close(v, src_state[k], rtol=0, atol=0, msg=k)
+    assert not any(k.startswith(("conv_head.", "classifier.")) for k in own)
+    # the dilated model still computes: the deepest map keeps the output stride
+    with torch.no_grad():
+        feats = m.eval()(torch.randn(1, 3, 64, 64))
+    assert feats[-1].shape[-2:] == (64 // output_stride, 64 // output_stride)
+
+
+# --------------------------------------------------------------------------------------------------- sizes
+
+
+def _macs(model: nn.Module, h: int = 224, w: int = 224) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.randn(1, 3, h, w))
+    return counter.get_total_flops() // 2
+
+
+# GhostNet paper, Table 7: params and FLOPs (multiply-adds) at 224 x 224
+@pytest.mark.parametrize("name, params_m, macs_m", [
+    ("ghostnet_050", 2.59, 42), ("ghostnet_100", 5.18, 141), ("ghostnet_130", 7.36, 226)])
+def test_paper_sizes(name, params_m, macs_m):
+    m = create_model(name)
+    params = sum(p.numel() for p in m.parameters())
+    assert params == pytest.approx(params_m * 1e6, rel=0.01)
+    assert _macs(m) == pytest.approx(macs_m * 1e6, rel=0.02)
+
+
+def test_model_summary():
+    s = model_summary("ghostnet_100")
+    assert s["name"] == "ghostnet_100" and s["version"] == "v1" and s["width"] == 1.0
+    assert isinstance(s["params"], int) and isinstance(s["macs"], int)
+    assert s["params"] == pytest.approx(5.18e6, rel=0.01)
+    assert s["macs"] == pytest.approx(141e6, rel=0.02)
+    # folding BN removes its affine parameters; the conv MACs stay
+    assert s["deploy_params"] < s["params"] and s["deploy_macs"] == s["macs"]
+    assert [(f["index"], f["stride"], f["channels"]) for f in s["features"]] == [
+        (i, stride, chs) for i, (stride, chs) in enumerate(STAGES_100)]
+    assert [f["shape"] for f in s["features"]] == [[16, 112, 112], [24, 56, 56], [40, 28, 28], [112, 14, 14],
+                                                   [960, 7, 7]]
+    assert all(f["module"].startswith("blocks.") for f in s["features"])
+
+
+def test_model_summary_v3_size_and_deploy():
+    s = model_summary("ghostnetv3_050", imgsz=(65, 33))
+    assert s["version"] == "v3" and s["width"] == 0.5
+    # the training branches cost parameters and MACs that deploy mode merges away
+    assert s["deploy_params"] < 0.9 * s["params"] and s["deploy_macs"] < 0.7 * s["macs"]
+    assert s["macs"] == _macs(create_model("ghostnetv3_050"), 65, 33)
+    assert [f["shape"][1:] for f in s["features"]] == [[33, 17], [17, 9], [9, 5], [5, 3], [3, 2]]
+    with pytest.raises(GhostkitError):
+        model_summary("ghostnet_10")

@@ -10,6 +10,7 @@ import json
 import sys
 import typing
 import warnings
+from pathlib import Path
 
 import click
 import typer
@@ -109,15 +110,31 @@ def predict(
     topk: int = typer.Option(5, help="classes to show per image"),
     threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
+    save: str = typer.Option(None, help="folder to save pictures of the results in (annotated images, masks, ...)"),
 ) -> None:
-    """Predict classes for images."""
+    """Predict on images: classes, boxes, masks or restored images, depending on the model's task(s)."""
     from .api import load_model
     from .predict import expand_source
 
     if topk <= 0:
         raise GhostkitError(f"--topk must be positive, got {topk}")
     predictor = load_model(weights)
-    results = predictor.predict(expand_source(source), topk=topk, threshold=threshold)
+    paths = expand_source(source)
+    results = predictor.predict(paths, topk=topk, threshold=threshold, raw=save is not None)
+    if save is not None:
+        from PIL import Image
+
+        out_dir = Path(save)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, r in zip(paths, results):
+            raw = r.pop("raw")
+            image = Image.open(path).convert("RGB")
+            for task, res in raw.items():
+                head = predictor.model.heads[task]
+                for suffix, picture in head.render(image, res, predictor.class_names.get(task, [])).items():
+                    name = f"{path.stem}{'_' + task if len(raw) > 1 else ''}{'_' + suffix if suffix else ''}.png"
+                    picture.save(out_dir / name)
+        console.print(f"results saved to {out_dir}")
     if as_json:
         for r in results:
             print(json.dumps(r))
@@ -126,9 +143,17 @@ def predict(
     table.add_column("image")
     table.add_column("prediction")
     for r in results:
-        items = r.get("topk", r.get("labels", []))
-        table.add_row(r["source"], ", ".join(f"{x['class']} {x['score']:.3f}" for x in items) or "-")
+        table.add_row(r["source"], _summary(r))
     console.print(table)
+
+
+def _summary(result: dict) -> str:
+    """One line per image: the classes (top-k or multi-label) or a short rendering of other tasks' results."""
+    items = result.get("topk", result.get("labels"))
+    if items is not None:
+        return ", ".join(f"{x['class']} {x['score']:.3f}" for x in items) or "-"
+    rest = {k: v for k, v in result.items() if k != "source"}
+    return json.dumps(rest)[:200]
 
 
 @app.command()
@@ -159,7 +184,8 @@ def info(
     for col in ("index", "module", "stride", "channels", "shape"):
         feats.add_column(col)
     for f in s["features"]:
-        feats.add_row(str(f["index"]), f["module"], str(f["stride"]), str(f["channels"]), " x ".join(map(str, f["shape"])))
+        shape = " x ".join(map(str, f["shape"]))
+        feats.add_row(str(f["index"]), f["module"], str(f["stride"]), str(f["channels"]), shape)
     console.print(feats)
 
 

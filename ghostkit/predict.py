@@ -1,4 +1,9 @@
-"""Predictor: run a trained ghostkit model on images (paths, folders, globs, PIL images, arrays, tensors)."""
+"""Predictor: run a trained ghostkit model on images (paths, folders, globs, PIL images, arrays, tensors).
+
+Pre-processing follows the head's ``preprocess``: ``"crop"`` (resize + centre crop, as validated), ``"resize"``
+(the whole image resized to the training size; results are mapped back to the original size by the head) or
+``"none"`` (the image at its own size).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 from .data.classify import classify_transforms
 from .data.images import IMG_EXTENSIONS, filter_readable, list_images, read_image
 from .errors import GhostkitError
 from .tasks.model import TaskModel, load_task_model
 
-__all__ = ["Predictor", "expand_source"]
+__all__ = ["Predictor", "expand_source", "to_pil"]
 
 Source = str | Path | Image.Image | np.ndarray | torch.Tensor
 
@@ -40,64 +46,67 @@ def expand_source(source: str | Path) -> list[Path]:
     raise GhostkitError(f"{text}: no such file or folder")
 
 
-class Predictor:
-    """``Predictor(model).predict(sources)`` → one result dict per image.
+def to_pil(source: Source) -> tuple[str, Image.Image]:
+    """Any supported source → ``(name, RGB PIL image)``; a float tensor is taken as 3 x H x W in [0, 1]."""
+    if isinstance(source, (str, Path)):
+        return str(source), read_image(source)
+    if isinstance(source, Image.Image):
+        return "<PIL image>", source.convert("RGB")
+    if isinstance(source, np.ndarray):
+        if source.ndim != 3 or source.shape[2] != 3:
+            raise GhostkitError(f"expected an H x W x 3 array, got shape {source.shape}")
+        return "<array>", Image.fromarray(source.astype(np.uint8))
+    if isinstance(source, torch.Tensor):
+        if source.ndim != 3 or source.shape[0] != 3:
+            raise GhostkitError(f"expected a 3 x H x W tensor, got shape {tuple(source.shape)}")
+        img = source if source.dtype == torch.uint8 else (source.clamp(0, 1) * 255).round().to(torch.uint8)
+        return "<tensor>", Image.fromarray(img.permute(1, 2, 0).cpu().numpy())
+    raise GhostkitError(f"cannot predict on a {type(source).__name__}")
 
-    Classification results: ``{"source", "topk": [{"class", "index", "score"}, ...]}`` (softmax probabilities);
-    multi-label: ``{"source", "labels": [{"class", "index", "score"}, ...]}`` for scores ≥ ``threshold``, plus
-    ``"scores"`` for every class.
-    """
+
+class Predictor:
+    """``Predictor(model).predict(sources)`` → one JSON-able result dict per image, with ``"source"`` and one entry
+    per task (single-task models: the task's result keys at the top level). ``raw=True`` also keeps the heads'
+    tensors under ``"raw"`` (for drawing)."""
 
     def __init__(self, model: TaskModel, device: str | torch.device = "cpu") -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         cfg = model.config
-        self.task = next(iter(cfg["heads"]))
-        self.class_names = cfg["class_names"][self.task]
-        self.transform = classify_transforms(cfg["imgsz"][0], train=False, mean=cfg["mean"], std=cfg["std"])
+        self.class_names = cfg.get("class_names", {})
+        h, w = cfg["imgsz"]
+        mean, std = cfg["mean"], cfg["std"]
+        modes = {head.preprocess for head in model.heads.values()}
+        self.mode = "crop" if modes == {"crop"} else ("none" if modes == {"none"} else "resize")
+        if self.mode == "crop":
+            self.transform = classify_transforms(h, train=False, mean=mean, std=std)
+        else:
+            resize = [v2.Resize((h, w), antialias=True)] if self.mode == "resize" else []
+            self.transform = v2.Compose([v2.ToImage(), *resize, v2.ToDtype(torch.float32, scale=True),
+                                         v2.Normalize(mean, std)])
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Predictor:
         return cls(load_task_model(path), device)
 
-    def _prepare(self, source: Source) -> tuple[str, torch.Tensor]:
-        if isinstance(source, (str, Path)):
-            return str(source), self.transform(read_image(source))
-        if isinstance(source, Image.Image):
-            return "<PIL image>", self.transform(source.convert("RGB"))
-        if isinstance(source, np.ndarray):
-            if source.ndim != 3 or source.shape[2] != 3:
-                raise GhostkitError(f"expected an H x W x 3 array, got shape {source.shape}")
-            return "<array>", self.transform(Image.fromarray(source.astype(np.uint8)))
-        if isinstance(source, torch.Tensor):
-            if source.ndim != 3 or source.shape[0] != 3:
-                raise GhostkitError(f"expected a 3 x H x W tensor, got shape {tuple(source.shape)}")
-            img = source if source.dtype == torch.uint8 else (source.clamp(0, 1) * 255).round().to(torch.uint8)
-            return "<tensor>", self.transform(Image.fromarray(img.permute(1, 2, 0).cpu().numpy()))
-        raise GhostkitError(f"cannot predict on a {type(source).__name__}")
-
     @torch.inference_mode()
-    def predict(self, sources: Source | list[Source], topk: int = 5, threshold: float = 0.5,
-                batch: int = 32) -> list[dict]:
+    def predict(self, sources: Source | list[Source], batch: int = 16, raw: bool = False, **options) -> list[dict]:
+        """``options`` go to each head's ``format_result`` (e.g. ``topk``, ``threshold``)."""
         if not isinstance(sources, (list, tuple)):
             sources = [sources]
-        prepared = [self._prepare(s) for s in sources]
         results = []
-        for i in range(0, len(prepared), batch):
-            chunk = prepared[i:i + batch]
-            images = torch.stack([t for _, t in chunk]).to(self.device)
-            outputs = self.model(images)
-            per_image = self.model.postprocess(outputs, [tuple(images.shape[-2:])] * len(chunk))
+        step = batch if self.mode != "none" else 1  # native-size images cannot be stacked
+        for i in range(0, len(sources), step):
+            chunk = [to_pil(s) for s in sources[i:i + step]]
+            images = torch.stack([self.transform(img) for _, img in chunk]).to(self.device)
+            sizes = [(img.height, img.width) for _, img in chunk]
+            per_image = self.model.postprocess(self.model(images), sizes)
             for (name, _), res in zip(chunk, per_image):
-                results.append(self._format(name, res[self.task]["scores"].cpu(), topk, threshold))
+                out = {"source": name}
+                for task, r in res.items():
+                    formatted = self.model.heads[task].format_result(r, self.class_names.get(task, []), **options)
+                    out.update(formatted if len(res) == 1 else {task: formatted})
+                if raw:
+                    out["raw"] = res
+                results.append(out)
         return results
-
-    def _format(self, name: str, scores: torch.Tensor, topk: int, threshold: float) -> dict:
-        if self.task == "multilabel":
-            idx = [int(i) for i in torch.nonzero(scores >= threshold).flatten()]
-            return {"source": name,
-                    "labels": [{"class": self.class_names[i], "index": i, "score": float(scores[i])} for i in idx],
-                    "scores": {c: float(s) for c, s in zip(self.class_names, scores)}}
-        vals, idx = scores.topk(min(topk, len(scores)))
-        return {"source": name, "topk": [{"class": self.class_names[int(i)], "index": int(i), "score": float(v)}
-                                         for v, i in zip(vals, idx)]}

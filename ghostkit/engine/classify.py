@@ -39,7 +39,8 @@ class ClassifyMetrics(nn.Module):
             "top1": float(self.top1.compute()),
             "top5": float(self.top5.compute()),
             "f1_macro": float(self.f1.compute()),
-            "per_class": {c: {"precision": float(p), "recall": float(r)} for c, p, r in zip(self.class_names, prec, rec)},
+            "per_class": {c: {"precision": float(p), "recall": float(r)}
+                          for c, p, r in zip(self.class_names, prec, rec)},
             "confusion_matrix": self.confusion.compute().tolist(),
         }
 
@@ -102,9 +103,9 @@ class ClassifySpec(TaskSpec):
         return {"num_classes": len(data.class_names[self.name]), "multilabel": self.multilabel,
                 "dropout": cfg.dropout, "label_smoothing": 0.0 if self.multilabel else cfg.label_smoothing}
 
-    def metrics(self, class_names: list[str], cfg: TrainConfig | None = None) -> nn.Module:
+    def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
         if self.multilabel:
-            return MultilabelMetrics(class_names, cfg.threshold if cfg else 0.5)
+            return MultilabelMetrics(class_names, cfg.threshold)
         return ClassifyMetrics(class_names)
 
     def plots(self, values: dict, class_names: list[str], out_dir: Path) -> list[Path]:

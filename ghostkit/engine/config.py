@@ -9,7 +9,7 @@ from ..models import list_models
 
 __all__ = ["TrainConfig", "TASK_NAMES"]
 
-TASK_NAMES = ("classify", "multilabel")
+TASK_NAMES = ("classify", "multilabel", "detect", "segment", "restore")
 
 
 @dataclass
@@ -50,6 +50,15 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
     output_stride: int = 32
+    head: str | None = None  # detect: ssdlite | fcos | retinanet; segment: lraspp | deeplabv3 (None: task default)
+    aux_loss: bool = False  # segment: auxiliary loss on a stride-16 head
+    conf: float = 0.25  # detect: score threshold for predictions
+    iou: float = 0.5  # detect: NMS IoU threshold
+    max_det: int = 100  # detect: detections kept per image
+    scale: int = 2  # restore: super-resolution factor 1..4 (1: denoise only)
+    noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
+    width: int = 32  # restore: network width (channels)
+    depth: int = 6  # restore: number of ghost blocks
     pretrained: str | None = None  # official / timm / ghostkit weights for the backbone (and classifier conv)
     freeze_backbone: bool = False
     threshold: float = 0.5  # multi-label decision threshold
@@ -139,6 +148,15 @@ HELP: dict[str, str] = {
     "num_nodes": "number of nodes (torchrun / SLURM)",
     "strategy": "auto, ddp, ddp_spawn, ...",
     "output_stride": "backbone output stride: 32, 16 or 8 (dilation)",
+    "head": "detect: ssdlite, fcos or retinanet; segment: lraspp or deeplabv3 (default: the task's)",
+    "aux_loss": "segment: auxiliary loss on stride-16 features",
+    "conf": "detect: score threshold of predictions",
+    "iou": "detect: NMS IoU threshold",
+    "max_det": "detect: detections kept per image",
+    "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
+    "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
+    "width": "restore: network width",
+    "depth": "restore: number of ghost blocks",
     "pretrained": "backbone weights (official, timm or ghostkit file) for transfer learning",
     "freeze_backbone": "train the head only",
     "threshold": "multi-label decision threshold",

@@ -35,12 +35,13 @@ class TaskModule(L.LightningModule):
             mixes = ([v2.MixUp(alpha=cfg.mixup, num_classes=n)] if cfg.mixup > 0 else []) + (
                 [v2.CutMix(alpha=cfg.cutmix, num_classes=n)] if cfg.cutmix > 0 else [])
             self.batch_mix = v2.RandomChoice(mixes)
-        if cfg.freeze_backbone:
+        if cfg.freeze_backbone and model.backbone is not None:
             self.model.backbone.requires_grad_(False)
 
     def train(self, mode: bool = True) -> TaskModule:
         super().train(mode)
-        if self.cfg.freeze_backbone:  # frozen BN statistics too, as users of --freeze-backbone expect
+        # frozen BN statistics too, as users of --freeze-backbone expect
+        if self.cfg.freeze_backbone and self.model.backbone is not None:
             self.model.backbone.eval()
         return self
 

@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 import yaml
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -16,7 +15,6 @@ from torch.utils.data import DataLoader
 from ..errors import GhostkitError
 from ..models.weights import read_checkpoint
 from ..tasks.model import build_task_model, load_pretrained, load_task_model
-from . import classify  # noqa: F401  (registers the classification specs)
 from .config import TrainConfig
 from .module import TaskModule
 from .spec import TaskData, get_spec
@@ -112,7 +110,7 @@ def train(cfg: TrainConfig) -> dict:
     model = build_task_model(config)
     if cfg.pretrained and not cfg.resume:
         load_pretrained(model, cfg.pretrained)
-    metrics = {spec.name: spec.metrics(data.class_names[spec.name], cfg)}
+    metrics = {spec.name: spec.metrics(data.class_names.get(spec.name, []), cfg, model.heads[spec.name])}
     module = TaskModule(model, cfg, metrics)
     train_loader, val_loader = _loaders(data, cfg)
     trainer = build_trainer(cfg, run_dir, monitor=f"val/{spec.monitor}")
@@ -132,7 +130,7 @@ def train(cfg: TrainConfig) -> dict:
 
         plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
         for task, v in values.items():
-            spec.plots(v, data.class_names[task], run_dir)
+            spec.plots(v, data.class_names.get(task, []), run_dir)
         _save_samples(data.val, run_dir / "samples")
     return next(iter(values.values())) if len(values) == 1 else values
 
@@ -150,11 +148,11 @@ def validate(weights: str | Path, data: str, out: str | Path | None = None, batc
     cfg = TrainConfig(task=task, data=data, model=config["backbone"]["name"], batch=batch, workers=workers,
                       imgsz=config["imgsz"][0], threshold=threshold).validate()
     td = spec.build_data(cfg)
-    if td.class_names[task] != config["class_names"][task]:
+    if td.class_names.get(task) != config["class_names"].get(task):
         raise GhostkitError(f"{weights}: trained for {len(config['class_names'][task])} classes "
                             f"{config['class_names'][task][:5]}, but {data} has {len(td.class_names[task])} "
                             f"{td.class_names[task][:5]}")
-    module = TaskModule(model, cfg, {task: spec.metrics(td.class_names[task], cfg)})
+    module = TaskModule(model, cfg, {task: spec.metrics(td.class_names.get(task, []), cfg, model.heads[task])})
     _, val_loader = _loaders(TaskData(None, td.val, td.class_names, td.imgsz, td.mean, td.std, td.collate), cfg)
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
@@ -162,5 +160,5 @@ def validate(weights: str | Path, data: str, out: str | Path | None = None, batc
     out_dir = Path(out) if out else Path(weights).parent / "val"
     write_metrics(module.last_metrics, out_dir)
     for t, v in module.last_metrics.items():
-        spec.plots(v, td.class_names[t], out_dir)
+        spec.plots(v, td.class_names.get(t, []), out_dir)
     return module.last_metrics[task]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,12 @@ class TaskData:
 
 
 class TaskSpec:
-    """One per task; ``monitor`` is the metrics.json key that picks the best checkpoint (higher is better)."""
+    """One per task, in ``ghostkit/engine/<task>.py``, registered on import with :func:`register_spec`.
+
+    ``monitor`` is the metrics.json key that picks the best checkpoint and drives early stopping (higher is better).
+    ``metrics(...)`` returns an ``nn.Module`` with ``update(outputs, targets)`` (raw head outputs and the batch's
+    targets for this task), ``compute() -> dict`` (metrics.json keys; non-scalar extras allowed) and ``reset()``.
+    """
 
     name: str
     monitor: str
@@ -37,7 +43,7 @@ class TaskSpec:
     def head_config(self, cfg, data: TaskData) -> dict:
         raise NotImplementedError
 
-    def metrics(self, class_names: list[str], cfg=None) -> nn.Module:
+    def metrics(self, class_names: list[str], cfg, head: nn.Module) -> nn.Module:
         raise NotImplementedError
 
     def plots(self, values: dict, class_names: list[str], out_dir: Path) -> list[Path]:
@@ -54,5 +60,9 @@ def register_spec(spec: TaskSpec) -> TaskSpec:
 
 def get_spec(task: str) -> TaskSpec:
     if task not in _SPECS:
-        raise GhostkitError(f"unknown task {task!r}; available: {', '.join(sorted(_SPECS))}")
+        from ..tasks import TASK_MODULES
+
+        if task not in TASK_MODULES:
+            raise GhostkitError(f"unknown task {task!r}; available: {', '.join(TASK_MODULES)}")
+        importlib.import_module(f"{__package__}.{TASK_MODULES[task]}")
     return _SPECS[task]

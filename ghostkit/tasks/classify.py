@@ -10,11 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import register_head
+
 __all__ = ["ClassifyHead"]
 
 
+@register_head("classify", "multilabel")
 class ClassifyHead(nn.Module):
-    """``head(features, image_size) -> logits (B x num_classes)`` from the last (stride 32) feature map.
+    """``head(features, images) -> logits (B x num_classes)`` from the last (stride 32) feature map.
 
     Args:
         feature_info: the backbone's ``feature_info`` (the last entry's ``num_chs`` is used).
@@ -24,6 +27,8 @@ class ClassifyHead(nn.Module):
         dropout: dropout before the classifier.
         label_smoothing: for single-label cross-entropy.
     """
+
+    preprocess = "crop"
 
     def __init__(
         self,
@@ -41,7 +46,7 @@ class ClassifyHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
 
-    def forward(self, features: list[torch.Tensor], image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None) -> torch.Tensor:
         x = self.act2(self.conv_head(features[-1].mean((2, 3), keepdim=True))).flatten(1)
         return self.classifier(self.dropout(x))
 
@@ -57,3 +62,30 @@ class ClassifyHead(nn.Module):
         """Per image ``{"scores": probabilities (num_classes,)}``: softmax, or sigmoid for multi-label."""
         probs = logits.sigmoid() if self.multilabel else logits.softmax(-1)
         return [{"scores": p} for p in probs]
+
+    def format_result(self, result: dict, class_names: list[str], topk: int = 5, threshold: float = 0.5) -> dict:
+        """Top-k ``[{"class", "index", "score"}]`` (softmax), or for multi-label the classes scoring ≥ ``threshold``
+        under ``"labels"`` plus every class's score under ``"scores"``."""
+        scores = result["scores"].float().cpu()
+        if self.multilabel:
+            idx = [int(i) for i in torch.nonzero(scores >= threshold).flatten()]
+            return {"labels": [{"class": class_names[i], "index": i, "score": float(scores[i])} for i in idx],
+                    "scores": {c: float(s) for c, s in zip(class_names, scores)}}
+        vals, idx = scores.topk(min(topk, len(scores)))
+        return {"topk": [{"class": class_names[int(i)], "index": int(i), "score": float(v)} for v, i in zip(vals, idx)]}
+
+    def render(self, image, result: dict, class_names: list[str]) -> dict:
+        """The image with its top class (or the multi-label classes) written on it."""
+        from PIL import ImageDraw
+
+        scores = result["scores"].float().cpu()
+        if self.multilabel:
+            text = ", ".join(class_names[i] for i in torch.nonzero(scores >= 0.5).flatten().tolist()) or "-"
+        else:
+            i = int(scores.argmax())
+            text = f"{class_names[i]} {float(scores[i]):.2f}"
+        out = image.convert("RGB").copy()
+        draw = ImageDraw.Draw(out)
+        draw.rectangle([0, 0, min(out.width, 8 + 7 * len(text)), 14], fill=(0, 0, 0))
+        draw.text((3, 2), text, fill=(255, 255, 0))
+        return {"": out}

@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import GhostkitError
 from ..models import create_model, reparameterize
 from ..models.weights import read_checkpoint
-from . import build_head
+from . import build_head, get_head_class
 
 __all__ = ["TaskModel", "build_task_model", "load_task_model", "load_pretrained", "BACKBONE_OUT_INDICES"]
 
@@ -28,16 +28,15 @@ BACKBONE_OUT_INDICES = (1, 2, 3, 4)
 class TaskModel(nn.Module):
     """``forward(images B x 3 x H x W) -> {task: head outputs}``; the backbone runs once for all heads."""
 
-    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module], config: dict | None = None) -> None:
+    def __init__(self, backbone: nn.Module | None, heads: dict[str, nn.Module], config: dict | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
         self.config = config or {}
 
     def forward(self, images: torch.Tensor) -> dict[str, object]:
-        features = self.backbone(images)
-        size = (images.shape[-2], images.shape[-1])
-        return {task: head(features, size) for task, head in self.heads.items()}
+        features = self.backbone(images) if self.backbone is not None else None
+        return {task: head(features, images) for task, head in self.heads.items()}
 
     def loss(self, outputs: dict, targets: dict) -> dict[str, torch.Tensor]:
         """Sum of every head's ``"loss"``; each head's terms are returned as ``"<task>/<name>"`` too."""
@@ -59,10 +58,13 @@ class TaskModel(nn.Module):
 
 def build_task_model(config: dict) -> TaskModel:
     """Build an untrained :class:`TaskModel` (deploy structure when ``config["deployed"]``) from ``config``."""
-    bb = config["backbone"]
-    kwargs = {k: v for k, v in bb.get("kwargs", {}).items() if k not in ("features_only", "out_indices")}
-    backbone = create_model(bb["name"], features_only=True, out_indices=BACKBONE_OUT_INDICES, **kwargs)
-    heads = {task: build_head(task, backbone.feature_info, **cfg) for task, cfg in config["heads"].items()}
+    bb = config.get("backbone")
+    backbone = None
+    if bb and any(getattr(get_head_class(t), "needs_backbone", True) for t in config["heads"]):
+        kwargs = {k: v for k, v in bb.get("kwargs", {}).items() if k not in ("features_only", "out_indices")}
+        backbone = create_model(bb["name"], features_only=True, out_indices=BACKBONE_OUT_INDICES, **kwargs)
+    info = backbone.feature_info if backbone is not None else None
+    heads = {task: build_head(task, info, **cfg) for task, cfg in config["heads"].items()}
     model = TaskModel(backbone, heads, config)
     return reparameterize(model) if config.get("deployed") else model
 

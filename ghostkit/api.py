@@ -10,12 +10,13 @@ from .predict import Predictor
 __all__ = ["train", "val", "load_model"]
 
 
-def train(**options) -> dict:
+def train(callbacks: list | None = None, **options) -> dict:
     """``ghostkit.train(task="classify", data="digits", model="ghostnet_100", epochs=30, ...)`` → the best
-    checkpoint's validation metrics. Options are :class:`ghostkit.engine.TrainConfig`'s fields (as the CLI's)."""
+    checkpoint's validation metrics. Options are :class:`ghostkit.engine.TrainConfig`'s fields (as the CLI's);
+    ``callbacks`` are extra Lightning callbacks."""
     from .engine.run import train as _train
 
-    return _train(TrainConfig.from_kwargs(**options))
+    return _train(TrainConfig.from_kwargs(**options), callbacks)
 
 
 def val(weights: str | Path, data: str, out: str | Path | None = None, **kwargs) -> dict:

@@ -6,13 +6,13 @@ A user mistake (``GhostkitError``, bad option values) prints one line and exits 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import sys
 import typing
 import warnings
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -56,33 +56,34 @@ def _print_metrics(title: str, values: dict) -> None:
         console.print(per_class)
 
 
-def _train_command() -> click.Command:
-    """``ghostkit train``: one option per TrainConfig field, with its default, so the CLI and API never drift."""
+def _train_signature() -> inspect.Signature:
+    """One ``--option`` per TrainConfig field with its default and help, so the CLI and the API never drift."""
     from .engine.config import HELP, TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     params = []
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
-        if hint is bool:
-            params.append(click.Option([f"{flag}/--no-{flag[2:]}"], default=f.default, show_default=True,
-                                       help=HELP.get(f.name)))
-            continue
         base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
-        params.append(click.Option([flag, f.name], type=base, default=f.default, show_default=True,
-                                   help=HELP.get(f.name)))
+        option = typer.Option(f.default, help=HELP.get(f.name), show_default=True)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=typing.Optional[base] if f.default is None else base))  # noqa: UP045
+    return inspect.Signature(params)
 
-    def run(**options) -> None:
-        from .engine.run import train
 
-        cfg = TrainConfig(**options)
-        metrics = train(cfg)
-        _print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
-        console.print(f"run saved to {cfg.out}")
+def train(**options) -> None:
+    """Train a task model (default: classification on built-in digits) into a run directory."""
+    from .engine.config import TrainConfig
+    from .engine.run import train as run_training
 
-    return click.Command("train", params=params, callback=run,
-                         help="Train a task model (default: classification on built-in digits).")
+    cfg = TrainConfig(**options)
+    metrics = run_training(cfg)
+    _print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
+    console.print(f"run saved to {cfg.out}")
+
+
+train.__signature__ = _train_signature()
+app.command()(train)
 
 
 @app.command()
@@ -189,38 +190,33 @@ def info(
     console.print(feats)
 
 
-def _command() -> click.Group:
-    group = typer.main.get_command(app)
-    group.add_command(_train_command())
-    return group
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            _command().main(args=argv, prog_name="ghostkit", standalone_mode=False)
+            result = app(args=argv, prog_name="ghostkit", standalone_mode=False)
     except GhostkitError as e:
         print(f"ghostkit: error: {e}", file=sys.stderr)
         return 2
-    except click.exceptions.NoArgsIsHelpError as e:
-        print(e.ctx.get_help() if e.ctx else str(e))
-        return 0
-    except click.ClickException as e:
-        e.show()
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("ghostkit: aborted", file=sys.stderr)
         return 1
+    except typer.exceptions.TyperException as e:  # usage errors: bad option values, unknown commands
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            return 0
+        e.show()
+        return e.exit_code
     except KeyboardInterrupt:
         print("ghostkit: interrupted; the last checkpoint is intact (resume with --resume RUN/last.ckpt)",
               file=sys.stderr)
         return 130
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

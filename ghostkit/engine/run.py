@@ -31,6 +31,9 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*")
 
 
 def _loaders(data: TaskData, cfg: TrainConfig) -> tuple[DataLoader | None, DataLoader]:
@@ -81,9 +84,9 @@ def _save_samples(dataset, out_dir: Path, n: int = 8) -> None:
         img.convert("RGB").save(out_dir / f"sample_{i:02d}.png")
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     """Train per ``cfg`` into ``cfg.out`` (best.ckpt, last.ckpt, metrics.json/csv, plots, config.yaml) and return
-    the best checkpoint's validation metrics."""
+    the best checkpoint's validation metrics. ``callbacks``: extra Lightning callbacks."""
     cfg.validate()
     _quiet_lightning()
     run_dir = Path(cfg.out)
@@ -113,7 +116,7 @@ def train(cfg: TrainConfig) -> dict:
     metrics = {spec.name: spec.metrics(data.class_names.get(spec.name, []), cfg, model.heads[spec.name])}
     module = TaskModule(model, cfg, metrics)
     train_loader, val_loader = _loaders(data, cfg)
-    trainer = build_trainer(cfg, run_dir, monitor=f"val/{spec.monitor}")
+    trainer = build_trainer(cfg, run_dir, monitor=f"val/{spec.monitor}", callbacks=callbacks)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": cfg.to_dict(), "model": config},

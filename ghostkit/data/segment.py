@@ -1,0 +1,471 @@
+"""Semantic segmentation data: readers for mask folders, Pascal VOC and COCO, built-in shapes, transform presets, and
+`build_segment_data`, which turns a `--data` value into train / val datasets of (image, class-index mask).
+
+Layouts (a mask holds one class index per pixel; 255 = ignore):
+
+- folders: `DIR/images/{train,val}/*` + `DIR/masks/{train,val}/<same stem>.png`; without `images/train`, the files of
+  `DIR/images/` + `DIR/masks/` are split into train / val with a fixed seed. Class names from `DIR/classes.txt` (one
+  per line), else `class_0..class_N` with N the largest index found in the masks.
+- Pascal VOC: `DIR/JPEGImages/`, `DIR/SegmentationClass/*.png` (palette PNGs), `DIR/ImageSets/Segmentation/{train,
+  val}.txt`; `DIR` may also be a folder holding `VOC2012/` (or `VOCdevkit/VOC2012/`). VOC's 21 classes; the 255
+  object borders are ignored.
+- COCO: `DIR/images/` + `DIR/annotations/instances_{train,val}.json`; polygons and RLEs are rasterised with
+  pycocotools. Class index = position in the category list sorted by id + 1; 0 = background. Pixels claimed by two
+  classes, and crowd regions, are ignored (255). Images are looked up as `images/<file_name>`, then
+  `images/<split>/<file_name>`, then `images/<split>2017/<file_name>`.
+- built-in `shapes`: `make_shapes` masks (0 background, c + 1 for shape class c), 800 train (seed 0) / 200 val
+  (seed 1).
+
+Every mask is checked once when the data set is built (its size against its image's, its values against the class
+count, single-channel or palette), so a bad file stops the run at the start with one line naming it, never in a
+worker mid-epoch. Unreadable images or masks are skipped with one counted `SkippedFilesWarning`. Images are read
+without applying EXIF orientation, so their pixels stay aligned with the masks drawn on the stored pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ghostkit.data.classify import IMAGENET_MEAN, IMAGENET_STD, split_items
+from ghostkit.data.images import SkippedFilesWarning, filter_readable, list_images, read_image
+from ghostkit.data.synthetic import SHAPE_CLASSES, make_shapes
+from ghostkit.errors import GhostkitError
+
+__all__ = [
+    "IGNORE_INDEX",
+    "VOC_CLASSES",
+    "CocoMask",
+    "SegmentData",
+    "SegmentDataset",
+    "build_segment_data",
+    "read_classes_txt",
+    "read_coco",
+    "read_mask",
+    "read_mask_folders",
+    "read_voc",
+    "segment_transforms",
+]
+
+IGNORE_INDEX = 255
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+# built-in shapes: enough for mIoU >= 0.85 in a default CPU run, small enough to train in minutes on 2 cores
+_SHAPES_TRAIN, _SHAPES_VAL = 800, 200
+# single-channel or palette modes whose pixel values are class indices
+_INDEX_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
+
+
+@dataclass
+class CocoMask:
+    """A COCO image's annotations, rasterised on demand: ``render() -> uint8 height x width`` class indices.
+
+    ``objects``: ``(class index, segmentation, iscrowd)`` with segmentation a polygon list or an RLE dict.
+    """
+
+    height: int
+    width: int
+    objects: list[tuple[int, Any, bool]] = field(default_factory=list)
+
+    def render(self) -> np.ndarray:
+        from pycocotools import mask as mask_utils
+
+        h, w = self.height, self.width
+        label = np.zeros((h, w), dtype=np.uint8)
+        crowd = np.zeros((h, w), dtype=bool)
+        for cls, seg, iscrowd in self.objects:
+            if isinstance(seg, list):
+                m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
+            elif isinstance(seg.get("counts"), list):  # uncompressed RLE
+                m = mask_utils.decode(mask_utils.frPyObjects(seg, h, w))
+            else:
+                m = mask_utils.decode(seg)
+            m = m.astype(bool)
+            if iscrowd:
+                crowd |= m
+                continue
+            conflict = m & (label != 0) & (label != cls)  # two classes claim the pixel: neither is right
+            label[m & (label == 0)] = cls
+            label[conflict] = IGNORE_INDEX
+        label[crowd & (label == 0)] = IGNORE_INDEX
+        return label
+
+
+# An image source (path or uint8 H x W x 3 array) and its mask source (path, uint8 H x W array or CocoMask).
+Item = tuple[Path | np.ndarray, Path | np.ndarray | CocoMask]
+
+
+class _UnreadableMask(GhostkitError):
+    """A mask file that cannot be decoded (skipped with a warning while a data set is built)."""
+
+
+def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
+    """A mask file → uint8 ``H x W`` class indices (palette PNGs give their indices, not colours).
+
+    Raises `GhostkitError` for an RGB(A) / two-channel mask, a value above 255, or (given ``num_classes``) a value
+    that is neither a class index nor 255, and for files that cannot be decoded ("cannot read mask").
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            arr = np.asarray(img) if mode in _INDEX_MODES else None
+    except Exception as exc:  # PIL raises many types on corrupt data
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise _UnreadableMask(f"{path}: cannot read mask ({reason})") from exc
+    if arr is None:
+        raise GhostkitError(f"{path}: {mode} mask; masks must be single-channel (L) or palette (P) PNGs of class "
+                            f"indices, not colours")
+    if arr.dtype != np.uint8:
+        big = arr[arr > IGNORE_INDEX]
+        if big.size:
+            raise GhostkitError(f"{path}: mask value {int(big.min())} is not a class index (0..254) or 255 (ignore)")
+        arr = arr.astype(np.uint8)
+    if num_classes is not None:
+        _check_values(arr, num_classes, path)
+    return arr
+
+
+def read_classes_txt(path: Path) -> list[str]:
+    """Class names, one per line (blank lines skipped; names may contain spaces); duplicates are an error."""
+    names: list[str] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        name = line.strip()
+        if name and name in names:
+            raise GhostkitError(f"{path}:{lineno}: duplicate class {name!r}")
+        if name:
+            names.append(name)
+    if not names:
+        raise GhostkitError(f"{path}: no class names")
+    if len(names) >= IGNORE_INDEX:
+        raise GhostkitError(f"{path}: {len(names)} classes; segmentation supports at most {IGNORE_INDEX - 1}")
+    return names
+
+
+def _check_values(mask: np.ndarray, num_classes: int, where: Any) -> None:
+    bad = mask[(mask >= num_classes) & (mask != IGNORE_INDEX)]
+    if bad.size:
+        raise GhostkitError(f"{where}: mask value {int(bad.min())} is not a class index (0..{num_classes - 1}) "
+                            f"or {IGNORE_INDEX} (ignore)")
+
+
+def segment_transforms(imgsz: int, train: bool, mean: Sequence[float] = IMAGENET_MEAN,
+                       std: Sequence[float] = IMAGENET_STD, scale: tuple[float, float] = (0.25, 1.0)) -> v2.Compose:
+    """Joint transform of ``(tv_tensors.Image uint8 3 x H x W, tv_tensors.Mask uint8 H x W)`` → (normalised float32
+    3 x imgsz x imgsz, mask imgsz x imgsz); masks are resized with nearest neighbours, colours leave them alone.
+
+    train: RandomResizedCrop(imgsz, scale) → horizontal flip → ColorJitter. val: Resize((imgsz, imgsz)) of the whole
+    image, as the Predictor does ("resize"), so the aspect ratio changes the same way in training and inference.
+    """
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    if not train:
+        return v2.Compose([v2.Resize((imgsz, imgsz), antialias=True), *to_float])
+    return v2.Compose([
+        v2.RandomResizedCrop((imgsz, imgsz), scale=scale, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02),
+        *to_float,
+    ])
+
+
+def _tensor(arr: np.ndarray) -> torch.Tensor:
+    # torch shares memory with writable arrays only; the cached built-in arrays are read-only, so they are copied
+    arr = np.ascontiguousarray(arr)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+
+
+class SegmentDataset(Dataset):
+    """(image, mask) items → ``(float32 3 x H x W normalised image, int64 H x W mask)`` through ``transform``."""
+
+    def __init__(self, items: Sequence[Item], transform: Any) -> None:
+        self.items = list(items)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        source, mask_source = self.items[index]
+        image = source if isinstance(source, np.ndarray) else np.asarray(read_image(source, exif_transpose=False))
+        if isinstance(mask_source, CocoMask):
+            mask = mask_source.render()
+        elif isinstance(mask_source, np.ndarray):
+            mask = mask_source
+        else:
+            mask = read_mask(mask_source)
+        if mask.shape != image.shape[:2]:  # checked when the data set was built; a file changed since
+            raise GhostkitError(f"{mask_source}: mask is {mask.shape[1]} x {mask.shape[0]}, its image "
+                                f"{image.shape[1]} x {image.shape[0]}")
+        img = tv_tensors.Image(_tensor(image).permute(2, 0, 1))
+        image_t, mask_t = self.transform(img, tv_tensors.Mask(_tensor(mask)))
+        return image_t.as_subclass(torch.Tensor), mask_t.as_subclass(torch.Tensor).long()
+
+
+@dataclass
+class SegmentData:
+    """Train / val `SegmentDataset`s and what the validation transform used (inference repeats it)."""
+
+    train: SegmentDataset
+    val: SegmentDataset
+    class_names: list[str]
+    imgsz: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+
+def _map(fn, args: list, num_threads: int = 8) -> list:
+    workers = max(1, min(num_threads, len(args), os.cpu_count() or 1))
+    if workers == 1:
+        return [fn(a) for a in args]
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes with the GIL released
+        return list(pool.map(fn, args))
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header, None when unreadable."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception:
+        return None
+
+
+def _check_pairs(pairs: list[tuple[Path, Path]], folder: Path, num_classes: int | None) -> tuple[list[Item], int]:
+    """Keep readable (image, mask file) pairs after checking every mask; returns them and the largest class index.
+
+    Missing masks, size mismatches, RGB masks and out-of-range values raise `GhostkitError`; unreadable images or
+    masks are skipped with one `SkippedFilesWarning`.
+    """
+    for image, mask in pairs:
+        if not mask.is_file():
+            raise GhostkitError(f"{image}: no mask {mask}")
+    good, _ = filter_readable([img for img, _ in pairs], folder=folder)
+    good_set = set(good)
+    pairs = [p for p in pairs if p[0] in good_set]
+
+    def check(pair: tuple[Path, Path]) -> int | None:
+        image, mask_path = pair
+        try:
+            mask = read_mask(mask_path, num_classes)
+        except _UnreadableMask:
+            return None
+        size = _image_size(image)
+        if size is not None and (mask.shape[1], mask.shape[0]) != size:
+            raise GhostkitError(f"{mask_path}: mask is {mask.shape[1]} x {mask.shape[0]}, but its image {image.name} "
+                                f"is {size[0]} x {size[1]}")
+        valid = mask[mask != IGNORE_INDEX]
+        return int(valid.max()) if valid.size else 0
+
+    found = _map(check, pairs)
+    bad = [m for (_, m), v in zip(pairs, found) if v is None]
+    if bad:
+        names = ", ".join(p.name for p in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        warnings.warn(f"skipped {len(bad)} unreadable mask(s) in {folder}: {names}", SkippedFilesWarning, stacklevel=3)
+    items = [(img, m) for (img, m), v in zip(pairs, found) if v is not None]
+    if not items:
+        raise GhostkitError(f"{folder}: no readable image and mask pairs")
+    return items, max(v for v in found if v is not None)
+
+
+def read_mask_folders(root: str | Path, split: str | None, class_names: Sequence[str] | None = None
+                      ) -> tuple[list[Item], int]:
+    """``root/images/<split>/*`` with ``root/masks/<split>/<stem>.png`` (``split=None``: ``images/`` and ``masks/``
+    themselves) → ([(image path, mask path)], largest class index found)."""
+    root = Path(root)
+    sub = Path(split) if split else Path()
+    images_dir, masks_dir = root / "images" / sub, root / "masks" / sub
+    if not masks_dir.is_dir():
+        raise GhostkitError(f"{masks_dir}: no such folder (segmentation data needs images/{sub.as_posix()} and "
+                            f"masks/{sub.as_posix()})")
+    images = list_images(images_dir)
+    if not images:
+        raise GhostkitError(f"{images_dir}: no images")
+    pairs = [(p, masks_dir / f"{p.stem}.png") for p in images]
+    return _check_pairs(pairs, images_dir, None if class_names is None else len(class_names))
+
+
+def _find_voc_root(root: Path) -> Path | None:
+    for cand in (root, *sorted(root.glob("VOC*")), *sorted(root.glob("*/VOC*"))):
+        if (cand / "JPEGImages").is_dir() and (cand / "SegmentationClass").is_dir():
+            return cand
+    return None
+
+
+def read_voc(root: str | Path, split: str) -> list[Item]:
+    """A Pascal VOC folder (``JPEGImages``, ``SegmentationClass``, ``ImageSets/Segmentation/<split>.txt``) →
+    [(image path, mask path)] with masks checked against VOC's 21 classes."""
+    root = Path(root)
+    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not listing.is_file():
+        raise GhostkitError(f"{listing}: no such file (the Pascal VOC {split} list)")
+    pairs = []
+    for lineno, line in enumerate(listing.read_text().splitlines(), start=1):
+        stem = line.strip().split(" ")[0] if line.strip() else ""
+        if not stem:
+            continue
+        image = root / "JPEGImages" / f"{stem}.jpg"
+        if not image.is_file():
+            raise GhostkitError(f"{listing}:{lineno}: {image} does not exist")
+        pairs.append((image, root / "SegmentationClass" / f"{stem}.png"))
+    if not pairs:
+        raise GhostkitError(f"{listing}: lists no images")
+    return _check_pairs(pairs, root / "JPEGImages", len(VOC_CLASSES))[0]
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise GhostkitError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    except OSError as exc:
+        raise GhostkitError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
+        raise GhostkitError(f"{path}: not a COCO instances file (needs lists 'images', 'annotations', 'categories')")
+    return data
+
+
+def _coco_categories(data: dict, path: Path) -> list[tuple[int, str]]:
+    try:
+        cats = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
+    except (KeyError, TypeError, ValueError):
+        raise GhostkitError(f"{path}: every category needs an integer 'id' and a 'name'") from None
+    if not cats:
+        raise GhostkitError(f"{path}: no categories")
+    if len(cats) >= IGNORE_INDEX:
+        raise GhostkitError(f"{path}: {len(cats)} categories; segmentation supports at most {IGNORE_INDEX - 1}")
+    return cats
+
+
+def _check_segmentation(seg: Any, where: str) -> None:
+    if isinstance(seg, list):
+        if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
+            raise GhostkitError(f"{where}: a polygon needs an even number (>= 6) of coordinates")
+        if not all(isinstance(v, (int, float)) for p in seg for v in p):
+            raise GhostkitError(f"{where}: polygon coordinates must be numbers")
+    elif not (isinstance(seg, dict) and "counts" in seg and "size" in seg):
+        raise GhostkitError(f"{where}: segmentation must be a polygon list or an RLE {{'counts', 'size'}}")
+
+
+def read_coco(root: str | Path, split: str, categories: list[tuple[int, str]] | None = None
+              ) -> tuple[list[Item], list[tuple[int, str]]]:
+    """``root/annotations/instances_<split>.json`` with images under ``root/images/`` → ([(image path, CocoMask)],
+    categories (id, name) sorted by id). ``categories`` (the training set's) must match the file's."""
+    root = Path(root)
+    path = root / "annotations" / f"instances_{split}.json"
+    if not path.is_file():
+        raise GhostkitError(f"{path}: no such file")
+    data = _load_json(path)
+    cats = _coco_categories(data, path)
+    if categories is not None and cats != categories:
+        raise GhostkitError(f"{path}: its categories differ from the training set's")
+    index = {cid: i + 1 for i, (cid, _) in enumerate(cats)}
+    masks: dict[Any, tuple[Path, CocoMask]] = {}
+    images_dir = root / "images"
+    for k, im in enumerate(data["images"]):
+        try:
+            image_id, name, h, w = im["id"], str(im["file_name"]), int(im["height"]), int(im["width"])
+        except (KeyError, TypeError, ValueError):
+            raise GhostkitError(f"{path}: images[{k}] needs 'id', 'file_name', 'height' and 'width'") from None
+        cands = [images_dir / name, images_dir / split / name, images_dir / f"{split}2017" / name]
+        image = next((c for c in cands if c.is_file()), None)
+        if image is None:
+            raise GhostkitError(f"{path}: image {name} (id {image_id}) does not exist in {images_dir}")
+        masks[image_id] = (image, CocoMask(h, w))
+    for k, ann in enumerate(data.get("annotations") or []):
+        where = f"{path}: annotation {ann.get('id', k) if isinstance(ann, dict) else k}"
+        if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
+            raise GhostkitError(f"{where}: needs 'image_id', 'category_id' and 'segmentation'")
+        if ann["image_id"] not in masks:
+            raise GhostkitError(f"{where}: unknown image_id {ann['image_id']}")
+        if ann["category_id"] not in index:
+            raise GhostkitError(f"{where}: unknown category_id {ann['category_id']}")
+        seg = ann.get("segmentation")
+        _check_segmentation(seg, where)
+        masks[ann["image_id"]][1].objects.append((index[ann["category_id"]], seg, bool(ann.get("iscrowd", 0))))
+    pairs = list(masks.values())
+    if not pairs:
+        raise GhostkitError(f"{path}: no images")
+    good, _ = filter_readable([img for img, _ in pairs], folder=images_dir)
+    good_set = set(good)
+    items = []
+    for image, mask in pairs:
+        if image not in good_set:
+            continue
+        size = _image_size(image)
+        if size != (mask.width, mask.height):
+            raise GhostkitError(f"{path}: image {image.name} is {size[0]} x {size[1]}, the file says "
+                                f"{mask.width} x {mask.height}")
+        items.append((image, mask))
+    if not items:
+        raise GhostkitError(f"{path}: none of the images is readable")
+    return items, cats
+
+
+@functools.lru_cache(maxsize=4)
+def _shape_items(n: int, seed: int, imgsz: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Built-in shapes as read-only (uint8 image H x W x 3, uint8 mask H x W), cached between runs."""
+    out = []
+    for s in make_shapes(n, imgsz=imgsz, seed=seed):
+        s.image.flags.writeable = False
+        s.mask.flags.writeable = False
+        out.append((s.image, s.mask))
+    return tuple(out)
+
+
+def build_segment_data(data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0) -> SegmentData:
+    """Resolve a `--data` value (``shapes``, a mask-folder, VOC or COCO folder; see the module docstring) to train /
+    val datasets of ``(3 x imgsz x imgsz image, imgsz x imgsz mask)``."""
+    if imgsz < 32:
+        raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
+    name = str(data)
+
+    def make(train: list, val: list, names: Sequence[str]) -> SegmentData:
+        return SegmentData(SegmentDataset(train, segment_transforms(imgsz, True)),
+                           SegmentDataset(val, segment_transforms(imgsz, False)), list(names), imgsz)
+
+    if name == "shapes":  # drawn at the training size: sharp edges whatever imgsz
+        names = ("background", *SHAPE_CLASSES)
+        return make(list(_shape_items(_SHAPES_TRAIN, 0, imgsz)), list(_shape_items(_SHAPES_VAL, 1, imgsz)), names)
+    root = Path(data)
+    if not root.is_dir():
+        raise GhostkitError(f"{root}: no such data folder (built-in data: shapes)")
+    voc = _find_voc_root(root)
+    if voc is not None:
+        return make(read_voc(voc, "train"), read_voc(voc, "val"), VOC_CLASSES)
+    if (root / "annotations").is_dir() and (root / "annotations" / "instances_train.json").is_file():
+        train, cats = read_coco(root, "train")
+        val, _ = read_coco(root, "val", cats)
+        return make(train, val, ["background", *(n for _, n in cats)])
+    if not (root / "images").is_dir():
+        raise GhostkitError(f"{root}: no images/ folder (expected images/{{train,val}} + masks/{{train,val}}, Pascal "
+                            f"VOC's JPEGImages/ + SegmentationClass/, or COCO's images/ + annotations/)")
+    classes_txt = root / "classes.txt"
+    names = read_classes_txt(classes_txt) if classes_txt.is_file() else None
+    if (root / "images" / "train").is_dir():
+        train, top = read_mask_folders(root, "train", names)
+        if not (root / "images" / "val").is_dir():
+            raise GhostkitError(f"{root / 'images'}: has train/ but no val/ folder")
+        val, top_val = read_mask_folders(root, "val", names)
+    else:
+        everything, top = read_mask_folders(root, None, names)
+        if len(everything) < 2:
+            raise GhostkitError(f"{root / 'images'}: needs at least 2 images to split off a validation set")
+        train, val = split_items(everything, val_fraction, seed, stratify=False)
+        top_val = 0
+    return make(train, val, names or [f"class_{i}" for i in range(max(top, top_val) + 1)])

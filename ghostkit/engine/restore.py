@@ -1,0 +1,119 @@
+"""Image restoration (super-resolution, denoising): data, head config and PSNR / SSIM metrics for the engine.
+
+Metrics follow the super-resolution literature: PSNR and SSIM on the luma (Y, ITU-R BT.601 studio range, as
+MATLAB's ``rgb2ycbcr``) of outputs clamped to [0, 1], after cropping ``scale`` px off every border, averaged per
+image. ``psnr_rgb`` is the same PSNR on the three RGB channels. ``psnr_baseline`` / ``ssim_baseline`` score what the
+model starts from: the bicubic upscale of the input (super-resolution) or the noisy input itself (denoising); the
+head returns it next to its output (``outputs["baseline"]``), since the targets hold only the clean image. A
+per-image PSNR is capped at 100 dB so that identical images give a finite value (metrics.json stays valid JSON).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from ..data.restore import Degradation, RestoreDataset, build_restore_data, parse_noise, restore_collate
+from ..errors import GhostkitError
+from .config import TrainConfig
+from .spec import TaskData, TaskSpec, register_spec
+
+__all__ = ["RestoreMetrics", "RestoreSpec", "rgb_to_y"]
+
+MAX_PSNR = 100.0
+# BT.601 luma for RGB in [0, 1], studio range (16..235)/255: the convention of SR papers and MATLAB's rgb2ycbcr
+_Y_WEIGHTS = (65.481 / 255, 128.553 / 255, 24.966 / 255)
+_Y_OFFSET = 16 / 255
+
+
+def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+    """``B x 3 x H x W`` RGB in [0, 1] → ``B x 1 x H x W`` BT.601 luma in [16/255, 235/255]."""
+    w = x.new_tensor(_Y_WEIGHTS).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True) + _Y_OFFSET
+
+
+class RestoreMetrics(nn.Module):
+    """``psnr``, ``ssim`` (Y channel), ``psnr_rgb``, and the baseline's ``psnr_baseline``, ``ssim_baseline``.
+
+    ``update(outputs, targets)``: the head's ``{"image", "baseline"}`` (``B x 3 x H x W``) and the clean targets.
+    """
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.border = scale
+        psnr = dict(data_range=1.0, dim=(1, 2, 3), reduction="none")  # per image, averaged in compute
+        self.psnr, self.psnr_rgb, self.psnr_baseline = (PeakSignalNoiseRatio(**psnr) for _ in range(3))
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.ssim_baseline = StructuralSimilarityIndexMeasure(data_range=1.0)
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.border
+        return x[..., b:-b, b:-b] if b and min(x.shape[-2:]) > 2 * b else x
+
+    def update(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> None:
+        target = self._crop(targets.float())
+        pred = self._crop(outputs["image"].detach().float().clamp(0, 1))
+        base = self._crop(outputs["baseline"].detach().float().clamp(0, 1))
+        ty, py, by = rgb_to_y(target), rgb_to_y(pred), rgb_to_y(base)
+        self.psnr.update(py, ty)
+        self.psnr_rgb.update(pred, target)
+        self.psnr_baseline.update(by, ty)
+        self.ssim.update(py, ty)
+        self.ssim_baseline.update(by, ty)
+
+    def compute(self) -> dict:
+        def mean_psnr(m: PeakSignalNoiseRatio) -> float:
+            return float(m.compute().clamp(max=MAX_PSNR).mean())
+
+        return {
+            "psnr": mean_psnr(self.psnr),
+            "ssim": float(self.ssim.compute()),
+            "psnr_baseline": mean_psnr(self.psnr_baseline),
+            "ssim_baseline": float(self.ssim_baseline.compute()),
+            "psnr_rgb": mean_psnr(self.psnr_rgb),
+        }
+
+    def reset(self) -> None:
+        for m in self.children():
+            m.reset()
+
+
+class RestoreSpec(TaskSpec):
+    """``--task restore``: ``--scale`` 1..4, ``--noise`` sigma or range, ``--width`` / ``--depth`` of the network,
+    ``--imgsz`` the training patch in high-resolution px. Images stay in [0, 1] (mean 0, std 1)."""
+
+    name = "restore"
+    monitor = "psnr"
+
+    def __init__(self) -> None:
+        self._data = None  # the last data built, for metrics() (see there)
+
+    def build_data(self, cfg: TrainConfig) -> TaskData:
+        d = build_restore_data(cfg.data, Degradation.parse(cfg.scale, cfg.noise), patch=cfg.imgsz,
+                               val_fraction=cfg.val_fraction, seed=cfg.seed)
+        self._data = d
+        return TaskData(d.train, d.val, {self.name: []}, d.patch, [0.0] * 3, [1.0] * 3, restore_collate)
+
+    def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
+        if cfg.imgsz is not None and cfg.imgsz % cfg.scale:
+            raise GhostkitError(f"--imgsz (the training patch, {cfg.imgsz} px) must be a multiple of --scale "
+                                f"{cfg.scale}")
+        paired = self._data.paired_scale if self._data is not None else None
+        if paired is not None and paired != cfg.scale:
+            raise GhostkitError(f"{cfg.data}: the lr/ + hr/ pairs are x{paired}, but --scale is {cfg.scale}")
+        return {"scale": cfg.scale, "width": cfg.width, "depth": cfg.depth, "noise": str(cfg.noise)}
+
+    def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
+        # `ghostkit val` builds the data from default options, not the model's scale and noise: re-target the
+        # validation set to the model (a no-op when training, where they agree)
+        val = getattr(self._data, "val", None)
+        if isinstance(val, RestoreDataset):
+            if val.paired_scale is not None and val.paired_scale != head.scale:
+                raise GhostkitError(f"{cfg.data}: the lr/ + hr/ pairs are x{val.paired_scale}, but the model is "
+                                    f"x{head.scale}")
+            val.configure(Degradation(head.scale, parse_noise(head.noise)))
+        return RestoreMetrics(head.scale)
+
+
+register_spec(RestoreSpec())

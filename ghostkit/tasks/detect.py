@@ -1,0 +1,461 @@
+"""Object detection heads on GhostNet's multi-scale features, assembled from torchvision's detection parts.
+
+* ``ssdlite`` — SSDLite (SSD, https://arxiv.org/abs/1512.02325, with the depthwise-separable prediction blocks of
+  MobileNetV2, https://arxiv.org/abs/1801.04381, section 6.2): torchvision's ``SSDLiteHead`` on the stride 16 and 32
+  maps plus extra stride-2 blocks, ``DefaultBoxGenerator`` default boxes, ``SSDMatcher``, softmax cross-entropy with
+  3:1 hard negative mining and smooth-L1 regression (``BoxCoder`` weights 10, 10, 5, 5).
+* ``fcos`` — FCOS (https://arxiv.org/abs/1904.01355): ``FeaturePyramidNetwork`` + torchvision's ``FCOSHead`` (focal,
+  GIoU and centre-ness losses); anchor-free: one point per location, centre sampling and a size range per level.
+* ``retinanet`` — RetinaNet (https://arxiv.org/abs/1708.02002): FPN + ``RetinaNetHead`` + ``AnchorGenerator``
+  (3 scales x 3 aspect ratios per level), IoU ``Matcher`` (0.5 / 0.4) and focal loss.
+
+Every head takes targets as a list (one per image) of ``{"boxes": N x 4 xyxy in input pixels, "labels": N int64 in
+0..C-1}`` (an image without objects is a valid negative) and returns outputs as a dict of ``cls_logits`` (B x A x K),
+``bbox_regression`` (B x A x 4), ``bbox_ctrness`` (FCOS, B x A x 1), ``anchors`` (A x 4, xyxy input pixels) and
+``image_size`` (the network input's H, W). ``postprocess`` thresholds (``conf``), runs class-wise NMS (``iou``), keeps
+``max_det`` boxes and maps them from the input size to each original image size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.models.detection.ssdlite import SSDLiteHead, _extra_block
+from torchvision.ops import FeaturePyramidNetwork, batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from ..errors import GhostkitError
+from . import register_head
+
+__all__ = ["DetectHead", "SSDLiteDetect", "FCOSDetect", "RetinaNetDetect", "DETECT_ARCHS", "DEFAULT_ARCH",
+           "tta_predict"]
+
+DETECT_ARCHS: dict[str, type[DetectHead]] = {}
+DEFAULT_ARCH = "fcos"  # trains best in CPU-sized runs on built-in shapes (benchmarks/detect_speed.py --compare)
+# a fixed colour per class index for drawn boxes
+PALETTE = ["#ff3838", "#2c99a8", "#ff9d97", "#ff701f", "#48f90a", "#3ddb86", "#1a9334", "#00d4bb", "#ffb21d",
+           "#00c2ff", "#344593", "#6473ff", "#0018ec", "#8438ff", "#cb38ff", "#ff95c8", "#ff37c7", "#cfd231"]
+
+
+def _arch(name: str):
+    def wrap(cls: type[DetectHead]) -> type[DetectHead]:
+        cls.arch = name
+        DETECT_ARCHS[name] = cls
+        return cls
+
+    return wrap
+
+
+@register_head("detect")
+class DetectHead(nn.Module):
+    """Base of the detection heads. ``DetectHead(feature_info, arch=NAME, **cfg)`` builds the head class registered
+    under ``NAME`` (``ssdlite``, ``fcos`` or ``retinanet``), so a checkpoint's head config alone rebuilds it.
+
+    Args (common to every head):
+        num_classes: object classes (no background class; labels are 0..num_classes-1).
+        conf: score threshold of ``postprocess`` (predictions; validation passes a lower one for mAP).
+        iou: IoU threshold of the class-wise NMS.
+        max_det: detections kept per image.
+        topk_candidates: highest-scoring (anchor, class) pairs decoded per image before NMS.
+    """
+
+    preprocess = "resize"
+    arch = ""
+
+    def __new__(cls, *args, arch: str = DEFAULT_ARCH, **kwargs):
+        if cls is DetectHead:
+            if arch not in DETECT_ARCHS:
+                raise GhostkitError(f"unknown detection head {arch!r}; available: {', '.join(DETECT_ARCHS)}")
+            cls = DETECT_ARCHS[arch]
+        return super().__new__(cls)
+
+    def __init__(self, num_classes: int, conf: float = 0.25, iou: float = 0.5, max_det: int = 100,
+                 topk_candidates: int = 1000) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise GhostkitError(f"detection needs at least one class, got num_classes={num_classes}")
+        self.num_classes, self.conf, self.iou, self.max_det = num_classes, conf, iou, max_det
+        self.topk_candidates = topk_candidates
+        self._anchor_cache: dict[tuple, torch.Tensor] = {}
+
+    # -- per-architecture parts -------------------------------------------------------------------------------
+    def predict_levels(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Feature maps the anchors live on, and the raw head outputs over all their locations."""
+        raise NotImplementedError
+
+    def make_anchors(self, levels: list[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
+        """Anchors / default boxes / points of all levels: A x 4, xyxy in input pixels."""
+        raise NotImplementedError
+
+    def class_scores(self, outputs: dict) -> torch.Tensor:
+        """Per (anchor, class) confidence in [0, 1]: B x A x num_classes."""
+        raise NotImplementedError
+
+    def decode(self, rel_codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Regression outputs (N x 4) of ``anchors`` (N x 4) → boxes, xyxy input pixels."""
+        raise NotImplementedError
+
+    def loss(self, outputs: dict, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------------------
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> dict:
+        levels, outputs = self.predict_levels(features)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        key = (size, tuple(tuple(f.shape[-2:]) for f in levels), levels[0].device, levels[0].dtype)
+        anchors = self._anchor_cache.get(key)
+        if anchors is None:  # anchors depend only on the sizes: made once per input size
+            anchors = self._anchor_cache[key] = self.make_anchors(levels, size)
+        outputs["anchors"] = anchors
+        outputs["image_size"] = size
+        return outputs
+
+    def _apply(self, fn, recurse: bool = True):
+        self._anchor_cache = {}  # .to(device / dtype) invalidates cached anchors
+        return super()._apply(fn, recurse)
+
+    @torch.no_grad()
+    def postprocess(self, outputs: dict, image_sizes: list[tuple[int, int]] | None = None,
+                    conf: float | None = None) -> list[dict[str, torch.Tensor]]:
+        """Per image ``{"boxes": N x 4 xyxy, "scores": N, "labels": N int64}`` in the coordinates of
+        ``image_sizes`` (original ``(H, W)`` per image; default: the network input size), best first."""
+        conf = self.conf if conf is None else conf
+        scores_all = self.class_scores(outputs)
+        anchors, (in_h, in_w) = outputs["anchors"], outputs["image_size"]
+        results = []
+        for i in range(scores_all.shape[0]):
+            scores = scores_all[i].flatten()
+            idx = torch.nonzero(scores > conf).flatten()
+            if idx.numel() > self.topk_candidates:
+                idx = idx[scores[idx].topk(self.topk_candidates).indices]
+            scores, anchor_idx, labels = scores[idx], idx // self.num_classes, idx % self.num_classes
+            boxes = self.decode(outputs["bbox_regression"][i, anchor_idx].float(), anchors[anchor_idx].float())
+            boxes = clip_boxes_to_image(boxes, (in_h, in_w))
+            keep = batched_nms(boxes, scores.float(), labels, self.iou)[: self.max_det]
+            boxes, scores, labels = boxes[keep], scores[keep].float(), labels[keep]
+            if image_sizes is not None:
+                h, w = image_sizes[i]
+                boxes = boxes * boxes.new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
+            results.append({"boxes": boxes, "scores": scores, "labels": labels})
+        return results
+
+    def format_result(self, result: dict, class_names: list[str], **options) -> dict:
+        """``{"detections": [{"class", "index", "score", "box": [x1, y1, x2, y2]}]}`` (original image pixels)."""
+        out = []
+        for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist()):
+            name = class_names[label] if label < len(class_names) else str(label)
+            out.append({"class": name, "index": int(label), "score": round(float(score), 4),
+                        "box": [round(float(v), 2) for v in box]})
+        return {"detections": out}
+
+    def render(self, image, result: dict, class_names: list[str]) -> dict:
+        """``{"": the image with its boxes and "class score" labels}``; small images are enlarged first so the
+        labels stay legible."""
+        return {"": draw_detections(image, result, class_names)}
+
+
+def draw_detections(image, result: dict, class_names: list[str], min_side: int = 256):
+    """A PIL image with ``result``'s boxes (original image coordinates) drawn by ``draw_bounding_boxes``."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+    from torchvision.utils import draw_bounding_boxes
+
+    image = image.convert("RGB")
+    factor = max(1, math.ceil(min_side / max(1, min(image.size))))
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    boxes = result["boxes"].detach().float().cpu().reshape(-1, 4) * factor
+    labels = [int(v) for v in result["labels"].tolist()]
+    scores = result["scores"].tolist()
+    names = [f"{class_names[c] if c < len(class_names) else c} {s:.2f}" for c, s in zip(labels, scores)]
+    colours = [PALETTE[c % len(PALETTE)] for c in labels]
+    width = max(1, min(image.size) // 160)
+    drawn = draw_bounding_boxes(pil_to_tensor(image), boxes, labels=names, colors=colours, width=width,
+                                font_size=max(10, min(image.size) // 24))
+    return to_pil_image(drawn)
+
+
+def _levels_of(feature_info: list[dict], strides: list[int]) -> list[int]:
+    """Indices into the backbone's feature list of the maps with the given strides."""
+    by_stride = {f["reduction"]: i for i, f in enumerate(feature_info)}
+    missing = [s for s in strides if s not in by_stride]
+    if missing:
+        raise GhostkitError(f"the backbone has no stride {missing} features (has {sorted(by_stride)})")
+    return [by_stride[s] for s in strides]
+
+
+def _grid_anchors(generator: AnchorGenerator, levels: list[torch.Tensor], strides: list[int]) -> torch.Tensor:
+    """``generator``'s anchors on the true stride of each level, shifted half a stride so that each one is centred
+    on its cell (torchvision puts them on the cell's corner; it also derives strides by integer division, which is
+    wrong for input sizes that are not multiples of the stride)."""
+    ref = levels[0]
+    generator.set_cell_anchors(ref.dtype, ref.device)
+    grid = [list(f.shape[-2:]) for f in levels]
+    steps = [[torch.tensor(s, device=ref.device), torch.tensor(s, device=ref.device)] for s in strides]
+    per_level = generator.grid_anchors(grid, steps)
+    return torch.cat([a + s / 2 for a, s in zip(per_level, strides)])
+
+
+class _FPNHead(DetectHead):
+    """Shared FPN neck of FCOS and RetinaNet: ``FeaturePyramidNetwork`` over the backbone maps at ``strides``, plus
+    torchvision's P6/P7 (``LastLevelP6P7``) when ``p6p7``."""
+
+    def _build_fpn(self, feature_info: list[dict], strides: list[int], fpn_chs: int, p6p7: bool) -> None:
+        self.level_idx = _levels_of(feature_info, strides)
+        in_chs = [feature_info[i]["num_chs"] for i in self.level_idx]
+        self.fpn = FeaturePyramidNetwork(in_chs, fpn_chs, extra_blocks=LastLevelP6P7(fpn_chs, fpn_chs) if p6p7
+                                         else None)
+        self.strides = list(strides) + ([strides[-1] * 2, strides[-1] * 4] if p6p7 else [])
+
+    def _pyramid(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(self.fpn(OrderedDict((str(i), features[i]) for i in self.level_idx)).values())
+
+
+@_arch("fcos")
+class FCOSDetect(_FPNHead):
+    """FCOS on a GhostNet FPN.
+
+    Args:
+        feature_info: the backbone's ``feature_info``.
+        num_classes, conf, iou, max_det, topk_candidates: see :class:`DetectHead`.
+        strides: backbone maps feeding the FPN (P3-P5 by default).
+        fpn_chs: FPN and head width (a multiple of 32: the head's GroupNorm has 32 groups).
+        p6p7: add the stride 64 and 128 levels (for inputs of about 256 px and more).
+        num_convs: conv + GroupNorm + ReLU layers of each head tower (FCOS: 4).
+        scale_range: a level of stride s learns the objects whose largest distance from a location to a box side
+            lies in (scale_range * s, 2 * scale_range * s] (FCOS: 4, i.e. 64 px on P3; the first level takes all
+            smaller objects, the last all larger ones).
+        center_radius: centre sampling: positive locations lie within ``center_radius * s`` of the box centre.
+    """
+
+    def __init__(self, feature_info: list[dict], num_classes: int, arch: str = "fcos", conf: float = 0.25,
+                 iou: float = 0.5, max_det: int = 100, topk_candidates: int = 1000, strides: list[int] = (8, 16, 32),
+                 fpn_chs: int = 64, p6p7: bool = False, num_convs: int = 4, scale_range: float = 4.0,
+                 center_radius: float = 1.5) -> None:
+        super().__init__(num_classes, conf, iou, max_det, topk_candidates)
+        if fpn_chs % 32:
+            raise GhostkitError(f"fcos: fpn_chs must be a multiple of 32 (GroupNorm groups), got {fpn_chs}")
+        self._build_fpn(feature_info, list(strides), fpn_chs, p6p7)
+        self.scale_range, self.center_radius = scale_range, center_radius
+        self.head = FCOSHead(fpn_chs, num_anchors=1, num_classes=num_classes, num_convs=num_convs)
+        # one "anchor" per location, as big as its stride: the regression is normalised by it
+        self.anchor_generator = AnchorGenerator(tuple((s,) for s in self.strides), ((1.0,),) * len(self.strides))
+
+    def predict_levels(self, features):
+        levels = self._pyramid(features)
+        return levels, self.head(levels)
+
+    def make_anchors(self, levels, image_size):
+        return _grid_anchors(self.anchor_generator, levels, self.strides)
+
+    def class_scores(self, outputs):
+        return torch.sqrt(outputs["cls_logits"].sigmoid() * outputs["bbox_ctrness"].sigmoid())
+
+    def decode(self, rel_codes, anchors):
+        return self.head.box_coder.decode(rel_codes, anchors)
+
+    def match(self, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """FCOS assignment: index of the box each location regresses (A, int64), -1 for background."""
+        if boxes.numel() == 0:
+            return torch.full((anchors.shape[0],), -1, dtype=torch.int64, device=anchors.device)
+        points = (anchors[:, :2] + anchors[:, 2:]) / 2
+        stride = anchors[:, 2] - anchors[:, 0]
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        near = (points[:, None] - centres[None]).abs().amax(2) < self.center_radius * stride[:, None]
+        x, y = points[:, 0:1], points[:, 1:2]
+        dist = torch.stack([x - boxes[:, 0], y - boxes[:, 1], boxes[:, 2] - x, boxes[:, 3] - y], dim=2)  # A x M x 4
+        lower, upper = self.scale_range * stride, 2 * self.scale_range * stride
+        lower[stride == stride.min()] = 0
+        upper[stride == stride.max()] = float("inf")
+        reach = dist.amax(2)
+        ok = near & (dist.amin(2) > 0) & (reach > lower[:, None]) & (reach <= upper[:, None])
+        # a location inside several boxes regresses the smallest one
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        cost = torch.where(ok, area[None].expand_as(ok), torch.full_like(dist[..., 0], float("inf")))
+        best, idx = cost.min(1)
+        idx[torch.isinf(best)] = -1
+        return idx
+
+    def loss(self, outputs, targets):
+        anchors = outputs["anchors"]
+        matched = [self.match(anchors, t["boxes"]) for t in targets]
+        head_out = {k: outputs[k].float() for k in ("cls_logits", "bbox_regression", "bbox_ctrness")}
+        terms = self.head.compute_loss(targets, head_out, [anchors.float()] * len(targets), matched)
+        cls, box, ctr = terms["classification"], terms["bbox_regression"], terms["bbox_ctrness"]
+        return {"loss": cls + box + ctr, "cls": cls.detach(), "box": box.detach(), "ctr": ctr.detach()}
+
+
+@_arch("retinanet")
+class RetinaNetDetect(_FPNHead):
+    """RetinaNet on a GhostNet FPN.
+
+    Args:
+        feature_info, num_classes, conf, iou, max_det, topk_candidates: see :class:`DetectHead`.
+        strides, fpn_chs, p6p7: FPN levels and width (see :class:`FCOSDetect`).
+        anchor_scale: base anchor size in strides (RetinaNet: 4, i.e. 32 px on P3), with octave scales 2^0, 2^(1/3),
+            2^(2/3) and aspect ratios 0.5, 1, 2 per location.
+        group_norm: GroupNorm(32) in the head towers (torchvision's RetinaNet v2) instead of none.
+        giou: GIoU box loss (torchvision's RetinaNet v2) instead of L1 on the encoded offsets.
+    """
+
+    def __init__(self, feature_info: list[dict], num_classes: int, arch: str = "retinanet", conf: float = 0.25,
+                 iou: float = 0.5, max_det: int = 100, topk_candidates: int = 1000, strides: list[int] = (8, 16, 32),
+                 fpn_chs: int = 64, p6p7: bool = False, anchor_scale: float = 4.0, group_norm: bool = True,
+                 giou: bool = True) -> None:
+        super().__init__(num_classes, conf, iou, max_det, topk_candidates)
+        if group_norm and fpn_chs % 32:
+            raise GhostkitError(f"retinanet: fpn_chs must be a multiple of 32 with group_norm, got {fpn_chs}")
+        self._build_fpn(feature_info, list(strides), fpn_chs, p6p7)
+        sizes = tuple(tuple(anchor_scale * s * 2 ** (k / 3) for k in range(3)) for s in self.strides)
+        self.anchor_generator = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+        norm = partial(nn.GroupNorm, 32) if group_norm else None
+        self.head = RetinaNetHead(fpn_chs, self.anchor_generator.num_anchors_per_location()[0], num_classes,
+                                  norm_layer=norm)
+        if giou:
+            self.head.regression_head._loss_type = "giou"
+        self.matcher = det_utils.Matcher(0.5, 0.4, allow_low_quality_matches=True)
+
+    def predict_levels(self, features):
+        levels = self._pyramid(features)
+        return levels, self.head(levels)
+
+    def make_anchors(self, levels, image_size):
+        return _grid_anchors(self.anchor_generator, levels, self.strides)
+
+    def class_scores(self, outputs):
+        return outputs["cls_logits"].sigmoid()
+
+    def decode(self, rel_codes, anchors):
+        return self.head.regression_head.box_coder.decode_single(rel_codes, anchors)
+
+    def match(self, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        if boxes.numel() == 0:  # torchvision's Matcher refuses images without boxes
+            return torch.full((anchors.shape[0],), -1, dtype=torch.int64, device=anchors.device)
+        return self.matcher(box_iou(boxes, anchors))
+
+    def loss(self, outputs, targets):
+        anchors = outputs["anchors"].float()
+        matched = [self.match(anchors, t["boxes"]) for t in targets]
+        head_out = {k: outputs[k].float() for k in ("cls_logits", "bbox_regression")}
+        terms = self.head.compute_loss(targets, head_out, [anchors] * len(targets), matched)
+        cls, box = terms["classification"], terms["bbox_regression"]
+        return {"loss": cls + box, "cls": cls.detach(), "box": box.detach()}
+
+
+@_arch("ssdlite")
+class SSDLiteDetect(DetectHead):
+    """SSDLite on GhostNet: prediction blocks on the backbone maps at ``strides`` and on ``extra_chs`` extra blocks.
+
+    Args:
+        feature_info, num_classes, conf, iou, max_det, topk_candidates: see :class:`DetectHead`.
+        strides: backbone maps with prediction blocks (SSDLite: 16 and 32).
+        extra_chs: output channels of the extra stride-2 blocks after the last map (SSDLite-320: 512, 256, 256, 128
+            give the 5, 3, 2 and 1 px maps; smaller inputs need fewer).
+        min_ratio, max_ratio: default box scales, as a fraction of the input size, of the first and last level.
+        neg_ratio: hard negatives per positive in the classification loss.
+    """
+
+    def __init__(self, feature_info: list[dict], num_classes: int, arch: str = "ssdlite", conf: float = 0.25,
+                 iou: float = 0.5, max_det: int = 100, topk_candidates: int = 1000, strides: list[int] = (16, 32),
+                 extra_chs: list[int] = (512, 256, 256, 128), min_ratio: float = 0.2, max_ratio: float = 0.95,
+                 neg_ratio: int = 3) -> None:
+        super().__init__(num_classes, conf, iou, max_det, topk_candidates)
+        self.level_idx = _levels_of(feature_info, list(strides))
+        norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)  # SSDLite's BN settings
+        chs = [feature_info[i]["num_chs"] for i in self.level_idx]
+        extras = []
+        for out_chs in extra_chs:
+            extras.append(_extra_block(chs[-1], out_chs, norm))
+            chs.append(out_chs)
+        self.extras = nn.ModuleList(extras)
+        for m in self.extras.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.03)
+        self.box_generator = DefaultBoxGenerator([[2, 3]] * len(chs), min_ratio=min_ratio, max_ratio=max_ratio)
+        # class 0 of the softmax is the background
+        self.head = SSDLiteHead(chs, self.box_generator.num_anchors_per_location(), num_classes + 1, norm)
+        self.box_coder = det_utils.BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
+        self.matcher = det_utils.SSDMatcher(0.5)
+        self.neg_ratio = neg_ratio
+
+    def predict_levels(self, features):
+        levels = [features[i] for i in self.level_idx]
+        for block in self.extras:
+            levels.append(block(levels[-1]))
+        return levels, self.head(levels)
+
+    def make_anchors(self, levels, image_size):
+        fake = ImageList(levels[0].new_empty(1, 3, *image_size), [image_size])
+        return self.box_generator(fake, levels)[0]
+
+    def class_scores(self, outputs):
+        return outputs["cls_logits"].softmax(-1)[..., 1:]
+
+    def decode(self, rel_codes, anchors):
+        return self.box_coder.decode_single(rel_codes, anchors)
+
+    def loss(self, outputs, targets):
+        anchors = outputs["anchors"].float()
+        logits, regression = outputs["cls_logits"].float(), outputs["bbox_regression"].float()
+        cls_target = torch.zeros(logits.shape[:2], dtype=torch.int64, device=logits.device)
+        box_loss = logits.new_zeros(())
+        for i, t in enumerate(targets):
+            if t["boxes"].numel() == 0:
+                continue
+            matched = self.matcher(box_iou(t["boxes"], anchors))
+            fg = torch.nonzero(matched >= 0).flatten()
+            gt = matched[fg]
+            cls_target[i, fg] = t["labels"][gt] + 1
+            encoded = self.box_coder.encode_single(t["boxes"][gt], anchors[fg])
+            box_loss = box_loss + F.smooth_l1_loss(regression[i, fg], encoded, reduction="sum")
+        ce = F.cross_entropy(logits.flatten(0, 1), cls_target.flatten(), reduction="none").view_as(cls_target)
+        positive = cls_target > 0
+        # hard negative mining; at least neg_ratio negatives so that images without objects still teach background
+        num_neg = (self.neg_ratio * positive.sum(1, keepdim=True)).clamp(min=self.neg_ratio)
+        rank = ce.detach().masked_fill(positive, -1.0).argsort(1, descending=True).argsort(1)
+        negative = (rank < num_neg) & ~positive
+        n = max(1, int(positive.sum()))
+        cls = (ce[positive].sum() + ce[negative].sum()) / n
+        box = box_loss / n
+        return {"loss": cls + box, "cls": cls.detach(), "box": box.detach()}
+
+
+@torch.no_grad()
+def tta_predict(model: nn.Module, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
+                scales: tuple[float, ...] = (1.0, 0.83, 1.2), flips: bool = True, task: str = "detect",
+                conf: float | None = None, iou: float | None = None) -> list[dict[str, torch.Tensor]]:
+    """Test-time augmentation: run ``model`` (a :class:`~ghostkit.tasks.model.TaskModel`) on ``images``
+    (B x 3 x H x W, normalised) at each input scale, with and without horizontal flip, and merge the detections
+    of all passes by class-wise NMS. Returns ``postprocess``-style results in ``image_sizes`` coordinates."""
+    head = model.heads[task]
+    h, w = images.shape[-2:]
+    sizes = image_sizes or [(int(h), int(w))] * images.shape[0]
+    passes: list[list[dict]] = []
+    for s in scales:
+        x = images if s == 1.0 else F.interpolate(images, size=(max(32, round(h * s)), max(32, round(w * s))),
+                                                  mode="bilinear", align_corners=False)
+        for flip in (False, True) if flips else (False,):
+            res = head.postprocess(model(x.flip(-1) if flip else x)[task], sizes, conf=conf)
+            if flip:
+                for r, (_, iw) in zip(res, sizes):
+                    r["boxes"] = torch.stack([iw - r["boxes"][:, 2], r["boxes"][:, 1], iw - r["boxes"][:, 0],
+                                              r["boxes"][:, 3]], dim=1)
+            passes.append(res)
+    merged = []
+    for i in range(images.shape[0]):
+        boxes = torch.cat([p[i]["boxes"] for p in passes])
+        scores = torch.cat([p[i]["scores"] for p in passes])
+        labels = torch.cat([p[i]["labels"] for p in passes])
+        keep = batched_nms(boxes, scores, labels, head.iou if iou is None else iou)[: head.max_det]
+        merged.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+    return merged

@@ -6,6 +6,7 @@ then move), so an interrupted save never replaces ``last.ckpt`` with a partial f
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     RichProgressBar,
 )
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..errors import GhostkitError
 from .config import TrainConfig
@@ -53,7 +54,9 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list
     interactive = sys.stdout.isatty()
     if interactive:
         callbacks.append(RichProgressBar())
-    logger = CSVLogger(save_dir=str(run_dir), name="", version="")
+    logger = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    if importlib.util.find_spec("tensorboard") is not None:  # optional: event files in runs/<name>/tensorboard/
+        logger.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
     try:
         return L.Trainer(
             max_epochs=cfg.epochs,

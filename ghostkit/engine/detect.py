@@ -17,6 +17,7 @@ import math
 import weakref
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
@@ -42,8 +43,12 @@ class DetectMetrics(nn.Module):
     def __init__(self, class_names: list[str], head: nn.Module, samples: int = 8) -> None:
         super().__init__()
         self.class_names = class_names
+        # COCOeval's own (float64) thresholds: torchmetrics' float32 defaults move recall points that fall exactly on
+        # a threshold (1/5 > float32(0.2)), so small validation sets would not give COCO's numbers
         self.map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools",
-                                        class_metrics=True, extended_summary=True)
+                                        class_metrics=True, extended_summary=True,
+                                        iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
+                                        rec_thresholds=np.linspace(0.0, 1.0, 101).tolist())
         self._postprocess = head.postprocess  # a bound method: the head stays out of this module's state
         self._render_conf = float(getattr(head, "conf", 0.25))
         self.samples = samples

@@ -96,6 +96,8 @@ class RestoreSpec(TaskSpec):
         return TaskData(d.train, d.val, {self.name: []}, d.patch, [0.0] * 3, [1.0] * 3, restore_collate)
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
+        if cfg.pretrained:
+            raise GhostkitError("--pretrained loads backbone weights, but restore models have no backbone")
         if cfg.imgsz is not None and cfg.imgsz % cfg.scale:
             raise GhostkitError(f"--imgsz (the training patch, {cfg.imgsz} px) must be a multiple of --scale "
                                 f"{cfg.scale}")

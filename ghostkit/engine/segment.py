@@ -95,7 +95,8 @@ class SegmentSpec(TaskSpec):
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
         return {"num_classes": len(data.class_names[self.name]), "head": cfg.head or "lraspp",
-                "aux_loss": bool(cfg.aux_loss), "output_stride": cfg.output_stride}
+                "aux_loss": bool(cfg.aux_loss), "output_stride": cfg.output_stride,
+                "low_stride": 4 if data.imgsz < 256 else 8}
 
     def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
         metrics = SegmentMetrics(class_names)

@@ -23,6 +23,12 @@ Feature stages (``features_only=True``), taken at the last module of each resolu
 timm taps the first block of each resolution instead (blocks.1/3/5/7); ghostkit's taps carry the stage's full
 processing, which is what dense heads want. ``output_stride`` 16 or 8 replaces the last stride(s) by dilation of
 the spatial convolutions that follow (DFC attention keeps its 2x2 pooling), so pretrained weights stay usable.
+
+Speed (CPU inference). The model picks its memory layout: on CPU in eval mode it runs channels-last (NHWC), which
+oneDNN's convolutions need to avoid re-ordering every activation (``channels_last=False`` / ``True`` forces either);
+feature maps are handed back in the caller's layout. Without autograd every conv → BN → ReLU run goes through
+:func:`~ghostkit.models.layers.conv_bn_act`: BN folded on the fly, ReLU fused, weights pre-packed for oneDNN. Gates
+and residual sums are applied in place where no gradient can need the overwritten values.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import ConvBnAct, SqueezeExcite, dfc_branch, dfc_gate, make_divisible
+from .layers import ConvBnAct, SqueezeExcite, conv_bn_act, dfc_branch, dfc_gate, make_divisible, sequential_act
 from .registry import register_model
 from .reparam import fuse_branches
 
@@ -64,6 +70,25 @@ def _act(act: bool) -> nn.Module:
     return nn.ReLU(inplace=True) if act else nn.Identity()
 
 
+def _run(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, with plain ``nn.Sequential`` runs of convs going through :func:`sequential_act`."""
+    return sequential_act(module, x) if type(module) is nn.Sequential else module(x)
+
+
+def _branch_sum(branches: nn.ModuleList, x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+    """``start + sum(branch(x))``, accumulated in place when autograd is off."""
+    total = start
+    for branch in branches:
+        y = branch(x)
+        if total is None:
+            total = y
+        elif torch.is_grad_enabled():
+            total = total + y
+        else:
+            total += y
+    return total
+
+
 class GhostModule(nn.Module):
     """Ghost module (v1), optionally with DFC attention (v2).
 
@@ -86,6 +111,7 @@ class GhostModule(nn.Module):
         self.out_chs = out_chs
         init_chs = math.ceil(out_chs / ratio)
         new_chs = init_chs * (ratio - 1)
+        self.trim = init_chs + new_chs != out_chs  # a static flag, not a shape test: tracers see no branch
         pad = dilation * (dw_size - 1) // 2
         self.primary_conv = nn.Sequential(
             nn.Conv2d(in_chs, init_chs, 1, stride, 0, bias=False), nn.BatchNorm2d(init_chs), _act(act)
@@ -98,12 +124,13 @@ class GhostModule(nn.Module):
         self.short_conv = dfc_branch(in_chs, out_chs, stride) if attn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.primary_conv(x)
-        out = torch.cat([x1, self.cheap_operation(x1)], dim=1)
-        if out.shape[1] != self.out_chs:
+        x1 = _run(self.primary_conv, x)
+        out = torch.cat([x1, _run(self.cheap_operation, x1)], dim=1)
+        if self.trim:
             out = out[:, : self.out_chs]
         if self.short_conv is not None:
-            out = out * dfc_gate(x, self.short_conv, out.shape[-2:])
+            gate = dfc_gate(x, self.short_conv, out.shape[-2:])
+            out = out * gate if torch.is_grad_enabled() else out.mul_(gate)
         return out
 
 
@@ -131,6 +158,7 @@ class GhostModuleV3(nn.Module):
         self.in_chs, self.out_chs, self.stride, self.dw_size, self.act, self.dilation = (
             in_chs, out_chs, stride, dw_size, act, dilation)
         init_chs = math.ceil(out_chs / ratio)
+        self.trim = 2 * init_chs != out_chs
         self.primary_rpr_conv = nn.ModuleList(
             [ConvBnAct(in_chs, init_chs, 1, stride, act=False) for _ in range(num_branches)]
         )
@@ -145,13 +173,16 @@ class GhostModuleV3(nn.Module):
         self.short_conv = dfc_branch(in_chs, out_chs, stride) if attn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = sum(branch(x) for branch in self.primary_rpr_conv)
-        x1 = self.primary_activation(x1)
-        x2 = self.cheap_rpr_scale(x1) + self.cheap_rpr_skip(x1)
-        x2 = self.cheap_activation(x2 + sum(branch(x1) for branch in self.cheap_rpr_conv))
-        out = torch.cat([x1, x2], dim=1)[:, : self.out_chs]
+        x1 = self.primary_activation(_branch_sum(self.primary_rpr_conv, x))
+        x2 = self.cheap_rpr_scale(x1)
+        x2 = x2 + self.cheap_rpr_skip(x1) if torch.is_grad_enabled() else x2.add_(self.cheap_rpr_skip(x1))
+        x2 = self.cheap_activation(_branch_sum(self.cheap_rpr_conv, x1, x2))
+        out = torch.cat([x1, x2], dim=1)
+        if self.trim:
+            out = out[:, : self.out_chs]
         if self.short_conv is not None:
-            out = out * dfc_gate(x, self.short_conv, out.shape[-2:])
+            gate = dfc_gate(x, self.short_conv, out.shape[-2:])
+            out = out * gate if torch.is_grad_enabled() else out.mul_(gate)
         return out
 
     @torch.no_grad()
@@ -205,7 +236,9 @@ class GhostBottleneck(nn.Module):
         Module = GhostModuleV3 if version == "v3" else GhostModule
         self.ghost1 = Module(in_chs, mid_chs, act=True, attn=attn, dilation=dilation)
         pad = dilation * (dw_kernel - 1) // 2
-        self.conv_dw = self.bn_dw = self.dw_rpr_conv = self.dw_rpr_scale = None
+        # every optional slot is registered (as None) in one order, so the deploy form of v3 has exactly v2's layout
+        for slot in ("conv_dw", "bn_dw", "dw_rpr_conv", "dw_rpr_scale", "se"):
+            self.register_module(slot, None)
         if downsample and version == "v3":
             self.dw_rpr_conv = nn.ModuleList(
                 [ConvBnAct(mid_chs, mid_chs, dw_kernel, stride, dilation, groups=mid_chs, act=False) for _ in range(3)]
@@ -214,7 +247,8 @@ class GhostBottleneck(nn.Module):
         elif downsample:
             self.conv_dw = nn.Conv2d(mid_chs, mid_chs, dw_kernel, stride, pad, dilation, groups=mid_chs, bias=False)
             self.bn_dw = nn.BatchNorm2d(mid_chs)
-        self.se = SqueezeExcite(mid_chs, se_ratio) if se_ratio > 0 else None
+        if se_ratio > 0:
+            self.se = SqueezeExcite(mid_chs, se_ratio)
         self.ghost2 = Module(mid_chs, out_chs, act=False, attn=False, dilation=out_dilation)
         if in_chs == out_chs and not downsample:
             self.shortcut = nn.Identity()
@@ -227,18 +261,17 @@ class GhostBottleneck(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.shortcut(x)
+        residual = _run(self.shortcut, x)
         x = self.ghost1(x)
         if self.conv_dw is not None:
-            x = self.conv_dw(x)
-            if self.bn_dw is not None:
-                x = self.bn_dw(x)
+            x = conv_bn_act(self.conv_dw, self.bn_dw, x)
         elif self.dw_rpr_conv is not None:
-            x = self.dw_rpr_scale(x) + sum(branch(x) for branch in self.dw_rpr_conv)
+            x = _branch_sum(self.dw_rpr_conv, x, self.dw_rpr_scale(x))
         if self.se is not None:
             x = self.se(x)
         x = self.ghost2(x)
-        return x + residual
+        x += residual  # x is this block's own fresh tensor (cat output): safe in place, also under autograd
+        return x
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -260,6 +293,9 @@ class GhostNet(nn.Module):
     ``forward_features`` (``B x num_features x H/32 x W/32``) and ``forward_head`` (global average pool → 1x1 conv to
     1280 → ReLU → dropout → linear). With ``features_only=True`` the head is left out and ``forward(x)`` returns the
     list of feature maps selected by ``out_indices`` (see the module docstring for the stages).
+
+    ``channels_last``: the memory layout used inside (``None``: channels-last on CPU in eval mode, the input's
+    layout otherwise). It changes speed only, never results; returned feature maps keep the input's layout.
     """
 
     def __init__(
@@ -273,6 +309,7 @@ class GhostNet(nn.Module):
         output_stride: int = 32,
         features_only: bool = False,
         out_indices: Sequence[int] = (1, 2, 3, 4),
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         if version not in ("v1", "v2", "v3"):
@@ -280,7 +317,7 @@ class GhostNet(nn.Module):
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.version, self.width, self.drop_rate = version, width, drop_rate
-        self.output_stride, self.features_only = output_stride, features_only
+        self.output_stride, self.features_only, self.channels_last = output_stride, features_only, channels_last
 
         stem_chs = make_divisible(16 * width, 4)
         self.conv_stem = nn.Conv2d(in_chans, stem_chs, 3, 2, 1, bias=False)
@@ -365,19 +402,28 @@ class GhostNet(nn.Module):
         self.num_classes = num_classes
         self.classifier = nn.Linear(NUM_HEAD_FEATURES, num_classes) if num_classes > 0 else nn.Identity()
 
+    def _internal_layout(self, x: torch.Tensor) -> torch.Tensor:
+        cl = self.channels_last
+        if cl is None:
+            cl = x.device.type == "cpu" and not self.training
+        return x.contiguous(memory_format=torch.channels_last) if cl and x.dim() == 4 else x
+
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_stem(x)
-        if self.bn1 is not None:
-            x = self.bn1(x)
-        return self.act1(x)
+        relu = type(self.act1) is nn.ReLU
+        x = conv_bn_act(self.conv_stem, self.bn1, x, relu)
+        return x if relu else self.act1(x)
+
+    def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.forward_stem(self._internal_layout(x)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x H x W`` → ``B x num_features x ceil(H/os) x ceil(W/os)`` (os: output_stride)."""
-        return self.blocks(self.forward_stem(x))
+        return _layout_like(self._forward_features(x), x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``B x num_features x h x w`` → ``B x num_classes`` (``B x 1280`` with ``pre_logits``)."""
-        x = self.act2(self.conv_head(x.mean((2, 3), keepdim=True))).flatten(1)
+        # the 1x1 conv acts on a pooled B x C vector: a matrix product
+        x = self.act2(F.linear(x.mean((2, 3)), self.conv_head.weight.flatten(1), self.conv_head.bias))
         if self.drop_rate > 0.0:
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.classifier(x)
@@ -385,24 +431,29 @@ class GhostNet(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at ``out_indices``: each ``B x feature_info[i]['num_chs'] x H/r x W/r``."""
         taps = {self._stage_ends[i] for i in self.out_indices}
-        x = self.forward_stem(x)
+        inp, x = x, self.forward_stem(self._internal_layout(x))
         feats = [x] if -1 in taps else []
         for idx, stage in enumerate(self.blocks):
             x = stage(x)
             if idx in taps:
                 feats.append(x)
-        return feats
+        return [_layout_like(f, inp) for f in feats]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.features_only:
             return self.forward_stages(x)
-        return self.forward_head(self.forward_features(x))
+        return self.forward_head(self._forward_features(x))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
         if self.bn1 is not None:
             self.conv_stem = fuse_conv_bn_eval(self.conv_stem, self.bn1)
             self.bn1 = None
+
+
+def _layout_like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y`` in ``x``'s memory layout (NCHW-contiguous input: contiguous output)."""
+    return y.contiguous() if x.is_contiguous() else y
 
 
 def _ghostnet(version: str, width: float, **kwargs) -> GhostNet:

@@ -1,17 +1,45 @@
 """Small building blocks shared by the GhostNet family.
 
-Module attribute names (``conv``, ``bn1``, ``conv_reduce``, ``short_conv`` ...) follow the official Huawei
-code and timm on purpose: their checkpoints then load into ghostkit without renaming keys.
+Module attribute names (``conv``, ``bn1``, ``conv_reduce``, ``short_conv`` ...) follow the official Huawei code and
+timm on purpose: their checkpoints then load into ghostkit without renaming keys.
+
+CPU inference fast path (:func:`conv_bn_act`). A convolution → BatchNorm (eval) → ReLU run is one affine map and a
+clamp, i.e. one oneDNN primitive. Without autograd on CPU, ghostkit folds the BN into the convolution's weight and
+bias (as :func:`~ghostkit.models.reparameterize` does, but on the fly), pre-packs the folded weight once into
+oneDNN's blocked layout and calls ``torch.ops.mkldnn._convolution_pointwise`` with the ReLU fused. ``F.conv2d``
+re-packs the weight on every call, and BN and ReLU are two more passes over memory: together a large share of a
+batch-1 pass through a net of small convolutions. So the training-structure model in eval mode runs about as fast
+as its deploy form, and the deploy form gets the pre-packing and fused ReLU.
+
+The folded, packed copy lives in a side cache keyed by the storage and version counter of every tensor it was made
+from and by the input shape: loading weights, an optimizer step, ``.to()``, ``deepcopy`` and ``state_dict`` are
+unaffected and never see stale values. The fast path is used only where PyTorch itself would call oneDNN for that
+convolution, and never under autograd, tracing, scripting, ``torch.compile`` / ``torch.export``, dispatch modes
+(``FlopCounterMode``, fake tensors), for non-float32 or non-CPU tensors, for BN layers in training mode or without
+running statistics; it is switched off for good if the op is missing or fails a one-time self-check
+(:func:`fast_path_enabled`). Forward hooks on the BN and ReLU modules of such runs do not fire on the fast path.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
-__all__ = ["make_divisible", "ConvBnAct", "SqueezeExcite", "dfc_branch", "dfc_gate"]
+__all__ = [
+    "make_divisible",
+    "ConvBnAct",
+    "SqueezeExcite",
+    "dfc_branch",
+    "dfc_gate",
+    "conv_bn_act",
+    "conv_act",
+    "sequential_act",
+    "fast_path_enabled",
+]
 
 
 def make_divisible(value: float, divisor: int = 4, min_value: int | None = None) -> int:
@@ -21,6 +49,158 @@ def make_divisible(value: float, divisor: int = 4, min_value: int | None = None)
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
+
+
+# --------------------------------------------------------------------------------------------------- fast path
+
+_PACKED: weakref.WeakKeyDictionary[nn.Conv2d, tuple] = weakref.WeakKeyDictionary()
+_FAST: dict[str, bool | None] = {"ok": None}  # None: not checked yet
+
+
+def _fast_op_works() -> bool:
+    """One-time check that the fused oneDNN op exists here and agrees with ``F.conv2d``."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        op = torch.ops.mkldnn._convolution_pointwise
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 4, 7, 6, generator=g).contiguous(memory_format=torch.channels_last)
+        w, b = torch.randn(6, 2, 3, 3, generator=g), torch.randn(6, generator=g)
+        with torch.no_grad():
+            packed = torch.ops.mkldnn._reorder_convolution_weight(w, [1, 1], [2, 2], [1, 1], 2, list(x.shape))
+            fast = op(x, packed, b, [1, 1], [2, 2], [1, 1], 2, "relu", [], "")
+            ref = F.relu(F.conv2d(x, w, b, 2, 1, 1, 2))
+        return fast.shape == ref.shape and bool(torch.allclose(fast, ref, atol=1e-5, rtol=1e-5))
+    except Exception:
+        return False
+
+
+def fast_path_enabled(enabled: bool | None = None) -> bool:
+    """Whether CPU inference may use the folded, fused, pre-packed oneDNN convolutions (module docstring); pass
+    ``False`` to switch them off, ``True`` to switch them back on (if they work here)."""
+    if enabled is not None:
+        _FAST["ok"] = _fast_op_works() if enabled else False
+        _PACKED.clear()
+    if _FAST["ok"] is None:
+        _FAST["ok"] = _fast_op_works()
+    return bool(_FAST["ok"])
+
+
+def _aten_would_use_onednn(conv: nn.Conv2d, x: torch.Tensor) -> bool:
+    """PyTorch's own CPU choice between oneDNN and its native ("thnn") convolution for float32 (``use_mkldnn`` in
+    ATen's Convolution.cpp): native wins for single-threaded unstrided 1x1 convs and tiny batch-1 inputs. The fast
+    path only replaces oneDNN calls, so it never moves a convolution onto a kernel PyTorch judged slower."""
+    kh, kw = conv.kernel_size
+    one_thread_1x1 = (
+        conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and x.shape[0] < 16
+        and (kh, kw) == (1, 1)
+        and torch.get_num_threads() == 1
+    )
+    tiny = conv.groups == 1 and (kh <= 3 or kw <= 3) and x.shape[0] <= 1 and x.numel() <= 20480
+    return not one_thread_1x1 and not tiny
+
+
+def _use_fast_path(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor) -> bool:
+    if torch.is_grad_enabled() or type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    if x.dim() != 4 or conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple):
+        return False
+    if bn is not None and (bn.training or bn.running_mean is None or type(bn) is not nn.BatchNorm2d):
+        return False  # BN in training mode (or without running statistics) normalises with batch statistics
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or not torch.backends.mkldnn.enabled:
+        return False
+    if torch._C._len_torch_dispatch_stack() > 0:  # FlopCounterMode, FakeTensorMode, ...: let them see aten.conv
+        return False
+    if not _aten_would_use_onednn(conv, x):
+        return False
+    return _FAST["ok"] if _FAST["ok"] is not None else fast_path_enabled()
+
+
+def _stamp(t: torch.Tensor | None) -> tuple | None:
+    if t is None:
+        return None
+    try:
+        return t.data_ptr(), t._version
+    except RuntimeError:  # inference tensors have no version counter (and cannot change outside inference mode)
+        return t.data_ptr(), -1
+
+
+def _packed(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (BN-folded) weight packed for oneDNN and the bias, cached until any source tensor or the shape changes."""
+    sources = (conv.weight, conv.bias) if bn is None else (
+        conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    key = (tuple(_stamp(t) for t in sources), None if bn is None else bn.eps, tuple(x.shape))
+    hit = _PACKED.get(conv)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    w, b = conv.weight.detach(), conv.bias
+    if bn is not None:
+        w, b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    b = None if b is None else b.detach()
+    packed = torch.ops.mkldnn._reorder_convolution_weight(
+        w.detach(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape)
+    )
+    _PACKED[conv] = (key, packed, b)
+    return packed, b
+
+
+def conv_bn_act(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """``relu(bn(conv(x)))``, ``bn`` optional (``None``: a biased deploy conv), ``relu`` optional.
+
+    On CPU inference one folded, fused, pre-packed oneDNN op (module docstring; returns channels-last tensors);
+    otherwise the modules themselves.
+    """
+    if _use_fast_path(conv, bn, x):
+        try:
+            w, b = _packed(conv, bn, x)
+            return torch.ops.mkldnn._convolution_pointwise(
+                x,
+                w,
+                b,
+                list(conv.padding),
+                list(conv.stride),
+                list(conv.dilation),
+                conv.groups,
+                "relu" if relu else "none",
+                [],
+                "",
+            )
+        except RuntimeError:
+            fast_path_enabled(False)  # an input this op cannot take: never try again in this process
+    y = conv(x)
+    if bn is not None:
+        y = bn(y)
+    return F.relu(y, inplace=True) if relu else y
+
+
+def conv_act(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """``relu(conv(x))`` or ``conv(x)``: :func:`conv_bn_act` without BN."""
+    return conv_bn_act(conv, None, x, relu)
+
+
+def sequential_act(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run ``seq`` with every ``Conv2d [→ BatchNorm2d] [→ ReLU]`` run through :func:`conv_bn_act`; any other module
+    runs as is. Same result as ``seq(x)``."""
+    mods = list(seq._modules.values())
+    i, n = 0, len(mods)
+    while i < n:
+        m = mods[i]
+        if type(m) is nn.Conv2d:
+            j = i + 1
+            bn = mods[j] if j < n and type(mods[j]) is nn.BatchNorm2d else None
+            j += bn is not None
+            relu = j < n and type(mods[j]) is nn.ReLU
+            x = conv_bn_act(m, bn, x, relu)
+            i = j + relu
+        else:
+            x = m(x)
+            i += 1
+    return x
+
+
+# --------------------------------------------------------------------------------------------------- layers
 
 
 class ConvBnAct(nn.Module):
@@ -44,10 +224,9 @@ class ConvBnAct(nn.Module):
         self.act1 = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.bn1 is not None:
-            x = self.bn1(x)
-        return self.act1(x)
+        relu = type(self.act1) is nn.ReLU
+        x = conv_bn_act(self.conv, self.bn1, x, relu)
+        return x if relu else self.act1(x)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -57,7 +236,11 @@ class ConvBnAct(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gate: global average pool → 1x1 reduce → ReLU → 1x1 expand → hard-sigmoid (GhostNet's SE)."""
+    """Channel gate: global average pool → 1x1 reduce → ReLU → 1x1 expand → hard-sigmoid (GhostNet's SE).
+
+    ``B x C x H x W → B x C x H x W``. The 1x1 convs (kept as ``nn.Conv2d`` for checkpoint compatibility) act on a
+    ``B x C`` vector, so they run as matrix products.
+    """
 
     def __init__(self, chs: int, rd_ratio: float = 0.25, divisor: int = 4) -> None:
         super().__init__()
@@ -66,11 +249,16 @@ class SqueezeExcite(nn.Module):
         self.act1 = nn.ReLU(inplace=True)
         self.conv_expand = nn.Conv2d(rd_chs, chs, 1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        s = self.conv_expand(self.act1(self.conv_reduce(s)))
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``B x C x 1 x 1`` gate in [0, 1]."""
+        s = x.mean((2, 3))
+        s = F.relu(F.linear(s, self.conv_reduce.weight.flatten(1), self.conv_reduce.bias))
+        s = F.linear(s, self.conv_expand.weight.flatten(1), self.conv_expand.bias)
         # F.hardsigmoid is exactly relu6(x + 3) / 6, the paper's hard sigmoid, in one kernel
-        return x * F.hardsigmoid(s)
+        return F.hardsigmoid(s)[:, :, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
 
 
 def dfc_branch(in_chs: int, out_chs: int, stride: int = 1) -> nn.Sequential:
@@ -89,7 +277,7 @@ def dfc_branch(in_chs: int, out_chs: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-def dfc_gate(x: torch.Tensor, branch: nn.Module, size: tuple[int, int]) -> torch.Tensor:
+def dfc_gate(x: torch.Tensor, branch: nn.Module, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """Sigmoid attention map of ``branch`` computed on ``x`` pooled 2x2, resized (nearest) to ``size``.
 
     The official code pools with a fixed 2x2 window, which fails once a feature map is 1 pixel high or wide
@@ -97,5 +285,7 @@ def dfc_gate(x: torch.Tensor, branch: nn.Module, size: tuple[int, int]) -> torch
     """
     h, w = x.shape[-2:]
     k = (min(2, h), min(2, w))
-    gate = torch.sigmoid(branch(F.avg_pool2d(x, k, k)))
+    pooled = F.avg_pool2d(x, k, k)
+    gate = sequential_act(branch, pooled) if isinstance(branch, nn.Sequential) else branch(pooled)
+    gate = torch.sigmoid(gate) if torch.is_grad_enabled() else gate.sigmoid_()
     return F.interpolate(gate, size=size, mode="nearest")

@@ -94,7 +94,8 @@ class DetectHead(nn.Module):
         raise NotImplementedError
 
     def make_anchors(self, levels: list[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
-        """Anchors / default boxes / points of all levels: A x 4, xyxy in input pixels."""
+        """Anchors / default boxes / points of all levels: A x 4, xyxy in input pixels. ``levels`` are empty float32
+        stand-ins with the maps' sizes."""
         raise NotImplementedError
 
     def class_scores(self, outputs: dict) -> torch.Tensor:
@@ -112,10 +113,12 @@ class DetectHead(nn.Module):
     def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> dict:
         levels, outputs = self.predict_levels(features)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        key = (size, tuple(tuple(f.shape[-2:]) for f in levels), levels[0].device, levels[0].dtype)
+        key = (size, tuple(tuple(f.shape[-2:]) for f in levels), levels[0].device)
         anchors = self._anchor_cache.get(key)
-        if anchors is None:  # anchors depend only on the sizes: made once per input size
-            anchors = self._anchor_cache[key] = self.make_anchors(levels, size)
+        if anchors is None:  # anchors depend only on the sizes: made once per input size, in float32 also under
+            # mixed precision (bfloat16 would round 320 px coordinates to 2 px); the generators only read the shapes
+            shapes = [torch.empty(0, 0, *f.shape[-2:], device=f.device) for f in levels]
+            anchors = self._anchor_cache[key] = self.make_anchors(shapes, size)
         outputs["anchors"] = anchors
         outputs["image_size"] = size
         return outputs
@@ -180,8 +183,7 @@ def draw_detections(image, result: dict, class_names: list[str], min_side: int =
     names = [f"{class_names[c] if c < len(class_names) else c} {s:.2f}" for c, s in zip(labels, scores)]
     colours = [PALETTE[c % len(PALETTE)] for c in labels]
     width = max(1, min(image.size) // 160)
-    drawn = draw_bounding_boxes(pil_to_tensor(image), boxes, labels=names, colors=colours, width=width,
-                                font_size=max(10, min(image.size) // 24))
+    drawn = draw_bounding_boxes(pil_to_tensor(image), boxes, labels=names, colors=colours, width=width)
     return to_pil_image(drawn)
 
 

@@ -30,7 +30,8 @@ __all__ = ["IGNORE_INDEX", "SEGMENT_HEADS", "SegmentHead", "color_palette", "res
 IGNORE_INDEX = 255
 SEGMENT_HEADS = ("lraspp", "deeplabv3")
 # positions in the backbone's feature list (stage ends at strides 4, 8, 16, 32; see tasks.model.BACKBONE_OUT_INDICES)
-_LOW, _AUX, _HIGH = 1, 2, -1
+_LOW_INDEX = {4: 0, 8: 1}
+_AUX, _HIGH = 2, -1
 # above this many logits (C x H x W) per image, postprocess resizes in row strips to bound memory
 _MAX_RESIZE_ELEMS = 1 << 24
 
@@ -93,6 +94,8 @@ class SegmentHead(nn.Module):
             atrous rates with it.
         inter_chs: LR-ASPP's high-level branch width (128 in the paper).
         aux_weight: weight of the auxiliary cross-entropy.
+        low_stride: LR-ASPP's low-level branch: the stride-8 features (paper) or the stride-4 ones, which keep
+            object outlines on small inputs (a stride-8 map of a 64 px image is 8 x 8).
     """
 
     preprocess = "resize"
@@ -106,6 +109,7 @@ class SegmentHead(nn.Module):
         output_stride: int = 32,
         inter_chs: int = 128,
         aux_weight: float = 0.5,
+        low_stride: int = 8,
     ) -> None:
         super().__init__()
         if head not in SEGMENT_HEADS:
@@ -114,10 +118,13 @@ class SegmentHead(nn.Module):
             raise GhostkitError(f"segment: num_classes must be in 1..{IGNORE_INDEX}, got {num_classes}")
         if feature_info is None or len(feature_info) != 4:
             raise GhostkitError("segment heads need the backbone's 4 feature maps (strides 4, 8, 16, 32)")
+        if low_stride not in _LOW_INDEX:
+            raise GhostkitError(f"segment: low_stride must be 4 or 8, got {low_stride}")
+        self.low = _LOW_INDEX[low_stride]
         self.num_classes, self.kind, self.output_stride, self.aux_weight = num_classes, head, output_stride, aux_weight
         chs = [f["num_chs"] for f in feature_info]
         if head == "lraspp":
-            self.classifier = LRASPPHead(chs[_LOW], chs[_HIGH], num_classes, inter_chs)
+            self.classifier = LRASPPHead(chs[self.low], chs[_HIGH], num_classes, inter_chs)
         else:
             rates = tuple(r * 16 // output_stride for r in (6, 12, 18))  # paper's rates at output stride 16
             self.classifier = DeepLabHead(chs[_HIGH], num_classes, rates)
@@ -126,7 +133,7 @@ class SegmentHead(nn.Module):
     def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         size = images.shape[-2:]
         if self.kind == "lraspp":
-            x = self.classifier({"low": features[_LOW], "high": features[_HIGH]})
+            x = self.classifier({"low": features[self.low], "high": features[_HIGH]})
         else:
             x = self.classifier(features[_HIGH])
         logits = F.interpolate(x, size=size, mode="bilinear", align_corners=False)

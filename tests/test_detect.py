@@ -1,0 +1,238 @@
+"""Detection heads (SSDLite, FCOS, RetinaNet), COCO mAP, TTA and the train → val → predict round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
+
+from ghostkit.cli import main
+from ghostkit.engine.detect import DetectMetrics, detect_head_config
+from ghostkit.errors import GhostkitError
+from ghostkit.tasks import build_head
+from ghostkit.tasks.detect import DETECT_ARCHS, DetectHead, FCOSDetect, RetinaNetDetect, SSDLiteDetect, tta_predict
+from ghostkit.tasks.model import build_task_model
+
+ARCHS = sorted(DETECT_ARCHS)
+# a small stand-in for the backbone's stride 4, 8, 16 and 32 stage ends
+FEATURE_INFO = [{"num_chs": c, "reduction": r, "module": f"blocks.{i}"}
+                for i, (c, r) in enumerate([(8, 4), (16, 8), (24, 16), (40, 32)])]
+
+
+def _features(batch: int, h: int, w: int) -> list[torch.Tensor]:
+    """Maps of the sizes a GhostNet produces for an h x w input (each stride-2 step rounds up)."""
+    torch.manual_seed(0)
+    out = []
+    for f in FEATURE_INFO:
+        s = f["reduction"]
+        out.append(torch.randn(batch, f["num_chs"], -(-h // s), -(-w // s)))
+    return out
+
+
+def _head(arch: str, num_classes: int = 3, imgsz: int = 64, **kw) -> DetectHead:
+    return build_head("detect", FEATURE_INFO, num_classes=num_classes, arch=arch,
+                      **(detect_head_config(arch, imgsz) | kw))
+
+
+def _targets() -> list[dict[str, torch.Tensor]]:
+    return [{"boxes": torch.tensor([[5.0, 6.0, 30.0, 40.0], [40.0, 10.0, 60.0, 28.0]]), "labels": torch.tensor([2, 0])},
+            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]  # a negative image
+
+
+def test_dispatch_by_arch():
+    assert isinstance(_head("fcos"), FCOSDetect)
+    assert isinstance(_head("retinanet"), RetinaNetDetect)
+    assert isinstance(_head("ssdlite"), SSDLiteDetect)
+    with pytest.raises(GhostkitError, match="unknown detection head 'yolo'"):
+        build_head("detect", FEATURE_INFO, num_classes=3, arch="yolo")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_loss_postprocess_at_odd_size(arch):
+    head = _head(arch)
+    h, w = 70, 90
+    images = torch.zeros(2, 3, h, w)
+    out = head(_features(2, h, w), images)
+    a = out["anchors"].shape[0]
+    k = 3 + (arch == "ssdlite")  # SSD's softmax has a background column
+    assert out["cls_logits"].shape == (2, a, k) and out["bbox_regression"].shape == (2, a, 4)
+    assert out["image_size"] == (h, w)
+    centres = (out["anchors"][:, :2] + out["anchors"][:, 2:]) / 2
+    # cell centres: the last cell of a stride-s map overhangs the input when s does not divide it (the convolutions
+    # pad), its centre by less than s / 2 (16 px for stride 32)
+    assert centres.min() > 0 and centres[:, 0].max() < w + 16 and centres[:, 1].max() < h + 16
+    losses = head.loss(out, _targets())
+    assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
+    losses["loss"].backward()
+    grads = [p.grad for p in head.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    # a batch without any object still gives a finite loss (background only)
+    empty = head.loss(head(_features(2, h, w), images), [_targets()[1]] * 2)
+    assert torch.isfinite(empty["loss"])
+    head.eval()
+    with torch.no_grad():
+        res = head.postprocess(head(_features(2, h, w), images), [(140, 45), (h, w)], conf=0.0)
+    assert len(res) == 2
+    for r, (ih, iw) in zip(res, [(140, 45), (h, w)]):
+        assert 0 < len(r["boxes"]) <= head.max_det
+        assert r["boxes"].shape[1] == 4 and r["scores"].shape == r["labels"].shape
+        assert r["boxes"][:, 0::2].max() <= iw + 1e-4 and r["boxes"][:, 1::2].max() <= ih + 1e-4
+        assert r["labels"].max() < 3 and (r["scores"][:-1] >= r["scores"][1:]).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_postprocess_maps_boxes_to_original_sizes(arch):
+    """One confident (anchor, class) → its decoded box, scaled from the input size to each image's size."""
+    head = _head(arch).eval()
+    h, w = 64, 96
+    with torch.no_grad():
+        out = head(_features(2, h, w), torch.zeros(2, 3, h, w))
+    anchors = out["anchors"]
+    j = int(((anchors[:, 0] - 30).abs() + (anchors[:, 1] - 20).abs()).argmin())  # an anchor inside the image
+    logits = torch.full_like(out["cls_logits"], -30.0)
+    if arch == "ssdlite":
+        logits[..., 0] = 30.0  # background everywhere...
+        logits[:, j, 0], logits[:, j, 2] = -30.0, 30.0  # ...but class 1 at anchor j
+    else:
+        logits[:, j, 1] = 30.0
+    out["cls_logits"] = logits
+    if "bbox_ctrness" in out:
+        out["bbox_ctrness"] = torch.full_like(out["bbox_ctrness"], 30.0)
+    out["bbox_regression"] = torch.zeros_like(out["bbox_regression"])
+    expected = head.decode(out["bbox_regression"][0, j:j + 1], anchors[j:j + 1])
+    expected[:, 0::2] = expected[:, 0::2].clamp(0, w)
+    expected[:, 1::2] = expected[:, 1::2].clamp(0, h)
+    sizes = [(h, w), (3 * h, 2 * w)]
+    res = head.postprocess(out, sizes, conf=0.5)
+    for r, (ih, iw) in zip(res, sizes):
+        assert r["labels"].tolist() == [1] and float(r["scores"][0]) > 0.99
+        scale = torch.tensor([iw / w, ih / h, iw / w, ih / h])
+        torch.testing.assert_close(r["boxes"], expected * scale)
+
+
+def test_fcos_assignment_by_size_and_ssd_every_box_matched():
+    fcos = _head("fcos")  # 64 px settings: P3 takes reaches up to 16 px, P4 up to 32, P5 the rest
+    out = fcos(_features(1, 64, 64), torch.zeros(1, 3, 64, 64))
+    anchors = out["anchors"]
+    small, large = torch.tensor([[20.0, 20.0, 36.0, 36.0]]), torch.tensor([[2.0, 2.0, 62.0, 62.0]])
+    stride = anchors[:, 2] - anchors[:, 0]
+    assert set(stride[fcos.match(anchors, small) >= 0].tolist()) == {8.0}
+    assert set(stride[fcos.match(anchors, large) >= 0].tolist()) == {32.0}
+    assert (fcos.match(anchors, torch.zeros(0, 4)) == -1).all()
+    ssd = _head("ssdlite").eval()  # eval: BatchNorm in training mode refuses the 1 x 1 extra map of one image
+    anchors = ssd(_features(1, 64, 64), torch.zeros(1, 3, 64, 64))["anchors"]
+    boxes = torch.tensor([[1.0, 1.0, 9.0, 9.0], [10.0, 30.0, 60.0, 62.0]])
+    matched = ssd.matcher(box_iou(boxes, anchors))
+    assert set(matched[matched >= 0].tolist()) == {0, 1}  # even the tiny box gets its best default box
+
+
+def test_metrics_equal_pycocotools_cocoeval():
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(0)
+    gts, preds = [], []
+    for _ in range(6):
+        n = int(rng.integers(1, 5))
+        xy = rng.uniform(0, 60, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(8, 40, (n, 2))], 1)
+        labels = rng.integers(0, 3, n)
+        gts.append({"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels)})
+        # detections: jittered copies (some with the wrong class) plus a false positive
+        jitter = boxes + rng.normal(0, 3, boxes.shape)
+        fp = rng.uniform(0, 50, (1, 2))
+        det = np.concatenate([jitter, np.concatenate([fp, fp + 10], 1)])
+        det_labels = np.concatenate([np.where(rng.random(n) < 0.8, labels, (labels + 1) % 3), [0]])
+        preds.append({"boxes": torch.tensor(det, dtype=torch.float32), "scores": torch.tensor(rng.random(n + 1),
+                      dtype=torch.float32), "labels": torch.tensor(det_labels)})
+    metric = DetectMetrics(["a", "b", "c"], _head("fcos"))
+    metric.map.update(preds, gts)
+    values = metric.compute()
+
+    images, anns, dets = [], [], []
+    for i, (g, p) in enumerate(zip(gts, preds)):
+        images.append({"id": i, "width": 100, "height": 100})
+        for b, c in zip(g["boxes"].tolist(), g["labels"].tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": c, "iscrowd": 0,
+                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
+        for b, s, c in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            dets.append({"image_id": i, "category_id": c, "score": s, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": c} for c in range(3)]}
+    coco.createIndex()
+    ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert 0.05 < values["map"] < 0.95
+    assert values["map"] == pytest.approx(ev.stats[0], abs=1e-6)
+    assert values["map50"] == pytest.approx(ev.stats[1], abs=1e-6)
+    assert set(values["per_class"]) <= {"a", "b", "c"} and all(0 <= v["ap50"] <= 1
+                                                               for v in values["per_class"].values())
+
+
+def test_format_result_and_render():
+    head = _head("fcos")
+    result = {"boxes": torch.tensor([[1.0, 2.0, 30.5, 40.25]]), "scores": torch.tensor([0.9]),
+              "labels": torch.tensor([2])}
+    formatted = head.format_result(result, ["circle", "square", "triangle"])
+    assert formatted == {"detections": [{"class": "triangle", "index": 2, "score": 0.9,
+                                         "box": [1.0, 2.0, 30.5, 40.25]}]}
+    json.dumps(formatted)
+    image = Image.new("RGB", (64, 48), (0, 0, 0))
+    pictures = head.render(image, result, ["circle", "square", "triangle"])
+    drawn = np.asarray(pictures[""])
+    assert drawn.shape[0] / drawn.shape[1] == pytest.approx(48 / 64) and drawn.max() > 0
+
+
+def test_tta_on_a_task_model():
+    config = {"backbone": {"name": "ghostnet_050", "kwargs": {}}, "imgsz": [64, 64],
+              "heads": {"detect": {"num_classes": 2, "arch": "fcos", **detect_head_config("fcos", 64)}}}
+    model = build_task_model(config).eval()
+    x = torch.randn(2, 3, 64, 64)
+    sizes = [(64, 64), (100, 80)]
+    plain = model.heads["detect"].postprocess(model(x)["detect"], sizes, conf=0.01)
+    same = tta_predict(model, x, sizes, scales=(1.0,), flips=False, conf=0.01)
+    torch.testing.assert_close(same[0]["boxes"], plain[0]["boxes"])
+    merged = tta_predict(model, x, sizes, conf=0.01)
+    for r, (h, w) in zip(merged, sizes):
+        assert len(r["boxes"]) <= model.heads["detect"].max_det
+        assert r["boxes"][:, 0::2].max() <= w + 1e-4 and r["boxes"][:, 1::2].max() <= h + 1e-4
+
+
+def test_cli_rejects_a_segmentation_head(tmp_path, capsys):
+    code = main(["train", "--task", "detect", "--data", "shapes", "--head", "lraspp", "--imgsz", "32", "--epochs", "1",
+                 "--workers", "0", "--out", str(tmp_path / "run")])
+    assert code == 2 and "--head must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_val_predict_round_trip(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--task", "detect", "--data", "shapes", "--epochs", "1", "--workers", "0", "--batch", "64",
+                 "--imgsz", "32", "--head", "ssdlite", "--out", str(run)])
+    assert code == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"map", "map50", "per_class"} <= set(metrics) and 0 <= metrics["map"] <= metrics["map50"] <= 1
+    for name in ("best.ckpt", "last.ckpt", "metrics.csv", "curves.png", "pr_curve.png", "val_predictions.png"):
+        assert (run / name).is_file(), name
+    assert main(["val", "--weights", str(run / "best.ckpt"), "--data", "shapes", "--workers", "0"]) == 0
+    val = json.loads((run / "val" / "metrics.json").read_text())
+    assert val["map50"] == pytest.approx(metrics["map50"], abs=1e-6)
+    # predict at other image sizes: boxes come back in each image's own pixels
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.open(sorted((run / "samples").iterdir())[0]).resize((90, 50)).save(src / "odd.png")
+    capsys.readouterr()
+    assert main(["predict", "--weights", str(run / "best.ckpt"), "--source", str(src), "--save", str(tmp_path / "pred"),
+                 "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "detections" in line
+    for d in line["detections"]:
+        assert d["class"] in ("circle", "square", "triangle")
+        assert 0 <= d["box"][0] <= d["box"][2] <= 90 and 0 <= d["box"][1] <= d["box"][3] <= 50
+    assert (tmp_path / "pred" / "odd.png").is_file()

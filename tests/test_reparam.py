@@ -1,0 +1,190 @@
+"""Deploy mode: reparameterize() folds BN and merges GhostNetV3 branches with unchanged outputs."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from ghostkit.models import create_model, is_deployed, list_models, reparameterize
+
+ALL = list_models()
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    torch.set_num_threads(1)  # one intra-op thread per xdist worker: no oversubscribed OpenMP spinning
+
+SIZE = (96, 80)  # 3 x 3 (odd) maps at stride 32: DFC pooling with a remainder, cheap enough for every variant
+
+
+@torch.no_grad()
+def realistic_bn(model: nn.Module, size: tuple[int, int] = SIZE, seed: int = 0) -> nn.Module:
+    """Random BN affine parameters and running statistics of random images at ``size``, then eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    model.train()
+    for _ in range(2):
+        model(torch.randn(4, 3, *size, generator=g))
+    return model.eval()
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def assert_deployed(model: nn.Module) -> None:
+    assert is_deployed(model)
+    assert getattr(model, "deployed", False)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    names = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    assert not [n for n in names if "_rpr_" in n]
+    assert not [n for n in names if "running_" in n or "num_batches_tracked" in n]
+
+
+def max_diff(a, b) -> float:
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        return max(max_diff(x, y) for x, y in zip(a, b, strict=True))
+    assert a.shape == b.shape
+    return float((a - b).abs().max())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_deploy_matches_and_leaves_the_original_alone(name):
+    torch.manual_seed(0)
+    model = realistic_bn(create_model(name))
+    before = copy.deepcopy(model.state_dict())
+    deployed = reparameterize(model)
+
+    assert_deployed(deployed)
+    assert not is_deployed(model)
+    assert n_params(deployed) < n_params(model)
+    x = torch.randn(2, 3, *SIZE)
+    with torch.no_grad():
+        ref, out = model(x), deployed(x)
+    assert ref.abs().max() > 0.05
+    assert max_diff(out, ref) <= 1e-4
+
+    # the input model is untouched: same structure, same tensors, still in eval mode, same outputs
+    assert not model.training and not getattr(model, "deployed", False)
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
+    # deploying twice is harmless
+    with torch.no_grad():
+        assert max_diff(reparameterize(deployed)(x), out) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_deploy_features_only_dilated(name):
+    torch.manual_seed(0)
+    model = realistic_bn(create_model(name, features_only=True, out_indices=(0, 1, 2, 3, 4), output_stride=8))
+    deployed = reparameterize(model)
+    assert_deployed(deployed)
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        ref, out = model(x), deployed(x)
+    assert [f.shape for f in out] == [f.shape for f in ref]
+    assert [f.shape[-2:] for f in out][-1] == (8, 6)  # output stride 8
+    assert max_diff(out, ref) <= 1e-4
+    assert deployed.feature_info == model.feature_info
+
+
+@pytest.mark.parametrize("name", ["ghostnet_050", "ghostnetv2_100", "ghostnetv3_050"])
+def test_deploy_classifier_output_stride_8(name):
+    torch.manual_seed(0)
+    model = realistic_bn(create_model(name, output_stride=8), (64, 48))
+    deployed = reparameterize(model)
+    assert_deployed(deployed)
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        assert max_diff(deployed(x), model(x)) <= 1e-4
+        assert deployed.forward_features(x).shape[-2:] == (8, 6)
+
+
+def test_v3_deploys_to_the_v2_structure():
+    """GhostNetV3's training branches merge into exactly GhostNetV2's layers: same deploy speed and size."""
+    v2 = reparameterize(create_model("ghostnetv2_100"))
+    v3 = reparameterize(create_model("ghostnetv3_100"))
+    assert [(k, v.shape) for k, v in v3.state_dict().items()] == [(k, v.shape) for k, v in v2.state_dict().items()]
+    assert [type(m) for m in v3.modules()] == [type(m) for m in v2.modules()]
+
+
+def test_deploy_keeps_the_training_structure_trainable():
+    model = create_model("ghostnetv3_050").train()
+    reparameterize(model)
+    assert model.training  # the copy is put in eval mode, not the input
+    out = model(torch.randn(2, 3, 64, 64))
+    out.sum().backward()
+    assert model.conv_stem.weight.grad is not None
+
+
+@pytest.mark.parametrize("module", [
+    nn.Sequential(nn.BatchNorm2d(3)),
+    nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.BatchNorm2d(8)),
+    nn.Sequential(nn.Conv2d(3, 8, 3), nn.Sequential(nn.BatchNorm2d(8))),
+])
+def test_unfoldable_batchnorm_raises(module):
+    with pytest.raises(RuntimeError, match="BatchNorm"):
+        reparameterize(module)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in module.modules())  # input untouched
+
+
+def test_plain_sequential_folds():
+    torch.manual_seed(0)
+    seq = realistic_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1),
+                                     nn.BatchNorm2d(4)), (16, 16))
+    deployed = reparameterize(seq)
+    assert_deployed(deployed)
+    assert len(deployed) == 3
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert max_diff(deployed(x), seq(x)) <= 1e-5
+
+
+def test_fast_path_equals_plain_convolutions():
+    """Deploy-mode convs run as fused, pre-packed oneDNN ops on CPU inference; results equal plain F.conv2d."""
+    from ghostkit.models import layers
+
+    if not layers.fast_path_enabled():
+        pytest.skip("no oneDNN fused convolution in this PyTorch build")
+    torch.manual_seed(0)
+    deployed = reparameterize(realistic_bn(create_model("ghostnetv3_050")))
+    x = torch.randn(2, 3, *SIZE)
+    with torch.no_grad():
+        layers._PACKED.clear()
+        fast = deployed(x)
+        assert len(layers._PACKED) > 0  # the fast path did run
+        try:
+            layers.fast_path_enabled(False)
+            plain = deployed(x)
+        finally:
+            layers.fast_path_enabled(True)
+    assert max_diff(fast, plain) <= 1e-5
+    # autograd on: the plain path (the packed op has no backward); the same numbers
+    assert max_diff(deployed(x).detach(), fast) <= 1e-5
+    # new weights (loaded in place) are picked up, not a stale packed copy
+    with torch.no_grad():
+        deployed.conv_stem.weight.mul_(0.5)
+        changed = deployed(x)
+    deployed.conv_stem.weight.data.mul_(2.0)
+    assert max_diff(changed, fast) > 1e-3
+
+
+def test_deployed_model_traces_to_plain_ops():
+    torch.manual_seed(0)
+    deployed = reparameterize(realistic_bn(create_model("ghostnetv2_100", features_only=True)))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(deployed, x, check_trace=False)
+        assert max_diff(traced(x), deployed(x)) <= 1e-5
+    assert "mkldnn" not in str(traced.graph)  # exporters see standard convolutions

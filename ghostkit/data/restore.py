@@ -19,8 +19,8 @@ Layouts (``--data``):
   hold the subjects of both photos: foliage and the temple's base, the lower flowers.)
 
 Training items are random ``patch`` x ``patch`` crops of the clean image (``patch`` in high-resolution px, a
-multiple of the scale; default 48 x scale) with a random flip / 90-degree rotation, degraded on the fly; an epoch
-is at least :data:`SAMPLES_PER_EPOCH` crops (images are cycled). Validation items are centre crops of one common
+multiple of the scale; default 24 x scale, at least 32) with a random flip / 90-degree rotation, degraded on the
+fly; an epoch is at least :data:`SAMPLES_PER_EPOCH` crops (images are cycled). Validation items are centre crops of one common
 size (the smallest height and width among the validation images, at most :data:`VAL_MAX_SIZE`, multiples of the
 scale) so that they batch; their degradation is reproducible: the noise of item ``i`` comes from a generator
 seeded with ``i`` (not the training seed, so validations of different runs compare).
@@ -62,8 +62,10 @@ __all__ = [
 
 PHOTOS = "photos"
 PHOTOS_TRAIN_FRACTION = 0.75
-DEFAULT_LR_PATCH = 48  # training patch in input (low-resolution) px: the cost per step is the same at every scale
-SAMPLES_PER_EPOCH = 1024
+# default training patch: 24 input px (48 px at x2, 96 at x4), at least 32 px. Small patches gave the best PSNR per CPU
+# second (batch 64 of 24 px beat 32 px patches by 0.3 dB after equal training time on the photos at x2)
+DEFAULT_LR_PATCH, MIN_PATCH = 24, 32
+SAMPLES_PER_EPOCH = 1280  # 20 batches of 64: the default 30 epochs take about 15 CPU-minutes
 VAL_MAX_SIZE = 1024
 MIN_VAL_SIZE = 32  # SSIM's 11 px window must fit after the border crop
 _CACHE_BYTES = 512 * 2**20  # decoded training images kept in memory (per data loader worker)
@@ -330,8 +332,8 @@ def build_restore_data(data: str | Path, degradation: Degradation, patch: int | 
                        val_fraction: float = 0.2, seed: int = 0) -> RestoreData:
     """Resolve ``--data`` (``photos`` or a folder, see the module docstring) to restoration datasets.
 
-    ``patch``: training crop in high-resolution px (default ``48 x scale``), rounded down to a multiple of the
-    scale. Raises ``GhostkitError`` for missing folders, unpaired names, images too small for the patch or for
+    ``patch``: training crop in high-resolution px (default ``24 x scale``, at least 32), rounded down to a multiple
+    of the scale. Raises ``GhostkitError`` for missing folders, unpaired names, images too small for the patch or for
     validation, pairs whose sizes do not agree with one scale, and ``scale 1`` without noise on clean images.
     """
     name = str(data)
@@ -359,7 +361,7 @@ def build_restore_data(data: str | Path, degradation: Degradation, patch: int | 
     pairs = [e for e in [*train_items, *val_items] if e.lr is not None]
     paired_scale = _pair_scale(pairs, [(_size(e.hr), _size(e.lr)) for e in pairs])
     scale = paired_scale or degradation.scale
-    patch = patch or DEFAULT_LR_PATCH * scale
+    patch = patch or max(MIN_PATCH, DEFAULT_LR_PATCH * scale)
     patch -= patch % scale
     train = RestoreDataset(train_items, degradation, patch=patch)
     val = RestoreDataset(val_items, replace(degradation))

@@ -22,8 +22,8 @@ Training items are random ``patch`` x ``patch`` crops of the clean image (``patc
 multiple of the scale; default 24 x scale, at least 32) with a random flip / 90-degree rotation, degraded on the
 fly; an epoch is at least :data:`SAMPLES_PER_EPOCH` crops (images are cycled). Validation items are centre crops of
 one common size (the smallest height and width among the validation images, at most :data:`VAL_MAX_SIZE`,
-multiples of the scale) so that they batch; their degradation is reproducible: the noise of item ``i`` comes from a generator
-seeded with ``i`` (not the training seed, so validations of different runs compare).
+multiples of the scale) so that they batch; their degradation is reproducible: the noise of item ``i`` comes from a
+generator seeded with ``i`` (not the training seed, so validations of different runs compare).
 
 Items are ``(degraded input 3 x h x w, clean target 3 x H x W)``, float32 in [0, 1], ``H = scale x h``.
 """

@@ -38,12 +38,11 @@ class TaskModule(L.LightningModule):
         if cfg.freeze_backbone and model.backbone is not None:
             self.model.backbone.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> TaskModule:
-        super().train(mode)
-        # frozen BN statistics too, as users of --freeze-backbone expect
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores per-module modes rather than calling train(); freeze the BN statistics here too,
+        # as users of --freeze-backbone expect
         if self.cfg.freeze_backbone and self.model.backbone is not None:
             self.model.backbone.eval()
-        return self
 
     def forward(self, images: torch.Tensor) -> dict:
         return self.model(images)

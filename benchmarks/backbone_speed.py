@@ -91,7 +91,7 @@ def time_contenders(
     times: dict[str, list[float]] = {label: [] for label in fns}
     labels = list(fns)
     for r in range(repeats):
-        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
             fn, n = fns[label], calls[label]
             t0 = time.perf_counter()
             for _ in range(n):
@@ -115,11 +115,18 @@ def run(models: list[str], batches: list[int], repeats: int, sample_s: float, im
                 times = time_contenders(fns, repeats, sample_s, warmup=3 if batch < 8 else 1)
             med = {label: statistics.median(t) for label, t in times.items()}
             for label, base in CONTENDERS:
-                rows.append(dict(
-                    model=name, batch=batch, contender=label, img_s=batch / med[label],
-                    ms_per_batch=1e3 * med[label], best_ms=1e3 * min(times[label]),
-                    vs=base, ratio=(med[base] / med[label]) if base else None,
-                ))
+                rows.append(
+                    dict(
+                        model=name,
+                        batch=batch,
+                        contender=label,
+                        img_s=batch / med[label],
+                        ms_per_batch=1e3 * med[label],
+                        best_ms=1e3 * min(times[label]),
+                        vs=base,
+                        ratio=(med[base] / med[label]) if base else None,
+                    )
+                )
             print(f"done {name} batch {batch}", flush=True)
     return rows
 
@@ -128,8 +135,9 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| model | batch | contender | img/s | ms / batch | vs timm |", "|---|---:|---|---:|---:|---|"]
     for r in rows:
         ratio = f"{r['ratio']:.2f}x {r['vs'].replace('timm eager ', '')}" if r["ratio"] else ""
-        lines.append(f"| {r['model']} | {r['batch']} | {r['contender']} | {r['img_s']:.1f} | {r['ms_per_batch']:.1f} "
-                     f"| {ratio} |")
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['contender']} | {r['img_s']:.1f} | {r['ms_per_batch']:.1f} | {ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -137,9 +145,15 @@ def environment() -> dict:
     import timm
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return dict(torch=torch.__version__, timm=timm.__version__, ghostkit=ghostkit.__version__,
-                threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
-                cpu_count=os.cpu_count(), loadavg=load)
+    return dict(
+        torch=torch.__version__,
+        timm=timm.__version__,
+        ghostkit=ghostkit.__version__,
+        threads=torch.get_num_threads(),
+        cpu=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+        loadavg=load,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,8 +172,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.batch, args.repeats, args.sample_s = [1], 3, 0.1
     env = environment()
-    print(f"CPU fp32, {env['threads']} threads, {env['cpu_count']} cores, torch {env['torch']}, timm {env['timm']}, "
-          f"{args.imgsz}x{args.imgsz}, median of {args.repeats} interleaved rounds, load average {env['loadavg']}")
+    print(
+        f"CPU fp32, {env['threads']} threads, {env['cpu_count']} cores, torch {env['torch']}, timm {env['timm']}, "
+        f"{args.imgsz}x{args.imgsz}, median of {args.repeats} interleaved rounds, load average {env['loadavg']}"
+    )
+    if env["loadavg"] and env["loadavg"][0] > (env["cpu_count"] or 1):
+        print(
+            f"warning: load average {env['loadavg'][0]:.1f} > {env['cpu_count']} cores: other processes compete for "
+            "the CPU; multi-threaded timings suffer most (OpenMP threads wait for descheduled peers)"
+        )
     t0 = time.perf_counter()
     rows = run(args.models, args.batch, args.repeats, args.sample_s, args.imgsz)
     print()

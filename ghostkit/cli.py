@@ -190,6 +190,12 @@ def info(
     console.print(feats)
 
 
+from .deploy.cli import benchmark, export  # noqa: E402  (import-light: onnx / onnxruntime load when run)
+
+app.command()(export)
+app.command()(benchmark)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -220,7 +220,7 @@ def test_train_val_predict_end_to_end(tmp_path) -> None:
     run = tmp_path / "run"
     # scale 3 and noise: `ghostkit val` must re-create both from the checkpoint (it does not get the options)
     code = main(["train", "--task", "restore", "--data", str(data), "--scale", "3", "--noise", "10", "--epochs", "1",
-                 "--batch", "16", "--imgsz", "36", "--width", "8", "--depth", "1", "--workers", "0",
+                 "--batch", "64", "--imgsz", "36", "--width", "8", "--depth", "1", "--workers", "0",
                  "--out", str(run)])
     assert code == 0
     trained = json.loads((run / "metrics.json").read_text())

@@ -13,11 +13,12 @@ as its deploy form, and the deploy form gets the pre-packing and fused ReLU.
 
 The folded, packed copy lives in a side cache keyed by the storage and version counter of every tensor it was made
 from and by the input shape: loading weights, an optimizer step, ``.to()``, ``deepcopy`` and ``state_dict`` are
-unaffected and never see stale values. The fast path is used only where PyTorch itself would call oneDNN for that
-convolution, and never under autograd, tracing, scripting, ``torch.compile`` / ``torch.export``, dispatch modes
-(``FlopCounterMode``, fake tensors), for non-float32 or non-CPU tensors, for BN layers in training mode or without
-running statistics; it is switched off for good if the op is missing or fails a one-time self-check
-(:func:`fast_path_enabled`). Forward hooks on the BN and ReLU modules of such runs do not fire on the fast path.
+unaffected and never see stale values. The fused op is used only where PyTorch itself would call oneDNN for that
+convolution; where it picks its native kernel (single-threaded unstrided 1x1 convs, tiny batch-1 inputs) the folded
+weight goes to ``F.conv2d`` instead. Neither happens under autograd, tracing, ``torch.compile`` / ``torch.export``,
+dispatch modes (``FlopCounterMode``, fake tensors), for non-float32 or non-CPU tensors, or for BN layers in training
+mode or without running statistics; all of it is switched off for good if the op is missing or fails a one-time
+self-check (:func:`fast_path_enabled`). Forward hooks on the BN and ReLU modules of such runs do not fire.
 """
 
 from __future__ import annotations
@@ -102,20 +103,28 @@ def _aten_would_use_onednn(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     return not one_thread_1x1 and not tiny
 
 
-def _use_fast_path(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor) -> bool:
+def _inference_route(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor) -> str | None:
+    """How :func:`conv_bn_act` computes: ``"onednn"`` (folded, fused, pre-packed op), ``"folded"`` (``F.conv2d`` with
+    the folded weight: where PyTorch's native kernel is the faster one) or ``None`` (the modules as they are)."""
     if torch.is_grad_enabled() or type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype != torch.float32:
-        return False
-    if x.dim() != 4 or conv.padding_mode != "zeros" or not isinstance(conv.padding, tuple):
-        return False
+        return None
     if bn is not None and (bn.training or bn.running_mean is None or type(bn) is not nn.BatchNorm2d):
-        return False  # BN in training mode (or without running statistics) normalises with batch statistics
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or not torch.backends.mkldnn.enabled:
-        return False
-    if torch._C._len_torch_dispatch_stack() > 0:  # FlopCounterMode, FakeTensorMode, ...: let them see aten.conv
-        return False
-    if not _aten_would_use_onednn(conv, x):
-        return False
-    return _FAST["ok"] if _FAST["ok"] is not None else fast_path_enabled()
+        return None  # BN in training mode (or without running statistics) normalises with batch statistics
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or x.dim() != 4:
+        return None
+    if torch._C._len_torch_dispatch_stack() > 0:  # FlopCounterMode, FakeTensorMode, ...: let them see aten ops
+        return None
+    fast = _FAST["ok"] if _FAST["ok"] is not None else fast_path_enabled()
+    if not fast:
+        return None
+    if (
+        torch.backends.mkldnn.enabled
+        and conv.padding_mode == "zeros"
+        and isinstance(conv.padding, tuple)
+        and _aten_would_use_onednn(conv, x)
+    ):
+        return "onednn"
+    return "folded" if bn is not None else None
 
 
 def _stamp(t: torch.Tensor | None) -> tuple | None:
@@ -127,34 +136,40 @@ def _stamp(t: torch.Tensor | None) -> tuple | None:
         return t.data_ptr(), -1
 
 
-def _packed(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (BN-folded) weight packed for oneDNN and the bias, cached until any source tensor or the shape changes."""
-    sources = (conv.weight, conv.bias) if bn is None else (
-        conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-    key = (tuple(_stamp(t) for t in sources), None if bn is None else bn.eps, tuple(x.shape))
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: torch.Tensor, pack: bool) -> tuple:
+    """The (BN-folded) weight, packed for oneDNN when ``pack``, and the bias; cached until a source tensor, the
+    input shape (packing) or the route changes."""
+    sources = (conv.weight, conv.bias) if bn is None else (conv.weight, conv.bias, bn.weight, bn.bias)
+    if bn is not None:
+        sources += (bn.running_mean, bn.running_var)
+    key = (tuple(_stamp(t) for t in sources), None if bn is None else bn.eps, tuple(x.shape) if pack else None)
     hit = _PACKED.get(conv)
     if hit is not None and hit[0] == key:
         return hit[1], hit[2]
     w, b = conv.weight.detach(), conv.bias
     if bn is not None:
         w, b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        w = w.detach()
     b = None if b is None else b.detach()
-    packed = torch.ops.mkldnn._reorder_convolution_weight(
-        w.detach(), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape)
-    )
-    _PACKED[conv] = (key, packed, b)
-    return packed, b
+    if pack:
+        w = torch.ops.mkldnn._reorder_convolution_weight(
+            w, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape)
+        )
+    _PACKED[conv] = (key, w, b)
+    return w, b
 
 
 def conv_bn_act(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
     """``relu(bn(conv(x)))``, ``bn`` optional (``None``: a biased deploy conv), ``relu`` optional.
 
-    On CPU inference one folded, fused, pre-packed oneDNN op (module docstring; returns channels-last tensors);
-    otherwise the modules themselves.
+    On CPU inference BN is folded into the convolution and, where PyTorch would call oneDNN, the whole run is one
+    fused op on pre-packed weights (module docstring; it returns channels-last tensors). Otherwise the modules
+    themselves run.
     """
-    if _use_fast_path(conv, bn, x):
+    route = _inference_route(conv, bn, x)
+    if route == "onednn":
         try:
-            w, b = _packed(conv, bn, x)
+            w, b = _folded(conv, bn, x, pack=True)
             return torch.ops.mkldnn._convolution_pointwise(
                 x,
                 w,
@@ -169,9 +184,14 @@ def conv_bn_act(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, relu: bo
             )
         except RuntimeError:
             fast_path_enabled(False)  # an input this op cannot take: never try again in this process
-    y = conv(x)
-    if bn is not None:
-        y = bn(y)
+            route = None
+    if route == "folded":
+        w, b = _folded(conv, bn, x, pack=False)
+        y = conv._conv_forward(x, w, b)
+    else:
+        y = conv(x)
+        if bn is not None:
+            y = bn(y)
     return F.relu(y, inplace=True) if relu else y
 
 

@@ -4,8 +4,8 @@ The network works on the image itself at full (input) resolution, so it needs no
 (``needs_backbone = False``) and reads the ``images`` argument of the head contract directly::
 
     x (B x 3 x h x w, in [0, 1]) → 3x3 conv (width) → depth x GhostBottleneck (width → 2 width → width, identity
-    shortcut) → 3x3 conv, + the first conv's features (long skip) → 3x3 conv to 3 s² channels → PixelShuffle(s)
-    (scale 1: a 3x3 conv to 3 channels) → + baseline
+    shortcut, BatchNorm removed) → 3x3 conv, + the first conv's features (long skip) → 3x3 conv to 3 s² channels
+    → PixelShuffle(s) (scale 1: a 3x3 conv to 3 channels) → + baseline
 
 The baseline is the bicubic upscale of the input (``F.interpolate(mode="bicubic")``) for super-resolution and the
 (noisy) input itself at scale 1, so the network learns only the residual detail. The last conv is zero-initialised:

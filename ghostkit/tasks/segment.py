@@ -31,7 +31,8 @@ IGNORE_INDEX = 255
 SEGMENT_HEADS = ("lraspp", "deeplabv3")
 # positions in the backbone's feature list (stage ends at strides 4, 8, 16, 32; see tasks.model.BACKBONE_OUT_INDICES)
 _LOW_INDEX = {4: 0, 8: 1}
-_AUX, _HIGH = 2, -1
+_AUX = 2
+_HIGH_INDEX = {16: 2, 32: 3}
 # above this many logits (C x H x W) per image, postprocess resizes in row strips to bound memory
 _MAX_RESIZE_ELEMS = 1 << 24
 
@@ -110,6 +111,7 @@ class SegmentHead(nn.Module):
         inter_chs: int = 128,
         aux_weight: float = 0.5,
         low_stride: int = 8,
+        high_stride: int = 32,
     ) -> None:
         super().__init__()
         if head not in SEGMENT_HEADS:
@@ -120,22 +122,24 @@ class SegmentHead(nn.Module):
             raise GhostkitError("segment heads need the backbone's 4 feature maps (strides 4, 8, 16, 32)")
         if low_stride not in _LOW_INDEX:
             raise GhostkitError(f"segment: low_stride must be 4 or 8, got {low_stride}")
-        self.low = _LOW_INDEX[low_stride]
+        if high_stride not in _HIGH_INDEX:
+            raise GhostkitError(f"segment: high_stride must be 16 or 32, got {high_stride}")
+        self.low, self.high = _LOW_INDEX[low_stride], _HIGH_INDEX[high_stride]
         self.num_classes, self.kind, self.output_stride, self.aux_weight = num_classes, head, output_stride, aux_weight
         chs = [f["num_chs"] for f in feature_info]
         if head == "lraspp":
-            self.classifier = LRASPPHead(chs[self.low], chs[_HIGH], num_classes, inter_chs)
+            self.classifier = LRASPPHead(chs[self.low], chs[self.high], num_classes, inter_chs)
         else:
             rates = tuple(r * 16 // output_stride for r in (6, 12, 18))  # paper's rates at output stride 16
-            self.classifier = DeepLabHead(chs[_HIGH], num_classes, rates)
+            self.classifier = DeepLabHead(chs[self.high], num_classes, rates)
         self.aux = FCNHead(chs[_AUX], num_classes) if aux_loss else None
 
     def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         size = images.shape[-2:]
         if self.kind == "lraspp":
-            x = self.classifier({"low": features[self.low], "high": features[_HIGH]})
+            x = self.classifier({"low": features[self.low], "high": features[self.high]})
         else:
-            x = self.classifier(features[_HIGH])
+            x = self.classifier(features[self.high])
         logits = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         if self.aux is not None and self.training:
             aux = F.interpolate(self.aux(features[_AUX]), size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,183 @@
+"""Post-training static INT8 quantisation with ONNX Runtime, and the FP32 vs INT8 comparison ``export`` reports.
+
+``quantize_onnx`` calibrates activation ranges on real images fed through a ``CalibrationDataReader`` and writes a
+QDQ model (``QuantizeLinear`` / ``DequantizeLinear`` pairs that ORT fuses into integer kernels). What is quantised
+follows the measurements in the README (``benchmarks/runtime_speed.py --int8``): see ``DEFAULT_INT8``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from ..errors import GhostkitError
+from .runtime import INPUT_NAME, make_session, run_session
+
+__all__ = ["Int8Options", "DEFAULT_INT8", "quantize_onnx", "quantize_and_compare", "evaluate_onnx", "time_session"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Options:
+    """How to quantise. ``per_channel``: one weight scale per output channel (depthwise and narrow convs need it);
+    ``skip_depthwise``: keep depthwise convs in FP32; ``skip_ends``: keep the first conv and the final classifier
+    in FP32; ``activation_int8``: signed activations (``QInt8``; default ``QUInt8``, what x86 VNNI kernels take);
+    ``reduce_range``: 7-bit weights (for CPUs without VNNI); ``method``: calibration (``minmax``, ``entropy``,
+    ``percentile``); ``op_types``: the op types to quantise (default: all ORT can); ``preprocess``: ORT's
+    ``quant_pre_process`` (shape inference, portable fusions) first."""
+
+    per_channel: bool = True
+    skip_depthwise: bool = False
+    skip_ends: bool = False
+    activation_int8: bool = False
+    reduce_range: bool = False
+    method: str = "minmax"
+    op_types: tuple[str, ...] | None = None
+    preprocess: bool = True
+
+
+DEFAULT_INT8 = Int8Options()
+
+
+def _reader(batches: list[np.ndarray]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        """Feeds the calibration images one model batch at a time."""
+
+        def __init__(self) -> None:
+            self.items: Iterator[np.ndarray] = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.items, None)
+            return None if x is None else {INPUT_NAME: x}
+
+        def rewind(self) -> None:
+            self.items = iter(batches)
+
+    return Reader()
+
+
+def _excluded(model: onnx.ModelProto, opts: Int8Options) -> list[str]:
+    inits = {t.name: t for t in model.graph.initializer}
+    names = []
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    for n in model.graph.node:
+        if n.op_type == "Conv" and opts.skip_depthwise:
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            if group > 1 and n.input[1] in inits and inits[n.input[1]].dims[1] == 1:
+                names.append(n.name)
+    if opts.skip_ends and convs:
+        first = [n for n in convs if n.input[0] == INPUT_NAME]
+        names += [n.name for n in first] + [convs[-1].name]
+    return names
+
+
+def quantize_onnx(fp32: str | Path, out: str | Path, batches: list[np.ndarray],
+                  opts: Int8Options = DEFAULT_INT8) -> Path:
+    """Static INT8 (QDQ) quantisation of the ONNX model ``fp32`` calibrated on ``batches`` (each ``b x 3 x H x W``
+    float32, ``b`` the model's batch size) → ``out``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(fp32)
+        if opts.preprocess:  # shape inference + ORT's portable (basic) graph fusions before choosing what to quantise
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(src), str(pre), skip_optimization=False, skip_onnx_shape=False,
+                              skip_symbolic_shape=True)
+            src = pre
+        model = onnx.load(str(src))
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile}
+        quantize_static(
+            str(src), str(Path(tmp) / "int8.onnx"), _reader(batches), quant_format=QuantFormat.QDQ,
+            per_channel=opts.per_channel, reduce_range=opts.reduce_range,
+            activation_type=QuantType.QInt8 if opts.activation_int8 else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=methods[opts.method],
+            nodes_to_exclude=_excluded(model, opts),
+            op_types_to_quantize=list(opts.op_types) if opts.op_types else None,
+            extra_options={"ActivationSymmetric": opts.activation_int8, "WeightSymmetric": True},
+        )
+        result = onnx.load(str(Path(tmp) / "int8.onnx"))
+    source = onnx.load(str(fp32), load_external_data=False)
+    del result.metadata_props[:]
+    result.metadata_props.extend(source.metadata_props)  # keep the ghostkit config (mean/std, classes, outputs)
+    tmp_out = out.with_name(f".{out.name}.tmp")
+    onnx.save(result, str(tmp_out))
+    os.replace(tmp_out, out)
+    return out
+
+
+def time_session(session, images: np.ndarray, runs: int = 20, warmup: int = 3) -> float:
+    """Median latency (ms) of ``session`` on ``images``."""
+    for _ in range(warmup):
+        run_session(session, images)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run_session(session, images)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def evaluate_onnx(path: str | Path, td, task: str, limit: int | None = None) -> dict:
+    """The task's metrics (``metrics.json`` keys) of the ONNX model ``path`` on ``td.val``, batch by batch."""
+    from ..engine.config import TrainConfig
+    from ..engine.spec import get_spec
+    from .runtime import OnnxTaskModel
+
+    model = OnnxTaskModel(path)
+    cfg = TrainConfig(task=task)
+    metrics = get_spec(task).metrics(td.class_names.get(task, []), cfg, model.heads[task])
+    loader = torch.utils.data.DataLoader(td.val, batch_size=64, shuffle=False, collate_fn=td.collate)
+    seen = 0
+    with torch.inference_mode():
+        for images, targets in loader:
+            metrics.update(model(images)[task], targets[task])
+            seen += len(images)
+            if limit is not None and seen >= limit:
+                break
+    return {k: v for k, v in metrics.compute().items() if isinstance(v, (int, float))}
+
+
+def quantize_and_compare(fp32: Path, out: Path, model, data: str, imgsz: tuple[int, int], calib: int = 256,
+                         opts: Int8Options = DEFAULT_INT8, log: Callable[[str], None] = print) -> dict:
+    """Quantise ``fp32`` into ``out`` calibrated on ``calib`` training images of ``data``; report the validation
+    metric and the batch-1 latency of both models. Returns ``{"fp32": {...}, "int8": {...}}``."""
+    from .export import _task_data, sample_images
+
+    images, _ = sample_images(model, imgsz, data, n=calib, split="train")
+    session = make_session(fp32)
+    b = session.get_inputs()[0].shape[0]
+    b = b if isinstance(b, int) else 1
+    x = images.numpy()
+    batches = [x[i:i + b] for i in range(0, len(x) // b * b, b)]
+    start = time.perf_counter()
+    quantize_onnx(fp32, out, batches, opts)
+    log(f"int8: calibrated on {len(x)} {data} training images in {time.perf_counter() - start:.1f} s")
+    task, td = _task_data(model.config, data, max(imgsz))
+    report = {}
+    one = x[:b]
+    for name, path in (("fp32", fp32), ("int8", out)):
+        values = evaluate_onnx(path, td, task)
+        values["latency_ms"] = time_session(make_session(path), one)
+        values["size_mb"] = Path(path).stat().st_size / 2**20
+        report[name] = values
+    key = next(k for k in ("top1", "map", "miou", "psnr") if k in report["fp32"]) if report["fp32"] else None
+    if key is None:
+        raise GhostkitError(f"{data}: no validation metric to compare FP32 and INT8 with")
+    f, q = report["fp32"], report["int8"]
+    log(f"int8 vs fp32 on {data} val: {key} {q[key]:.4f} vs {f[key]:.4f} ({q[key] - f[key]:+.4f}), batch-{b} latency "
+        f"{q['latency_ms']:.2f} vs {f['latency_ms']:.2f} ms ({f['latency_ms'] / q['latency_ms']:.2f}x), size "
+        f"{q['size_mb']:.2f} vs {f['size_mb']:.2f} MB")
+    report["metric"] = key
+    return report

@@ -1,0 +1,291 @@
+"""Deployment: ONNX / TorchScript export with parity checks, metadata, OnnxTaskModel, INT8, benchmark, bad input.
+
+The graph tests build small untrained models in memory (fast); the end-to-end tests share one tiny digits run
+(module fixture, marked slow).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from ghostkit.cli import main
+from ghostkit.deploy.export import export, load_torchscript
+from ghostkit.deploy.graph import count_ops, optimize_graph
+from ghostkit.deploy.runtime import OnnxTaskModel, make_session, read_onnx_config, unflatten_outputs
+from ghostkit.errors import GhostkitError
+from ghostkit.predict import Predictor
+from ghostkit.tasks.model import build_task_model, load_task_model
+
+
+def _classifier(name: str, imgsz: int = 64, classes: int = 5) -> torch.nn.Module:
+    """An untrained classify TaskModel with non-trivial BN statistics (so folding is really tested)."""
+    config = {"format": 1, "backbone": {"name": name, "kwargs": {"output_stride": 32}},
+              "heads": {"classify": {"num_classes": classes}}, "class_names": {"classify": list("abcde")[:classes]},
+              "imgsz": [imgsz, imgsz], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "deployed": False}
+    torch.manual_seed(0)
+    model = build_task_model(config).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.2, 0.6)
+            torch.nn.init.normal_(m.bias, 0, 0.1)
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("ghostkit: error:"), err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- graph (fast)
+
+
+@pytest.mark.parametrize("name", ["ghostnet_050", pytest.param("ghostnetv2_100", marks=pytest.mark.slow),
+                                  pytest.param("ghostnetv3_050", marks=pytest.mark.slow)])
+def test_aligned_optimized_export_is_exact(name, tmp_path):
+    """Channel alignment + graph rewrites keep outputs equal (export raises above 1e-3) across v1 / v2 (DFC) / v3;
+    for v1 no concat survives."""
+    model = _classifier(name)
+    result = export(model, out=tmp_path / "m.onnx", align=16, log=None)
+    assert result.max_abs_diff <= 1e-4
+    assert result.rewrites["split"] > 0 and result.rewrites["lift"] > 0
+    if name == "ghostnet_050":
+        assert "Concat" not in result.ops and "ReduceMean" not in result.ops
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)["classify"]
+    got = OnnxTaskModel(result.path)(x)["classify"]  # batch 2 through a batch-1 model: run in chunks
+    assert torch.allclose(got, ref, atol=1e-4)
+
+
+def test_graph_passes_remove_concats_and_keep_values(tmp_path):
+    """The passes one by one on a plain export: each keeps the outputs; split removes the ghost concats."""
+    model = _classifier("ghostnet_050")
+    plain = export(model, out=tmp_path / "plain.onnx", align=0, optimize=False, log=None)
+    assert plain.ops["Concat"] == 32
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    ref = make_session(plain.path).run(None, {"images": x})[0]
+    graph = onnx.load(str(plain.path))
+    done = optimize_graph(graph, align=0, passes=("fold", "lift", "pool", "split"))
+    assert done["lift"] == 7 and done["split"] > 0
+    assert count_ops(graph).get("Concat", 0) < 32
+    got = make_session(graph.SerializeToString()).run(None, {"images": x})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_dynamic_export_takes_other_sizes(tmp_path):
+    model = _classifier("ghostnet_050")
+    result = export(model, out=tmp_path / "d.onnx", dynamic=True, log=None)
+    onnx_model = OnnxTaskModel(result.path)
+    x = torch.randn(3, 3, 96, 80)
+    with torch.inference_mode():
+        ref = model(x)["classify"]
+    assert torch.allclose(onnx_model(x)["classify"], ref, atol=1e-4)
+
+
+def test_static_export_rejects_other_sizes(tmp_path):
+    result = export(_classifier("ghostnet_050"), out=tmp_path / "s.onnx", log=None)
+    with pytest.raises(GhostkitError, match="exported for 64 x 64"):
+        OnnxTaskModel(result.path)(torch.randn(1, 3, 96, 96))
+
+
+def _task_config(task: str) -> dict:
+    base = {"format": 1, "backbone": {"name": "ghostnet_050", "kwargs": {"output_stride": 32}}, "imgsz": [96, 96],
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "deployed": False}
+    if task == "detect":
+        from ghostkit.engine.detect import detect_head_config
+
+        head = {"num_classes": 3, "arch": "fcos", **detect_head_config("fcos", 96)}
+        return {**base, "heads": {"detect": head}, "class_names": {"detect": ["a", "b", "c"]}}
+    return {**base, "heads": {"restore": {"scale": 2, "width": 16, "depth": 2, "noise": "0"}}, "class_names": {}}
+
+
+@pytest.mark.parametrize("task", ["restore", pytest.param("detect", marks=pytest.mark.slow)])
+def test_other_tasks_export_and_postprocess(task, tmp_path):
+    """Dict outputs become named outputs (plain values such as an image size: constants in the metadata); the ONNX
+    model post-processes like the PyTorch one."""
+    torch.manual_seed(0)
+    model = build_task_model(_task_config(task)).eval()
+    result = export(model, out=tmp_path / "t.onnx", log=None)
+    assert result.max_abs_diff <= result.tolerance
+    onnx_model = OnnxTaskModel(result.path)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        ref = model.postprocess(model(x), [(96, 96)] * 2)
+    got = onnx_model.postprocess(onnx_model(x), [(96, 96)] * 2)
+    for a, b in zip(got, ref):
+        for key, value in b[task].items():
+            assert torch.allclose(a[task][key].float(), value.float(), atol=1e-3), key
+    if task == "detect":
+        assert onnx_model.tree["detect"]["dict"]["image_size"]["const"] == [96, 96]
+        with pytest.raises(GhostkitError, match="--dynamic"):
+            export(model, out=tmp_path / "d.onnx", dynamic=True, log=None)
+
+
+def test_output_tree_round_trip():
+    tree = {"dict": {"a": {"tensor": "t.a"}, "size": {"const": [3, 4], "tuple": True},
+                     "l": {"list": [{"tensor": "t.l.0"}], "tuple": False}}}
+    t = torch.ones(1)
+    out = unflatten_outputs(tree, {"t.a": t, "t.l.0": t})
+    assert out["size"] == (3, 4) and out["a"] is t and out["l"] == [t]
+
+
+# ------------------------------------------------------------------------------------------ bad input (fast)
+
+
+def test_export_missing_checkpoint(capsys, tmp_path):
+    code, _, err = _cli(capsys, "export", "--weights", str(tmp_path / "nope.ckpt"))
+    _one_line_error(code, err, "nope.ckpt", "no such")
+
+
+def test_export_not_a_ghostkit_checkpoint(capsys, tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    code, _, err = _cli(capsys, "export", "--weights", str(path))
+    _one_line_error(code, err, "plain.pt", "not a ghostkit task checkpoint")
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello")
+    code, _, err = _cli(capsys, "export", "--weights", str(text))
+    _one_line_error(code, err, "notes.ckpt")
+
+
+def test_export_unknown_format_and_int8_without_data(capsys, tmp_path):
+    code, _, err = _cli(capsys, "export", "--weights", str(tmp_path / "x.ckpt"), "--format", "tflite")
+    _one_line_error(code, err, "tflite", "onnx")
+    code, _, err = _cli(capsys, "export", "--weights", str(tmp_path / "x.ckpt"), "--int8")
+    _one_line_error(code, err, "--int8", "--data")
+    code, _, err = _cli(capsys, "export", "--weights", str(tmp_path / "x.ckpt"), "--align", "wide")
+    _one_line_error(code, err, "--align")
+
+
+def test_benchmark_needs_one_model(capsys, tmp_path):
+    code, _, err = _cli(capsys, "benchmark")
+    _one_line_error(code, err, "--weights", "--model")
+    code, _, err = _cli(capsys, "benchmark", "--model", "ghostnet_999")
+    assert code == 2 and "Traceback" not in err and "ghostnet_999" in err
+
+
+def test_onnx_without_ghostkit_metadata(tmp_path):
+    path = tmp_path / "bare.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 1), (torch.randn(1, 3, 8, 8),), str(path), dynamo=False,
+                      input_names=["images"])
+    with pytest.raises(GhostkitError, match="without ghostkit metadata"):
+        OnnxTaskModel(path)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(GhostkitError, match="not a loadable ONNX model"):
+        OnnxTaskModel(garbage)
+
+
+# -------------------------------------------------------------------------------- end to end on digits (slow)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    import ghostkit
+
+    out = tmp_path_factory.mktemp("deploy") / "digits"
+    ghostkit.train(data="digits", epochs=1, model="ghostnet_050", imgsz=32, batch=64, workers=0, out=str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(digits_run) -> Path:
+    assert main(["export", "--weights", str(digits_run / "best.ckpt")]) == 0
+    return digits_run / "best.onnx"
+
+
+@pytest.mark.slow
+def test_cli_export_onnx_parity_and_metadata(digits_run, digits_onnx, capsys):
+    code, out, err = _cli(capsys, "export", "--weights", str(digits_run / "best.ckpt"), "--out",
+                          str(digits_run / "again.onnx"), "--data", "digits")
+    assert code == 0, err
+    assert "max abs diff" in out and "digits val images" in out
+    diff = float(out.split("max abs diff ")[1].split()[0])
+    assert diff <= 1e-3
+    ckpt_config = load_task_model(digits_run / "best.ckpt").config
+    meta = read_onnx_config(make_session(digits_onnx))
+    for key in ("heads", "class_names", "mean", "std", "backbone"):
+        assert meta[key] == ckpt_config[key]
+    assert meta["imgsz"] == [32, 32] and meta["deployed"] is True
+    assert meta["export"]["outputs"] == {"classify": {"tensor": "classify"}}
+    assert [o.name for o in make_session(digits_onnx).get_outputs()] == ["classify"]
+
+
+@pytest.mark.slow
+def test_onnx_predictor_matches_checkpoint(digits_run, digits_onnx):
+    samples = sorted((digits_run / "samples").glob("*.png"))
+    assert samples
+    ref = Predictor.load(digits_run / "best.ckpt").predict(samples, topk=3)
+    got = Predictor(OnnxTaskModel(digits_onnx)).predict(samples, topk=3)
+    assert [r["topk"][0]["class"] for r in got] == [r["topk"][0]["class"] for r in ref]
+    for a, b in zip(got, ref):
+        assert abs(a["topk"][0]["score"] - b["topk"][0]["score"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_cli_export_torchscript(digits_run, capsys):
+    path = digits_run / "best.torchscript.pt"
+    code, out, err = _cli(capsys, "export", "--weights", str(digits_run / "best.ckpt"), "--format", "torchscript")
+    assert code == 0, err
+    assert path.is_file() and "torchscript vs PyTorch" in out
+    module, config = load_torchscript(path)
+    assert config["class_names"] == load_task_model(digits_run / "best.ckpt").config["class_names"]
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        ref = load_task_model(digits_run / "best.ckpt")(x)["classify"]
+        got = unflatten_outputs(config["export"]["outputs"]["classify"], dict(zip(["classify"], module(x))))
+    assert torch.allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_int8_export_is_smaller_and_close(digits_run, digits_onnx):
+    result = export(digits_run / "best.ckpt", int8=True, data="digits", log=None)
+    assert result.path.name == "best.int8.onnx"
+    assert result.path.stat().st_size < 0.6 * digits_onnx.stat().st_size
+    fp32, int8 = result.int8["fp32"]["top1"], result.int8["int8"]["top1"]
+    assert abs(fp32 - int8) <= 0.05, (fp32, int8)
+    assert read_onnx_config(make_session(result.path))["class_names"] == read_onnx_config(
+        make_session(digits_onnx))["class_names"]
+    top1 = Predictor(OnnxTaskModel(result.path)).predict(sorted((digits_run / "samples").glob("*.png")))
+    assert all(r["topk"][0]["class"] in [str(d) for d in range(10)] for r in top1)
+
+
+@pytest.mark.slow
+def test_val_rejects_exported_model_of_other_data(digits_onnx, capsys):
+    # an exported digits classifier given to val on shapes: one-line error, whether val reads .onnx files or not
+    code, _, err = _cli(capsys, "val", "--weights", str(digits_onnx), "--data", "shapes", "--workers", "0")
+    _one_line_error(code, err, "best.onnx")
+
+
+@pytest.mark.slow
+def test_benchmark_json(capsys):
+    code, out, err = _cli(capsys, "benchmark", "--model", "ghostnet_050", "--imgsz", "64", "--json", "--runs", "3",
+                          "--warmup", "1", "--no-openvino")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert {"model", "imgsz", "batch", "threads", "runtimes", "nodes", "speedups", "memory_metric"} <= set(result)
+    names = [r["runtime"] for r in result["runtimes"]]
+    assert names[:4] == ["pytorch eager", "pytorch deploy", "onnxruntime fp32", "onnxruntime int8"]
+    assert "timm ghostnet_050 onnxruntime" in names
+    for row in result["runtimes"]:
+        assert {"params", "macs", "p50_ms", "p90_ms", "throughput", "peak_mb", "cpu_ms"} <= set(row)
+        assert row["p50_ms"] > 0 and row["p90_ms"] >= row["p50_ms"] and row["macs"] > 0
+    assert result["speedups"]["fastest_ghostkit_fp32"] in names

@@ -50,6 +50,12 @@ def _per_class_table(values: dict) -> Table | None:
 
 
 def _print_metrics(title: str, values: dict) -> None:
+    if "score" in values:  # multi-task: a table per task, then the combined score
+        for task, v in values.items():
+            if isinstance(v, dict):
+                _print_metrics(f"{title}: {task}", v)
+        console.print(f"combined score (mean of the tasks' primary metrics): {values['score']:.4f}")
+        return
     console.print(_metrics_table(title, values))
     per_class = _per_class_table(values)
     if per_class is not None and len(values["per_class"]) <= 40:
@@ -115,7 +121,7 @@ def predict(
 ) -> None:
     """Predict on images: classes, boxes, masks or restored images, depending on the model's task(s)."""
     from .api import load_model
-    from .predict import expand_source
+    from .predict import expand_source, render_result
 
     if topk <= 0:
         raise GhostkitError(f"--topk must be positive, got {topk}")
@@ -128,13 +134,9 @@ def predict(
         out_dir = Path(save)
         out_dir.mkdir(parents=True, exist_ok=True)
         for path, r in zip(paths, results):
-            raw = r.pop("raw")
             image = Image.open(path).convert("RGB")
-            for task, res in raw.items():
-                head = predictor.model.heads[task]
-                for suffix, picture in head.render(image, res, predictor.class_names.get(task, [])).items():
-                    name = f"{path.stem}{'_' + task if len(raw) > 1 else ''}{'_' + suffix if suffix else ''}.png"
-                    picture.save(out_dir / name)
+            for suffix, picture in render_result(predictor.model, image, r.pop("raw"), predictor.class_names).items():
+                picture.save(out_dir / f"{path.stem}{'_' + suffix if suffix else ''}.png")
         console.print(f"results saved to {out_dir}")
     if as_json:
         for r in results:
@@ -153,6 +155,11 @@ def _summary(result: dict) -> str:
     items = result.get("topk", result.get("labels"))
     if items is not None:
         return ", ".join(f"{x['class']} {x['score']:.3f}" for x in items) or "-"
+    if "detections" in result:
+        return ", ".join(f"{d['class']} {d['score']:.2f}" for d in result["detections"][:8]) or "no objects"
+    nested = {k: v for k, v in result.items() if isinstance(v, dict) and k in ("classify", "multilabel", "detect")}
+    if nested:  # multi-task: a line per image-level task
+        return "; ".join(f"{k}: {_summary(v)}" for k, v in nested.items())
     rest = {k: v for k, v in result.items() if k != "source"}
     return json.dumps(rest)[:200]
 

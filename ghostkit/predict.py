@@ -110,3 +110,27 @@ class Predictor:
                     out["raw"] = res
                 results.append(out)
         return results
+
+
+# order in which the heads draw onto one combined picture: masks under boxes under image-level labels
+_DRAW_ORDER = ("restore", "segment", "detect", "classify", "multilabel")
+
+
+def render_result(model: TaskModel, image: Image.Image, result: dict, class_names: dict[str, list[str]]
+                  ) -> dict[str, Image.Image]:
+    """Pictures of one image's ``raw`` result: name suffix → image. Single-task models give their head's pictures;
+    multi-task models give each head's under ``"<task>[_<suffix>]"`` plus ``"all"``: every head drawn onto one
+    picture (segment overlay, then boxes, then the class labels)."""
+    pictures: dict[str, Image.Image] = {}
+    combined = image
+    for task in sorted(result, key=lambda t: _DRAW_ORDER.index(t) if t in _DRAW_ORDER else len(_DRAW_ORDER)):
+        head = model.heads[task]
+        drawn = head.render(image, result[task], class_names.get(task, []))
+        if len(result) == 1:
+            return drawn
+        pictures.update({f"{task}_{k}" if k else task: v for k, v in drawn.items()})
+        on_top = head.render(combined, result[task], class_names.get(task, []))
+        combined = on_top.get("overlay", on_top.get("", combined))
+    pictures["all"] = combined
+    return pictures
+

@@ -410,7 +410,6 @@ def test_metrics_iou_accuracy_and_ignore() -> None:
 # ----------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.skip(reason="end-to-end run not verified before the session-1 stop; re-enable with its issue")
 @pytest.mark.slow
 def test_train_val_predict_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
     # a smaller built-in set keeps this test short; everything else is the default pipeline

@@ -300,7 +300,7 @@ def read_mask_folders(root: str | Path, split: str | None, class_names: Sequence
     return _check_pairs(pairs, images_dir, None if class_names is None else len(class_names))
 
 
-def _find_voc_root(root: Path) -> Path | None:
+def find_voc_root(root: Path) -> Path | None:
     for cand in (root, *sorted(root.glob("VOC*")), *sorted(root.glob("*/VOC*"))):
         if (cand / "JPEGImages").is_dir() and (cand / "SegmentationClass").is_dir():
             return cand
@@ -446,7 +446,7 @@ def build_segment_data(data: str | Path, imgsz: int, val_fraction: float = 0.2, 
     root = Path(data)
     if not root.is_dir():
         raise GhostkitError(f"{root}: no such data folder (built-in data: shapes)")
-    voc = _find_voc_root(root)
+    voc = find_voc_root(root)
     if voc is not None:
         return make(read_voc(voc, "train"), read_voc(voc, "val"), VOC_CLASSES)
     if any((root / "annotations").glob("instances_*.json")):

@@ -168,4 +168,7 @@ class OnnxTaskModel(nn.Module):
 
     # the heads do the work: TaskModel's own code applies unchanged (``ghostkit val`` needs the loss)
     postprocess = TaskModel.postprocess
+    select = TaskModel.select
     loss = TaskModel.loss
+    task_weights: dict = {}  # validation loss: the plain sum
+    log_vars = None

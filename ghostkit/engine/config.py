@@ -62,6 +62,8 @@ class TrainConfig:
     pretrained: str | None = None  # official / timm / ghostkit weights for the backbone (and classifier conv)
     freeze_backbone: bool = False
     threshold: float = 0.5  # multi-label decision threshold
+    task_weights: str | None = None  # multi-task: "detect=1,segment=0.5" or "auto" (None: all 1)
+    monitor: str | None = None  # metric picking the best checkpoint (None: the task's; multi-task: "score")
     val_fraction: float = 0.2  # split off train when the data has no val set
     resume: str | None = None  # a run's last.ckpt
     out: str = "runs/train"
@@ -70,7 +72,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise :class:`GhostkitError` (one line, naming the option) for nonsense values."""
         checks = [
-            (self.task in TASK_NAMES, f"--task must be one of {', '.join(TASK_NAMES)}, got {self.task!r}"),
+            (self.task in TASK_NAMES or "," in self.task,
+             f"--task must be one of {', '.join(TASK_NAMES)} or a comma-separated list of them, got {self.task!r}"),
             (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.batch > 0, f"--batch must be positive, got {self.batch}"),
             (self.imgsz is None or self.imgsz >= 32, f"--imgsz must be at least 32, got {self.imgsz}"),
@@ -114,7 +117,7 @@ class TrainConfig:
 
 
 HELP: dict[str, str] = {
-    "task": f"task: {', '.join(TASK_NAMES)}",
+    "task": f"task: {', '.join(TASK_NAMES)}, or several joined by commas (multi-task: classify,detect,segment)",
     "data": "data folder, or built-in data: digits, shapes",
     "model": "backbone name (ghostkit info --list)",
     "epochs": "training epochs",
@@ -160,6 +163,9 @@ HELP: dict[str, str] = {
     "pretrained": "backbone weights (official, timm or ghostkit file) for transfer learning",
     "freeze_backbone": "train the head only",
     "threshold": "multi-label decision threshold",
+    "task_weights": "multi-task loss weights: TASK=W,... (others 1), or auto (learned uncertainty weighting)",
+    "monitor": "metric choosing the best checkpoint and early stopping, e.g. map50 or detect/map50 (default: the "
+               "task's primary metric; multi-task: score, the mean of the tasks' primary metrics)",
     "val_fraction": "fraction split off train when the data has no validation set",
     "resume": "continue a run from its last.ckpt",
     "out": "run directory",

@@ -167,9 +167,13 @@ class DetectSpec(TaskSpec):
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
         d = build_detect_data(cfg.data, imgsz=cfg.imgsz, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        self._val = weakref.ref(d.val)
+        self.attach_val(d.val)
         return TaskData(d.train, d.val, {self.name: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
                         collate_detect)
+
+    def attach_val(self, dataset) -> None:
+        """The validation set whose images the plots draw on (``dataset.load(index)``), kept weakly."""
+        self._val = weakref.ref(dataset)
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
         arch = cfg.head or DEFAULT_ARCH

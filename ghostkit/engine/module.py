@@ -24,11 +24,14 @@ class TaskModule(L.LightningModule):
     Python / NumPy / torch RNG states, so that ``--resume`` continues the same random stream.
     """
 
-    def __init__(self, model: TaskModel, cfg: TrainConfig, metrics: dict[str, nn.Module]) -> None:
+    def __init__(self, model: TaskModel, cfg: TrainConfig, metrics: dict[str, nn.Module],
+                 monitors: dict[str, str] | None = None) -> None:
         super().__init__()
         self.model, self.cfg = model, cfg
         self.metrics = nn.ModuleDict(metrics)
+        self.monitors = monitors or {}  # task → primary metric key, averaged into "score" in multi-task runs
         self.last_metrics: dict[str, dict] = {}
+        self.last_score: float | None = None
         self.batch_mix = None
         if cfg.task == "classify" and (cfg.mixup > 0 or cfg.cutmix > 0):
             n = model.heads["classify"].num_classes
@@ -56,6 +59,8 @@ class TaskModule(L.LightningModule):
             l1 = sum(p.abs().sum() for p in self.model.parameters() if p.requires_grad and p.ndim > 1)
             losses["l1"] = self.cfg.l1 * l1
             losses["loss"] = losses["loss"] + losses["l1"]
+        if not isinstance(losses["loss"], torch.Tensor):
+            return None  # no image of this batch has a target for any head (mixed annotations): skip the step
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=False, on_epoch=True,
                       prog_bar=False, batch_size=images.shape[0], sync_dist=True)
         return losses["loss"]
@@ -64,9 +69,12 @@ class TaskModule(L.LightningModule):
         images, targets = batch
         outputs = self.model(images)
         losses = self.model.loss(outputs, targets)
-        self.log("val/loss", losses["loss"], on_epoch=True, batch_size=images.shape[0], sync_dist=True)
+        if isinstance(losses["loss"], torch.Tensor):
+            self.log("val/loss", losses["loss"], on_epoch=True, batch_size=images.shape[0], sync_dist=True)
         for task, metric in self.metrics.items():
-            metric.update(outputs[task], targets[task])
+            pair = self.model.select(outputs, targets, task)
+            if pair is not None:
+                metric.update(*pair)
 
     def on_validation_epoch_end(self) -> None:
         self.last_metrics = {}
@@ -74,8 +82,12 @@ class TaskModule(L.LightningModule):
             values = metric.compute()
             metric.reset()
             self.last_metrics[task] = values
-            scalars = {f"val/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float))}
-            self.log_dict(scalars, prog_bar=True, sync_dist=False)
+            prefix = "val/" if len(self.metrics) == 1 else f"val/{task}/"
+            scalars = {prefix + k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
+            self.log_dict(scalars, prog_bar=len(self.metrics) == 1, sync_dist=False)
+        if len(self.metrics) > 1:
+            self.last_score = sum(float(self.last_metrics[t][k]) for t, k in self.monitors.items()) / len(self.monitors)
+            self.log("val/score", self.last_score, prog_bar=True, sync_dist=False)
 
     def configure_optimizers(self):
         cfg = self.cfg

@@ -17,6 +17,7 @@ from ..models.weights import read_checkpoint
 from ..tasks.model import build_task_model, load_pretrained, load_task_model
 from .config import TrainConfig
 from .module import TaskModule
+from .multitask import parse_task_weights
 from .spec import TaskData, get_spec
 from .trainer import build_trainer
 
@@ -49,10 +50,28 @@ def _loaders(data: TaskData, cfg: TrainConfig) -> tuple[DataLoader | None, DataL
     return train, DataLoader(data.val, shuffle=False, **common)
 
 
-def write_metrics(values: dict, out_dir: Path) -> Path:
-    """metrics.json: the DESIGN keys per task (nested per task only for multi-task runs)."""
+def _result(values: dict, score: float | None) -> dict:
+    """The returned / written metrics: a single task's keys, or per task plus ``score`` for multi-task runs."""
     clean = {t: {k: v for k, v in m.items() if k != "confusion_matrix"} for t, m in values.items()}
-    payload = next(iter(clean.values())) if len(clean) == 1 else clean
+    return next(iter(clean.values())) if len(clean) == 1 else {**clean, "score": score}
+
+
+def _monitor_key(cfg: TrainConfig, spec) -> str:
+    """The logged key that picks the best checkpoint: ``val/<--monitor>`` (checked against the tasks)."""
+    key = cfg.monitor or spec.monitor
+    if len(spec.tasks) > 1 and key != "score":
+        task, _, metric = key.partition("/")
+        if task not in spec.tasks or not metric:
+            raise GhostkitError(f"--monitor {key!r}: a multi-task run monitors score or TASK/METRIC with TASK one of "
+                                f"{', '.join(spec.tasks)}")
+    elif len(spec.tasks) == 1 and "/" in key:
+        raise GhostkitError(f"--monitor {key!r}: a single-task run monitors a metric name such as {spec.monitor}")
+    return f"val/{key}"
+
+
+def write_metrics(values: dict, out_dir: Path, score: float | None = None) -> Path:
+    """metrics.json: the DESIGN keys per task (nested per task, plus the combined ``score``, for multi-task runs)."""
+    payload = _result(values, score)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "metrics.json"
     path.write_text(json.dumps(payload, indent=2))
@@ -97,11 +116,16 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
                             f"{run_dir / 'last.ckpt'} to continue it")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = get_spec(cfg.task)
+    monitor = _monitor_key(cfg, spec)
+    task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
+    if task_weights is not None and len(spec.tasks) == 1:
+        raise GhostkitError("--task-weights needs a multi-task run (--task classify,detect,...)")
     data = spec.build_data(cfg)
     config = {
         "format": CONFIG_FORMAT,
         "backbone": {"name": cfg.model, "kwargs": {"output_stride": cfg.output_stride}},
-        "heads": {spec.name: spec.head_config(cfg, data)},
+        "heads": spec.head_configs(cfg, data),
+        "task_weights": task_weights,
         "class_names": data.class_names,
         "imgsz": [data.imgsz, data.imgsz],
         "mean": data.mean,
@@ -113,10 +137,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     model = build_task_model(config)
     if cfg.pretrained and not cfg.resume:
         load_pretrained(model, cfg.pretrained)
-    metrics = {spec.name: spec.metrics(data.class_names.get(spec.name, []), cfg, model.heads[spec.name])}
-    module = TaskModule(model, cfg, metrics)
+    module = TaskModule(model, cfg, spec.task_metrics(data.class_names, cfg, model.heads), spec.monitors)
     train_loader, val_loader = _loaders(data, cfg)
-    trainer = build_trainer(cfg, run_dir, monitor=f"val/{spec.monitor}", callbacks=callbacks)
+    trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=callbacks)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": cfg.to_dict(), "model": config},
@@ -128,14 +151,13 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
     trainer.validate(module, val_loader, verbose=False)
     values = module.last_metrics
     if trainer.is_global_zero:
-        write_metrics(values, run_dir)
+        write_metrics(values, run_dir, module.last_score)
         from .plots import plot_curves
 
         plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-        for task, v in values.items():
-            spec.plots(v, data.class_names.get(task, []), run_dir)
+        spec.task_plots(values, data.class_names, run_dir)
         _save_samples(data.val, run_dir / "samples")
-    return next(iter(values.values())) if len(values) == 1 else values
+    return _result(values, module.last_score)
 
 
 def validate(weights: str | Path, data: str, out: str | Path | None = None, batch: int = 64, workers: int = 2,
@@ -145,23 +167,22 @@ def validate(weights: str | Path, data: str, out: str | Path | None = None, batc
     _quiet_lightning()
     model = load_task_model(weights)
     config = model.config
-    tasks = list(config["heads"])
-    task = tasks[0]
+    task = ",".join(config["heads"])
     spec = get_spec(task)
     cfg = TrainConfig(task=task, data=data, model=config["backbone"]["name"], batch=batch, workers=workers,
                       imgsz=config["imgsz"][0], threshold=threshold).validate()
     td = spec.build_data(cfg)
-    if td.class_names.get(task) != config["class_names"].get(task):
-        raise GhostkitError(f"{weights}: trained for {len(config['class_names'][task])} classes "
-                            f"{config['class_names'][task][:5]}, but {data} has {len(td.class_names[task])} "
-                            f"{td.class_names[task][:5]}")
-    module = TaskModule(model, cfg, {task: spec.metrics(td.class_names.get(task, []), cfg, model.heads[task])})
+    for t in spec.tasks:
+        if td.class_names.get(t) != config["class_names"].get(t):
+            raise GhostkitError(f"{weights}: its {t} head was trained for {len(config['class_names'][t])} classes "
+                                f"{config['class_names'][t][:5]}, but {data} has {len(td.class_names.get(t, []))} "
+                                f"{td.class_names.get(t, [])[:5]}")
+    module = TaskModule(model, cfg, spec.task_metrics(td.class_names, cfg, model.heads), spec.monitors)
     _, val_loader = _loaders(TaskData(None, td.val, td.class_names, td.imgsz, td.mean, td.std, td.collate), cfg)
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.validate(module, val_loader, verbose=False)
     out_dir = Path(out) if out else Path(weights).parent / "val"
-    write_metrics(module.last_metrics, out_dir)
-    for t, v in module.last_metrics.items():
-        spec.plots(v, td.class_names.get(t, []), out_dir)
-    return module.last_metrics[task]
+    write_metrics(module.last_metrics, out_dir, module.last_score)
+    spec.task_plots(module.last_metrics, td.class_names, out_dir)
+    return _result(module.last_metrics, module.last_score)

@@ -49,6 +49,25 @@ class TaskSpec:
     def plots(self, values: dict, class_names: list[str], out_dir: Path) -> list[Path]:
         return []
 
+    # -- the run's view: one task here, several in ``MultiTaskSpec`` ----------------------------------------------
+    @property
+    def tasks(self) -> list[str]:
+        return [self.name]
+
+    @property
+    def monitors(self) -> dict[str, str]:
+        """Task → its primary metric (the key of the combined multi-task score)."""
+        return {self.name: self.monitor}
+
+    def head_configs(self, cfg, data: TaskData) -> dict[str, dict]:
+        return {self.name: self.head_config(cfg, data)}
+
+    def task_metrics(self, class_names: dict[str, list[str]], cfg, heads) -> dict[str, nn.Module]:
+        return {self.name: self.metrics(class_names.get(self.name, []), cfg, heads[self.name])}
+
+    def task_plots(self, values: dict[str, dict], class_names: dict[str, list[str]], out_dir: Path) -> list[Path]:
+        return self.plots(values[self.name], class_names.get(self.name, []), out_dir)
+
 
 _SPECS: dict[str, TaskSpec] = {}
 
@@ -59,6 +78,11 @@ def register_spec(spec: TaskSpec) -> TaskSpec:
 
 
 def get_spec(task: str) -> TaskSpec:
+    """The spec of ``task``, or of a multi-task run for a comma-separated list of tasks."""
+    if "," in task:
+        from .multitask import MultiTaskSpec
+
+        return MultiTaskSpec(task)
     if task not in _SPECS:
         from ..tasks import TASK_MODULES
 

@@ -69,6 +69,7 @@ class DetectHead(nn.Module):
         topk_candidates: highest-scoring (anchor, class) pairs decoded per image before NMS.
     """
 
+    shared_outputs = ("anchors", "image_size")  # the same for every image of a batch (``TaskModel.select``)
     preprocess = "resize"
     arch = ""
 

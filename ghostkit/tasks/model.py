@@ -26,27 +26,58 @@ BACKBONE_OUT_INDICES = (1, 2, 3, 4)
 
 
 class TaskModel(nn.Module):
-    """``forward(images B x 3 x H x W) -> {task: head outputs}``; the backbone runs once for all heads."""
+    """``forward(images B x 3 x H x W) -> {task: head outputs}``; the backbone runs once for all heads.
 
-    def __init__(self, backbone: nn.Module | None, heads: dict[str, nn.Module], config: dict | None = None) -> None:
+    ``task_weights`` (multi-task): ``{task: weight}`` for a weighted sum of the heads' losses, or ``"auto"`` for
+    learned uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018) in the form ``sum_t exp(-s_t) L_t + s_t``
+    with one learned ``s_t = log sigma_t^2`` per task (``log_vars``, initialised to 0, i.e. weight 1).
+    """
+
+    def __init__(self, backbone: nn.Module | None, heads: dict[str, nn.Module], config: dict | None = None,
+                 task_weights: dict[str, float] | str | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict(heads)
         self.config = config or {}
+        self.task_weights = task_weights if isinstance(task_weights, dict) else {}
+        self.log_vars = nn.ParameterDict({t: nn.Parameter(torch.zeros(())) for t in heads}) if (
+            task_weights == "auto") else None
 
     def forward(self, images: torch.Tensor) -> dict[str, object]:
         features = self.backbone(images) if self.backbone is not None else None
         return {task: head(features, images) for task, head in self.heads.items()}
 
+    def select(self, outputs: dict, targets: dict, task: str) -> tuple[object, object] | None:
+        """``task``'s outputs and targets for the images that have its target: ``None`` when no image has one.
+        Batches of mixed annotations carry ``targets["present"][task]`` (bool B); outputs of the other images are
+        dropped here (tensors and per-image lists; the head's ``shared_outputs`` keys are left alone)."""
+        target = targets.get(task)
+        if target is None:
+            return None
+        present = targets.get("present", {}).get(task)
+        out = outputs[task]
+        if present is None or bool(present.all()):
+            return out, target
+        keep = present.nonzero().flatten().tolist()
+        return _take(out, keep, len(present), getattr(self.heads[task], "shared_outputs", ())), target
+
     def loss(self, outputs: dict, targets: dict) -> dict[str, torch.Tensor]:
-        """Sum of every head's ``"loss"``; each head's terms are returned as ``"<task>/<name>"`` too."""
+        """Weighted sum of every head's ``"loss"`` (weights above); each head's terms are returned as
+        ``"<task>/<name>"`` too. Heads without targets in the batch add nothing."""
         total, terms = 0.0, {}
         for task, head in self.heads.items():
-            if targets.get(task) is None:
+            pair = self.select(outputs, targets, task)
+            if pair is None:
                 continue
-            for name, value in head.loss(outputs[task], targets[task]).items():
+            for name, value in head.loss(*pair).items():
                 terms[f"{task}/{name}"] = value
-            total = total + terms[f"{task}/loss"]
+            task_loss = terms[f"{task}/loss"]
+            if self.log_vars is not None:
+                s = self.log_vars[task]
+                total = total + torch.exp(-s) * task_loss + s
+                terms[f"{task}/weight"] = torch.exp(-s).detach()
+            else:
+                total = total + self.task_weights.get(task, 1.0) * task_loss
         terms["loss"] = total
         return terms
 
@@ -54,6 +85,18 @@ class TaskModel(nn.Module):
         """Per image ``{task: result dict}``."""
         per_task = {task: head.postprocess(outputs[task], image_sizes) for task, head in self.heads.items()}
         return [{task: res[i] for task, res in per_task.items()} for i in range(len(image_sizes))]
+
+
+def _take(value, keep: list[int], batch: int, shared: tuple[str, ...]):
+    """``value`` restricted to the batch positions ``keep``: tensors and lists of length ``batch`` are indexed,
+    dicts recursed into (except ``shared`` keys), anything else returned as it is."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+        return value[keep]
+    if isinstance(value, list) and len(value) == batch:
+        return [value[i] for i in keep]
+    if isinstance(value, dict):
+        return {k: v if k in shared else _take(v, keep, batch, ()) for k, v in value.items()}
+    return value
 
 
 def build_task_model(config: dict) -> TaskModel:
@@ -65,14 +108,19 @@ def build_task_model(config: dict) -> TaskModel:
         backbone = create_model(bb["name"], features_only=True, out_indices=BACKBONE_OUT_INDICES, **kwargs)
     info = backbone.feature_info if backbone is not None else None
     heads = {task: build_head(task, info, **cfg) for task, cfg in config["heads"].items()}
-    model = TaskModel(backbone, heads, config)
+    model = TaskModel(backbone, heads, config, config.get("task_weights"))
     return reparameterize(model) if config.get("deployed") else model
 
 
 def load_task_model(path: str | Path) -> TaskModel:
     """Rebuild a :class:`TaskModel` from a ghostkit checkpoint (a training run's ``best.ckpt`` / ``last.ckpt`` or a
     saved model file) without the training code. Raises :class:`GhostkitError` for files that are not ghostkit task
-    checkpoints or whose weights do not fit their config."""
+    checkpoints or whose weights do not fit their config. An exported ``.onnx`` file gives an
+    :class:`~ghostkit.deploy.OnnxTaskModel` (ONNX Runtime) with the same interface."""
+    if Path(path).suffix.lower() == ".onnx":
+        from ..deploy.runtime import OnnxTaskModel
+
+        return OnnxTaskModel(path)
     state, config, _ = read_checkpoint(path)
     if not config or "heads" not in config:
         raise GhostkitError(f"{path}: not a ghostkit task checkpoint (no task config); for backbone weights use "

@@ -1,0 +1,241 @@
+"""Multi-task data: images carrying any subset of classification, multi-label, box and mask targets.
+
+``--data`` is one source or several joined by commas (``--data shapes`` or ``--data coco_dir,more_boxes_dir``).
+Each source is read by every requested task whose layout it holds (the single-task readers, same formats and the
+same bad-input errors); targets of one image are merged by its file path:
+
+* ``shapes`` (built-in): class of the largest shape, classes present, boxes and class mask for every image
+  (1000 train / 200 val at 64 px, seeds 0 / 1: the images of the single-task detect and segment runs);
+* a COCO folder (``annotations/instances_{train,val}.json``): boxes (detect), rasterised masks (segment) and the
+  classes present as image-level labels (multilabel) at once;
+* YOLO / VOC / WIDER FACE folders: boxes; ``images/`` + ``masks/`` or VOC ``SegmentationClass``: masks;
+  ``train/<class>/``: single-label classes; ``images/`` + ``train.csv``: multi-label classes.
+
+An image without some task's target is kept: that head's loss and metrics skip it (``present`` in the batch).
+An image in the validation split of any task is a validation image for all. The same task in two sources must
+have the same class list. Transforms keep every target aligned: photometric distortion → horizontal flip → resize
+of the whole image to ``imgsz`` (no crops, which would invalidate image-level labels), as the Predictor does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ..errors import GhostkitError
+from .classify import IMAGENET_MEAN, IMAGENET_STD, build_classify_data
+from .detect import build_detect_data, detect_format
+from .images import read_image
+from .segment import CocoMask, build_segment_data, find_voc_root, read_mask
+from .synthetic import SHAPE_CLASSES, make_shapes
+
+__all__ = ["MultiTaskData", "MultiTaskDataset", "build_multitask_data", "collate_multitask", "multitask_transforms",
+           "MULTITASK_TASKS"]
+
+MULTITASK_TASKS = ("classify", "multilabel", "detect", "segment")
+SHAPES_TRAIN, SHAPES_VAL = 1000, 200
+# an item: (image path or uint8 H x W x 3 array, {task: target}); targets as the single-task readers give them
+Item = tuple[Any, dict[str, Any]]
+
+
+def multitask_transforms(imgsz: int, train: bool, mean: Sequence[float] = IMAGENET_MEAN,
+                         std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
+    """Joint transform of ``(Image, {"boxes": BoundingBoxes, "mask": Mask, ...})`` (see the module docstring)."""
+    ops: list[Any] = [v2.RandomPhotometricDistort(p=0.5), v2.RandomHorizontalFlip()] if train else []
+    return v2.Compose([*ops, v2.Resize((imgsz, imgsz), antialias=True), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(list(mean), list(std))])
+
+
+class MultiTaskDataset(Dataset):
+    """Items → ``(float32 3 x S x S, {task: target})`` with only the tasks the image has; targets as the single-task
+    datasets return them (class index, multi-hot float vector, ``{"boxes", "labels", "index"}``, int64 mask)."""
+
+    def __init__(self, items: Sequence[Item], transform: Any) -> None:
+        self.items, self.transform = list(items), transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> Image.Image:
+        source = self.items[index][0]
+        return read_image(source) if isinstance(source, (str, Path)) else Image.fromarray(np.asarray(source))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+        source, targets = self.items[index]
+        array = np.asarray(self.load(index)) if isinstance(source, (str, Path)) else np.asarray(source)
+        image = tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))
+        size = tuple(image.shape[-2:])
+        sample: dict[str, Any] = {}
+        if "detect" in targets:
+            det = targets["detect"]
+            sample["boxes"] = tv_tensors.BoundingBoxes(torch.as_tensor(det["boxes"], dtype=torch.float32)
+                                                       .reshape(-1, 4), format="XYXY", canvas_size=size)
+            sample["labels"] = torch.as_tensor(det["labels"], dtype=torch.int64)
+        if "segment" in targets:
+            mask = targets["segment"]
+            mask = mask.render() if isinstance(mask, CocoMask) else mask
+            mask = read_mask(mask) if isinstance(mask, (str, Path)) else np.asarray(mask)
+            if mask.shape != size:
+                raise GhostkitError(f"{source if isinstance(source, (str, Path)) else index}: mask is "
+                                    f"{mask.shape[1]} x {mask.shape[0]}, its image {size[1]} x {size[0]}")
+            sample["mask"] = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask).copy()))
+        image, sample = self.transform(image, sample)
+        out: dict[str, Any] = {}
+        if "classify" in targets:
+            out["classify"] = int(targets["classify"])
+        if "multilabel" in targets:
+            out["multilabel"] = torch.as_tensor(np.asarray(targets["multilabel"], dtype=np.float32))
+        if "detect" in targets:
+            out["detect"] = {"boxes": sample["boxes"].as_subclass(torch.Tensor).float().reshape(-1, 4),
+                             "labels": sample["labels"], "index": torch.tensor(index)}
+        if "segment" in targets:
+            out["segment"] = sample["mask"].as_subclass(torch.Tensor).long()
+        return image.as_subclass(torch.Tensor), out
+
+
+def collate_multitask(tasks: Sequence[str]):
+    """Collate function: ``(images, {task: targets of the images that have them, "present": {task: bool B}})``;
+    a task no image of the batch has maps to ``None``."""
+
+    def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
+        images = torch.stack([b[0] for b in batch])
+        targets: dict[str, Any] = {"present": {}}
+        for task in tasks:
+            present = torch.tensor([task in b[1] for b in batch])
+            values = [b[1][task] for b in batch if task in b[1]]
+            targets["present"][task] = present
+            if not values:
+                targets[task] = None
+            elif task == "detect":
+                targets[task] = values
+            elif task == "classify":
+                targets[task] = torch.as_tensor(values, dtype=torch.int64)
+            else:
+                targets[task] = torch.stack(values)
+        return images, targets
+
+    return collate
+
+
+@dataclass
+class MultiTaskData:
+    train: MultiTaskDataset
+    val: MultiTaskDataset
+    class_names: dict[str, list[str]]
+    imgsz: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+
+def _shapes(tasks: Sequence[str], n: int, seed: int, imgsz: int) -> list[Item]:
+    eye = np.eye(len(SHAPE_CLASSES), dtype=np.float32)
+    items = []
+    for s in make_shapes(n, imgsz=imgsz, seed=seed):
+        t: dict[str, Any] = {"detect": {"boxes": s.boxes, "labels": s.labels}, "segment": s.mask,
+                             "multilabel": eye[s.multilabel].sum(axis=0)}
+        if len(s.labels):
+            t["classify"] = s.label
+        items.append((s.image, {k: v for k, v in t.items() if k in tasks}))
+    return items
+
+
+def _layouts(root: Path) -> set[str]:
+    """The tasks whose data ``root`` holds, judged by layout markers only (the readers check the contents)."""
+    found = set()
+    coco = any((root / "annotations").glob("instances_*.json"))
+    try:
+        detect_format(root)
+        found.add("detect")
+    except GhostkitError:
+        pass
+    if coco:
+        found |= {"segment", "multilabel"}
+    if (root / "masks").is_dir() or find_voc_root(root) is not None:
+        found.add("segment")
+    if (root / "train.csv").is_file():
+        found.add("multilabel")
+    elif (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+        found.add("classify")
+    return found
+
+
+def _read_source(root: Path, tasks: Sequence[str], imgsz: int, val_fraction: float, seed: int
+                 ) -> tuple[dict[str, dict[str, dict]], dict[str, list[str]]]:
+    """``({"train"|"val": {path: {task: target}}}, {task: class names})`` of one folder."""
+    splits: dict[str, dict[str, dict]] = {"train": {}, "val": {}}
+    names: dict[str, list[str]] = {}
+    layouts = _layouts(root)
+    for task in tasks:
+        if task not in layouts:
+            continue
+        if task == "multilabel" and not (root / "train.csv").is_file():  # COCO: the classes of the boxes
+            d = build_detect_data(root, imgsz, val_fraction, seed)
+            n = len(d.class_names)
+            names[task] = d.class_names
+            for split, ds in (("train", d.train), ("val", d.val)):
+                for path, ann in ds.items:
+                    splits[split].setdefault(str(path), {})[task] = np.eye(n, dtype=np.float32)[
+                        np.unique(np.asarray(ann["labels"], dtype=np.int64))].sum(axis=0)
+            continue
+        if task == "detect":
+            d = build_detect_data(root, imgsz, val_fraction, seed)
+        elif task == "segment":
+            d = build_segment_data(root, imgsz, val_fraction, seed)
+        else:
+            d = build_classify_data(root, imgsz, multilabel=task == "multilabel", val_fraction=val_fraction,
+                                    seed=seed)
+        names[task] = list(d.class_names)
+        for split, ds in (("train", d.train), ("val", d.val)):
+            for path, target in ds.items:
+                splits[split].setdefault(str(path), {})[task] = target
+    # an image in any task's validation split validates every task
+    for path in set(splits["train"]) & set(splits["val"]):
+        splits["val"][path] = splits["train"].pop(path) | splits["val"][path]
+    return splits, names
+
+
+def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = None, val_fraction: float = 0.2,
+                         seed: int = 0) -> MultiTaskData:
+    """Resolve ``--data`` (one or more comma-separated sources, see the module docstring) for ``tasks``."""
+    imgsz = imgsz or (64 if data == "shapes" else 320)
+    if imgsz < 32:
+        raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
+    train: list[Item] = []
+    val: list[Item] = []
+    class_names: dict[str, list[str]] = {}
+    where: dict[str, str] = {}
+    for source in [s.strip() for s in str(data).split(",") if s.strip()]:
+        if source == "shapes":
+            train += _shapes(tasks, SHAPES_TRAIN, 0, imgsz)
+            val += _shapes(tasks, SHAPES_VAL, 1, imgsz)
+            names = {t: (["background", *SHAPE_CLASSES] if t == "segment" else list(SHAPE_CLASSES)) for t in tasks}
+        else:
+            root = Path(source)
+            if not root.is_dir():
+                raise GhostkitError(f"{root}: no such data folder (built-in multi-task data: shapes)")
+            splits, names = _read_source(root, tasks, imgsz, val_fraction, seed)
+            train += [(Path(p), t) for p, t in splits["train"].items()]
+            val += [(Path(p), t) for p, t in splits["val"].items()]
+        for task, task_names in names.items():
+            if task in class_names and class_names[task] != task_names:
+                raise GhostkitError(f"{source}: its {task} classes {task_names[:5]} conflict with those of "
+                                    f"{where[task]} {class_names[task][:5]}")
+            class_names.setdefault(task, task_names)
+            where.setdefault(task, source)
+    missing = [t for t in tasks if not any(t in targets for _, targets in train)]
+    if missing:
+        raise GhostkitError(f"{data}: no training image has a target for {', '.join(missing)} (tasks: "
+                            f"{', '.join(tasks)})")
+    if not val:
+        raise GhostkitError(f"{data}: the validation set is empty")
+    return MultiTaskData(MultiTaskDataset(train, multitask_transforms(imgsz, True)),
+                         MultiTaskDataset(val, multitask_transforms(imgsz, False)), class_names, imgsz)

@@ -1,0 +1,112 @@
+"""Multi-task runs: ``--task classify,detect,segment`` trains one backbone with several heads.
+
+Each task keeps its own spec (head config, metrics, plots); this spec combines them. Options that belong to one
+task apply to it alone: ``--head fcos,deeplabv3`` gives each task the head it names (a task whose head is not
+named keeps its default). ``--task-weights detect=1,segment=0.5`` weights the losses (unnamed tasks: 1), ``auto``
+learns them (``TaskModel``). Validation computes every task's metrics; the combined ``score`` is the mean of the
+tasks' primary metrics (classify top1, multilabel map, detect map, segment miou: all in [0, 1]) and picks the best
+checkpoint unless ``--monitor TASK/KEY`` names another. Restoration is not combinable: its head does not use the
+backbone and its input is the degraded image, so it would share nothing with the other heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from torch import nn
+
+from ..data.multitask import MULTITASK_TASKS, build_multitask_data, collate_multitask
+from ..errors import GhostkitError
+from .config import TrainConfig
+from .spec import TaskData, TaskSpec, get_spec
+
+__all__ = ["MultiTaskSpec", "parse_tasks", "parse_task_weights"]
+
+
+def parse_tasks(value: str) -> list[str]:
+    """``"classify,detect"`` → ``["classify", "detect"]``, checked (known, combinable, no repeats)."""
+    tasks = [t.strip() for t in value.split(",") if t.strip()]
+    for t in tasks:
+        if t not in MULTITASK_TASKS:
+            hint = " (restoration trains alone)" if t == "restore" else ""
+            raise GhostkitError(f"--task: {t!r} cannot be combined{hint}; combinable: {', '.join(MULTITASK_TASKS)}")
+    if len(set(tasks)) != len(tasks):
+        raise GhostkitError(f"--task names a task twice: {value}")
+    if {"classify", "multilabel"} <= set(tasks):
+        raise GhostkitError("--task: classify and multilabel are two forms of one head; pick one")
+    if len(tasks) < 2:
+        raise GhostkitError(f"--task {value!r}: a multi-task run needs at least two tasks")
+    return tasks
+
+
+def parse_task_weights(value: str | None, tasks: list[str]) -> dict[str, float] | str | None:
+    """``None`` (all 1), ``"auto"`` or ``"detect=1,segment=0.5"`` → ``{task: weight}``."""
+    if value is None or value.strip() == "":
+        return None
+    if value.strip() == "auto":
+        return "auto"
+    weights = {}
+    for part in value.split(","):
+        task, sep, number = part.partition("=")
+        task = task.strip()
+        if not sep or task not in tasks:
+            raise GhostkitError(f"--task-weights: {part.strip()!r} is not TASK=WEIGHT for one of {', '.join(tasks)}"
+                                f" (or auto)")
+        try:
+            weights[task] = float(number)
+        except ValueError:
+            raise GhostkitError(f"--task-weights: {number.strip()!r} is not a number (in {part.strip()!r})") from None
+        if not weights[task] >= 0:
+            raise GhostkitError(f"--task-weights: the weight of {task} must not be negative, got {weights[task]}")
+    return weights
+
+
+class MultiTaskSpec(TaskSpec):
+    monitor = "score"
+
+    def __init__(self, task: str) -> None:
+        self.name = task
+        self._tasks = parse_tasks(task)
+        self.specs = {t: get_spec(t) for t in self._tasks}
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self._tasks)
+
+    @property
+    def monitors(self) -> dict[str, str]:
+        return {t: s.monitor for t, s in self.specs.items()}
+
+    def task_cfg(self, cfg: TrainConfig, task: str) -> TrainConfig:
+        """``cfg`` as the single-task spec of ``task`` should see it (its own ``--head``)."""
+        heads = [h.strip() for h in (cfg.head or "").split(",") if h.strip()]
+        from ..tasks.detect import DETECT_ARCHS
+        from ..tasks.segment import SEGMENT_HEADS
+
+        known = {"detect": tuple(DETECT_ARCHS), "segment": SEGMENT_HEADS}
+        for h in heads:
+            if not any(h in known.get(t, ()) for t in self._tasks):
+                raise GhostkitError(f"--head {h!r} belongs to none of {', '.join(self._tasks)}")
+        mine = [h for h in heads if h in known.get(task, ())]
+        return dataclasses.replace(cfg, task=task, head=mine[0] if mine else None)
+
+    def build_data(self, cfg: TrainConfig) -> TaskData:
+        d = build_multitask_data(cfg.data, self._tasks, cfg.imgsz, cfg.val_fraction, cfg.seed)
+        if "detect" in self.specs:  # its plots draw on the validation images
+            self.specs["detect"].attach_val(d.val)
+        return TaskData(d.train, d.val, d.class_names, d.imgsz, list(d.mean), list(d.std),
+                        collate_multitask(self._tasks))
+
+    def head_configs(self, cfg: TrainConfig, data: TaskData) -> dict[str, dict]:
+        return {t: s.head_config(self.task_cfg(cfg, t), data) for t, s in self.specs.items()}
+
+    def task_metrics(self, class_names: dict[str, list[str]], cfg: TrainConfig, heads) -> dict[str, nn.Module]:
+        return {t: s.metrics(class_names.get(t, []), self.task_cfg(cfg, t), heads[t]) for t, s in self.specs.items()}
+
+    def task_plots(self, values: dict[str, dict], class_names: dict[str, list[str]], out_dir: Path) -> list[Path]:
+        out = []
+        for t, s in self.specs.items():
+            (out_dir / t).mkdir(parents=True, exist_ok=True)
+            out += s.plots(values[t], class_names.get(t, []), out_dir / t)
+        return out

@@ -26,6 +26,8 @@ def val(weights: str | Path, data: str, out: str | Path | None = None, **kwargs)
     return validate(weights, data, out, **kwargs)
 
 
-def load_model(path: str | Path, device: str = "cpu") -> Predictor:
-    """A ready :class:`Predictor` for a ghostkit checkpoint: ``load_model("runs/x/best.ckpt").predict([...])``."""
-    return Predictor.load(path, device)
+def load_model(path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
+    """A ready :class:`Predictor` for a ghostkit checkpoint or exported ``.onnx`` model:
+    ``load_model("runs/x/best.ckpt").predict([...])``, ``.stream("video.mp4")``. ``tta``: detection test-time
+    augmentation."""
+    return Predictor.load(path, device, tta)

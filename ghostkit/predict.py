@@ -18,9 +18,11 @@ from torchvision.transforms import v2
 from .data.classify import classify_transforms
 from .data.images import IMG_EXTENSIONS, filter_readable, list_images, read_image
 from .errors import GhostkitError
-from .tasks.model import TaskModel, load_task_model
+from .tasks.model import TaskModel, enable_tta, load_task_model
 
-__all__ = ["Predictor", "expand_source", "to_pil"]
+__all__ = ["Predictor", "expand_source", "is_stream", "render_result", "to_pil", "VIDEO_EXTENSIONS"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 Source = str | Path | Image.Image | np.ndarray | torch.Tensor
 
@@ -46,6 +48,12 @@ def expand_source(source: str | Path) -> list[Path]:
     raise GhostkitError(f"{text}: no such file or folder")
 
 
+def is_stream(source: str | Path) -> bool:
+    """A camera index (``"0"``) or a video file: predicted frame by frame (:meth:`Predictor.stream`)."""
+    text = str(source)
+    return text.isdigit() or Path(text).suffix.lower() in VIDEO_EXTENSIONS
+
+
 def to_pil(source: Source) -> tuple[str, Image.Image]:
     """Any supported source → ``(name, RGB PIL image)``; a float tensor is taken as 3 x H x W in [0, 1]."""
     if isinstance(source, (str, Path)):
@@ -69,8 +77,10 @@ class Predictor:
     per task (single-task models: the task's result keys at the top level). ``raw=True`` also keeps the heads'
     tensors under ``"raw"`` (for drawing)."""
 
-    def __init__(self, model: TaskModel, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: TaskModel, device: str | torch.device = "cpu", tta: bool = False) -> None:
         self.model = model.eval().to(device)
+        if tta:
+            enable_tta(self.model)
         self.device = torch.device(device)
         cfg = model.config
         self.class_names = cfg.get("class_names", {})
@@ -86,8 +96,11 @@ class Predictor:
                                          v2.Normalize(mean, std)])
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> Predictor:
-        return cls(load_task_model(path), device)
+    def load(cls, path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
+        model = load_task_model(path)
+        if tta:
+            enable_tta(model, path)
+        return cls(model, device)
 
     @torch.inference_mode()
     def predict(self, sources: Source | list[Source], batch: int = 16, raw: bool = False, **options) -> list[dict]:
@@ -110,6 +123,36 @@ class Predictor:
                     out["raw"] = res
                 results.append(out)
         return results
+
+    def stream(self, source: str | Path, max_frames: int = 0, **options):
+        """Predict a video file or camera (``"0"``) frame by frame with bounded memory: yields ``(frame as RGB PIL
+        image, result)`` with ``result["frame"]`` the frame index and the heads' tensors under ``"raw"``. Needs
+        OpenCV (``pip install "ghostkit[video]"``); ``max_frames`` > 0 stops after that many frames."""
+        try:
+            import cv2
+        except ImportError:
+            raise GhostkitError("video and camera input need OpenCV: pip install 'ghostkit[video]'") from None
+        text = str(source)
+        if not text.isdigit() and not Path(text).is_file():
+            raise GhostkitError(f"{text}: no such video file")
+        cap = cv2.VideoCapture(int(text) if text.isdigit() else text)
+        if not cap.isOpened():
+            raise GhostkitError(f"{text}: cannot open this {'camera' if text.isdigit() else 'video'}")
+        try:
+            index = 0
+            while not max_frames or index < max_frames:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                result = self.predict([image], raw=True, **options)[0]
+                result["source"], result["frame"] = text, index
+                yield image, result
+                index += 1
+        finally:
+            cap.release()
+        if index == 0:
+            raise GhostkitError(f"{text}: no frame could be decoded")
 
 
 # order in which the heads draw onto one combined picture: masks under boxes under image-level labels

@@ -68,8 +68,9 @@ class TaskModule(L.LightningModule):
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         images, targets = batch
         outputs = self.model(images)
-        losses = self.model.loss(outputs, targets)
-        if isinstance(losses["loss"], torch.Tensor):
+        # test-time augmentation replaces raw detect outputs by merged boxes: no loss to compute then
+        losses = {} if getattr(self.model, "tta", False) else self.model.loss(outputs, targets)
+        if isinstance(losses.get("loss"), torch.Tensor):
             self.log("val/loss", losses["loss"], on_epoch=True, batch_size=images.shape[0], sync_dist=True)
         for task, metric in self.metrics.items():
             pair = self.model.select(outputs, targets, task)

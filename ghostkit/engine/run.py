@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import GhostkitError
 from ..models.weights import read_checkpoint
-from ..tasks.model import build_task_model, load_pretrained, load_task_model
+from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_task_model
 from .config import TrainConfig
 from .module import TaskModule
 from .multitask import parse_task_weights
@@ -161,11 +161,13 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
 
 
 def validate(weights: str | Path, data: str, out: str | Path | None = None, batch: int = 64, workers: int = 2,
-             threshold: float = 0.5) -> dict:
+             threshold: float = 0.5, tta: bool = False) -> dict:
     """Evaluate a checkpoint on ``data``'s validation set; writes ``metrics.json`` into ``out`` (default: ``val/``
-    beside the weights) and returns the metrics."""
+    beside the weights) and returns the metrics. ``tta``: detection test-time augmentation (flips and scales)."""
     _quiet_lightning()
     model = load_task_model(weights)
+    if tta:
+        enable_tta(model, weights)
     config = model.config
     task = ",".join(config["heads"])
     spec = get_spec(task)

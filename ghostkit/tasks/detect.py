@@ -134,6 +134,9 @@ class DetectHead(nn.Module):
         """Per image ``{"boxes": N x 4 xyxy, "scores": N, "labels": N int64}`` in the coordinates of
         ``image_sizes`` (original ``(H, W)`` per image; default: the network input size), best first."""
         conf = self.conf if conf is None else conf
+        if "detections" in outputs:  # already decoded and merged (test-time augmentation, ``tta_outputs``)
+            return [_rescale({k: v[d["scores"] > conf] for k, v in d.items()}, outputs["image_size"], image_sizes, i)
+                    for i, d in enumerate(outputs["detections"])]
         scores_all = self.class_scores(outputs)
         anchors, (in_h, in_w) = outputs["anchors"], outputs["image_size"]
         results = []
@@ -146,11 +149,8 @@ class DetectHead(nn.Module):
             boxes = self.decode(outputs["bbox_regression"][i, anchor_idx].float(), anchors[anchor_idx].float())
             boxes = clip_boxes_to_image(boxes, (in_h, in_w))
             keep = batched_nms(boxes, scores.float(), labels, self.iou)[: self.max_det]
-            boxes, scores, labels = boxes[keep], scores[keep].float(), labels[keep]
-            if image_sizes is not None:
-                h, w = image_sizes[i]
-                boxes = boxes * boxes.new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])
-            results.append({"boxes": boxes, "scores": scores, "labels": labels})
+            result = {"boxes": boxes[keep], "scores": scores[keep].float(), "labels": labels[keep]}
+            results.append(_rescale(result, (in_h, in_w), image_sizes, i))
         return results
 
     def format_result(self, result: dict, class_names: list[str], **options) -> dict:
@@ -434,6 +434,24 @@ class SSDLiteDetect(DetectHead):
 
 
 @torch.no_grad()
+def _rescale(result: dict, input_size: tuple[int, int], image_sizes: list | None, i: int) -> dict:
+    """Boxes of image ``i`` from network-input pixels to its original size (``image_sizes[i]``; None: as they are)."""
+    if image_sizes is None:
+        return result
+    (in_h, in_w), (h, w) = input_size, image_sizes[i]
+    return {**result, "boxes": result["boxes"] * result["boxes"].new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])}
+
+
+TTA_CONF = 0.001  # merged passes keep every candidate; postprocess applies the caller's threshold afterwards
+
+
+def tta_outputs(model: nn.Module, images: torch.Tensor) -> dict:
+    """Detect outputs of a TaskModel with ``tta`` on: the merged detections of :func:`tta_predict` (network-input
+    pixels), which ``postprocess`` thresholds and rescales like raw outputs."""
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    return {"detections": tta_predict(model, images, conf=TTA_CONF), "image_size": size}
+
+
 def tta_predict(model: nn.Module, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None,
                 scales: tuple[float, ...] = (1.0, 0.83, 1.2), flips: bool = True, task: str = "detect",
                 conf: float | None = None, iou: float | None = None) -> list[dict[str, torch.Tensor]]:
@@ -441,6 +459,7 @@ def tta_predict(model: nn.Module, images: torch.Tensor, image_sizes: list[tuple[
     (B x 3 x H x W, normalised) at each input scale, with and without horizontal flip, and merge the detections
     of all passes by class-wise NMS. Returns ``postprocess``-style results in ``image_sizes`` coordinates."""
     head = model.heads[task]
+    run = getattr(model, "_forward", model)  # a TaskModel's plain forward (its own forward may be the TTA one)
     h, w = images.shape[-2:]
     sizes = image_sizes or [(int(h), int(w))] * images.shape[0]
     passes: list[list[dict]] = []
@@ -448,7 +467,7 @@ def tta_predict(model: nn.Module, images: torch.Tensor, image_sizes: list[tuple[
         x = images if s == 1.0 else F.interpolate(images, size=(max(32, round(h * s)), max(32, round(w * s))),
                                                   mode="bilinear", align_corners=False)
         for flip in (False, True) if flips else (False,):
-            res = head.postprocess(model(x.flip(-1) if flip else x)[task], sizes, conf=conf)
+            res = head.postprocess(run(x.flip(-1) if flip else x)[task], sizes, conf=conf)
             if flip:
                 for r, (_, iw) in zip(res, sizes):
                     r["boxes"] = torch.stack([iw - r["boxes"][:, 2], r["boxes"][:, 1], iw - r["boxes"][:, 0],

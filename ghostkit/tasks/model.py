@@ -19,7 +19,7 @@ from ..models import create_model, reparameterize
 from ..models.weights import read_checkpoint
 from . import build_head, get_head_class
 
-__all__ = ["TaskModel", "build_task_model", "load_task_model", "load_pretrained", "BACKBONE_OUT_INDICES"]
+__all__ = ["TaskModel", "build_task_model", "load_task_model", "load_pretrained", "enable_tta", "BACKBONE_OUT_INDICES"]
 
 # every head sees the stride 4, 8, 16 and 32 stage ends; computing them all costs nothing extra
 BACKBONE_OUT_INDICES = (1, 2, 3, 4)
@@ -43,7 +43,17 @@ class TaskModel(nn.Module):
         self.log_vars = nn.ParameterDict({t: nn.Parameter(torch.zeros(())) for t in heads}) if (
             task_weights == "auto") else None
 
+    tta = False  # detection test-time augmentation in eval mode (``ghostkit val/predict --tta``)
+
     def forward(self, images: torch.Tensor) -> dict[str, object]:
+        outputs = self._forward(images)
+        if self.tta and not self.training and "detect" in self.heads:
+            from .detect import tta_outputs
+
+            outputs["detect"] = tta_outputs(self, images)
+        return outputs
+
+    def _forward(self, images: torch.Tensor) -> dict[str, object]:
         features = self.backbone(images) if self.backbone is not None else None
         return {task: head(features, images) for task, head in self.heads.items()}
 
@@ -136,6 +146,13 @@ def load_task_model(path: str | Path) -> TaskModel:
                             f"shape mismatch: {bad[:3]})")
     model.load_state_dict({k: state[k] for k in own})
     return model.eval()
+
+
+def enable_tta(model: nn.Module, where: str | Path = "model") -> None:
+    """Switch detection test-time augmentation on (models with a detect head, PyTorch checkpoints only)."""
+    if "detect" not in model.heads or not isinstance(model, TaskModel):
+        raise GhostkitError(f"{where}: --tta applies to detection models in PyTorch checkpoints")
+    model.tta = True
 
 
 def load_pretrained(model: TaskModel, path: str | Path) -> str:

@@ -24,7 +24,7 @@ from .spec import TaskData, TaskSpec, get_spec
 __all__ = ["MultiTaskSpec", "parse_tasks", "parse_task_weights"]
 
 
-def parse_tasks(value: str) -> list[str]:
+def parse_tasks(value: str, min_tasks: int = 2) -> list[str]:
     """``"classify,detect"`` → ``["classify", "detect"]``, checked (known, combinable, no repeats)."""
     tasks = [t.strip() for t in value.split(",") if t.strip()]
     for t in tasks:
@@ -35,7 +35,7 @@ def parse_tasks(value: str) -> list[str]:
         raise GhostkitError(f"--task names a task twice: {value}")
     if {"classify", "multilabel"} <= set(tasks):
         raise GhostkitError("--task: classify and multilabel are two forms of one head; pick one")
-    if len(tasks) < 2:
+    if len(tasks) < min_tasks:
         raise GhostkitError(f"--task {value!r}: a multi-task run needs at least two tasks")
     return tasks
 
@@ -63,12 +63,14 @@ def parse_task_weights(value: str | None, tasks: list[str]) -> dict[str, float] 
 
 
 class MultiTaskSpec(TaskSpec):
-    monitor = "score"
+    """The spec of a multi-task run. ``min_tasks=1`` gives a single-task run on the multi-task data pipeline (the
+    same images and transforms as the joint run: the fair baseline of ``benchmarks/multitask.py``)."""
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, min_tasks: int = 2) -> None:
         self.name = task
-        self._tasks = parse_tasks(task)
+        self._tasks = parse_tasks(task, min_tasks)
         self.specs = {t: get_spec(t) for t in self._tasks}
+        self.monitor = "score" if len(self._tasks) > 1 else self.specs[self._tasks[0]].monitor
 
     @property
     def tasks(self) -> list[str]:

@@ -18,7 +18,7 @@ from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_ta
 from .config import TrainConfig
 from .module import TaskModule
 from .multitask import parse_task_weights
-from .spec import TaskData, get_spec
+from .spec import TaskData, TaskSpec, get_spec
 from .trainer import build_trainer
 
 __all__ = ["train", "validate", "write_metrics"]
@@ -103,9 +103,10 @@ def _save_samples(dataset, out_dir: Path, n: int = 8) -> None:
         img.convert("RGB").save(out_dir / f"sample_{i:02d}.png")
 
 
-def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
+def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None = None) -> dict:
     """Train per ``cfg`` into ``cfg.out`` (best.ckpt, last.ckpt, metrics.json/csv, plots, config.yaml) and return
-    the best checkpoint's validation metrics. ``callbacks``: extra Lightning callbacks."""
+    the best checkpoint's validation metrics. ``callbacks``: extra Lightning callbacks; ``spec``: the task spec
+    (default: ``cfg.task``'s)."""
     cfg.validate()
     _quiet_lightning()
     run_dir = Path(cfg.out)
@@ -115,7 +116,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         raise GhostkitError(f"{run_dir}: already holds a run; pass --exist-ok to overwrite or --resume "
                             f"{run_dir / 'last.ckpt'} to continue it")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    spec = get_spec(cfg.task)
+    spec = spec or get_spec(cfg.task)
     monitor = _monitor_key(cfg, spec)
     task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
     if task_weights is not None and len(spec.tasks) == 1:

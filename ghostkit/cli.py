@@ -118,6 +118,8 @@ def predict(
     topk: int = typer.Option(5, help="classes to show per image"),
     threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
     tta: bool = typer.Option(False, "--tta", help="detection: test-time augmentation (flips x scales 1, 0.83, 1.2)"),
+    conf: float = typer.Option(None, help="detection: score threshold (default: the one trained with)"),
+    iou: float = typer.Option(None, help="detection: NMS IoU threshold (default: the one trained with)"),
     max_frames: int = typer.Option(0, help="video / camera: stop after this many frames (0: until the end)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
     save: str = typer.Option(None, help="folder to save pictures of the results in (annotated images, masks, "
@@ -131,7 +133,17 @@ def predict(
         raise GhostkitError(f"--topk must be positive, got {topk}")
     if max_frames < 0:
         raise GhostkitError(f"--max-frames must not be negative, got {max_frames}")
+    if conf is not None and not 0 <= conf < 1:
+        raise GhostkitError(f"--conf must be in [0, 1), got {conf}")
+    if iou is not None and not 0 < iou <= 1:
+        raise GhostkitError(f"--iou must be in (0, 1], got {iou}")
     predictor = load_model(weights, tta=tta)
+    detect = predictor.model.heads["detect"] if "detect" in predictor.model.heads else None
+    if (conf is not None or iou is not None) and detect is None:
+        raise GhostkitError(f"{weights}: --conf and --iou apply to detection models")
+    if detect is not None:
+        detect.conf = detect.conf if conf is None else conf
+        detect.iou = detect.iou if iou is None else iou
     if is_stream(source):
         _predict_stream(predictor, source, max_frames, as_json, save, topk=topk, threshold=threshold)
         return

@@ -243,9 +243,10 @@ def test_train_val_predict_round_trip(tmp_path, capsys):
     tta = json.loads((tmp_path / "val_tta" / "metrics.json").read_text())
     assert 0 <= tta["map"] <= tta["map50"] <= 1 and {"map75", "per_class"} <= set(tta)
     capsys.readouterr()
-    assert main(["predict", "--weights", str(run / "best.ckpt"), "--source", str(src), "--json", "--tta"]) == 0
+    assert main(["predict", "--weights", str(run / "best.ckpt"), "--source", str(src), "--json", "--tta",
+                 "--conf", "0.05"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert all(0 <= d["box"][0] <= d["box"][2] <= 90 for d in line["detections"])
+    assert all(0 <= d["box"][0] <= d["box"][2] <= 90 and d["score"] >= 0.05 for d in line["detections"])
 
     # a video, frame by frame: JSON lines and an annotated video
     import cv2
@@ -282,6 +283,8 @@ def test_bad_video_and_tta_sources(tmp_path, capsys):
         (["--source", str(tmp_path / "missing.mp4")], ["missing.mp4", "no such video"]),
         (["--source", str(broken), "--tta"], ["--tta", "detection"]),
         (["--source", str(broken), "--max-frames", "-1"], ["--max-frames"]),
+        (["--source", str(broken), "--conf", "1.5"], ["--conf"]),
+        (["--source", str(broken), "--conf", "0.4"], ["--conf", "detection models"]),
     ):
         code = main(["predict", "--weights", str(run / "m.ckpt"), *argv])
         err = capsys.readouterr().err

@@ -289,3 +289,35 @@ def test_benchmark_json(capsys):
         assert {"params", "macs", "p50_ms", "p90_ms", "throughput", "peak_mb", "cpu_ms"} <= set(row)
         assert row["p50_ms"] > 0 and row["p90_ms"] >= row["p50_ms"] and row["macs"] > 0
     assert result["speedups"]["fastest_ghostkit_fp32"] in names
+
+
+@pytest.mark.slow
+def test_openvino_export_val_and_predict_match_the_checkpoint(digits_run, tmp_path, capsys):
+    out = tmp_path / "digits.xml"
+    code, stdout, err = _cli(capsys, "export", "--weights", str(digits_run / "best.ckpt"), "--format", "openvino",
+                             "--out", str(out))
+    assert code == 0, err
+    assert out.is_file() and out.with_suffix(".bin").is_file()
+    assert float(stdout.split("max abs diff ")[1].split()[0]) <= 1e-3
+    assert read_onnx_config(make_session(out))["class_names"] == load_task_model(digits_run / "best.ckpt").config[
+        "class_names"]
+    ref = ghostkit_val(digits_run / "best.ckpt", tmp_path / "val_ckpt")
+    got = ghostkit_val(out, tmp_path / "val_ov")
+    assert got["top1"] == pytest.approx(ref["top1"], abs=2e-3)
+    samples = sorted((digits_run / "samples").glob("*.png"))
+    a = Predictor.load(digits_run / "best.ckpt").predict(samples, topk=1)
+    b = Predictor.load(out).predict(samples, topk=1)
+    assert [r["topk"][0]["class"] for r in a] == [r["topk"][0]["class"] for r in b]
+
+
+def ghostkit_val(weights: Path, out: Path) -> dict:
+    import ghostkit
+
+    return ghostkit.val(weights, data="digits", out=out, workers=0)
+
+
+def test_broken_openvino_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "model.xml"
+    bad.write_text("<net><broken")
+    code, _, err = _cli(capsys, "predict", "--weights", str(bad), "--source", str(bad))
+    _one_line_error(code, err, "model.xml", "OpenVINO")

@@ -16,7 +16,7 @@ __all__ = ["export", "benchmark"]
 
 def export(
     weights: str = typer.Option(..., help="checkpoint to export (best.ckpt / last.ckpt)"),
-    format: str = typer.Option("onnx", help="onnx or torchscript"),
+    format: str = typer.Option("onnx", help="onnx, openvino (.xml + .bin) or torchscript"),
     imgsz: tuple[int, int] = typer.Option(None, help="input height and width (default: the training size)"),
     batch: int = typer.Option(1, help="fixed batch size (a runtime feeds bigger batches in chunks)"),
     dynamic: bool = typer.Option(False, "--dynamic", help="free batch, height and width"),

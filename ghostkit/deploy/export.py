@@ -42,7 +42,7 @@ from .runtime import INPUT_NAME, flatten_outputs, make_session, run_session
 
 __all__ = ["export", "ExportResult", "FORMATS", "sample_images", "default_out", "parity", "load_torchscript"]
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript.pt"}
 RTOL = 1e-3
 DEFAULT_OPSET = 17
 # INT8 runs in ORT's own integer kernels (no blocked fp32 layout), where channel padding and split concats only add
@@ -253,6 +253,8 @@ def export(
     start = time.perf_counter()
     _check_options(format, int8, data, batch, opset)
     block = _resolve_align(align) if format == "onnx" and not int8 else 0
+    if format == "openvino":  # OpenVINO does its own layout work; ONNX Runtime's rewrites would only get in its way
+        optimize = False
     if isinstance(weights, TaskModel):
         if out is None:
             raise GhostkitError("export of an in-memory model needs out=PATH")
@@ -292,11 +294,14 @@ def export(
         result.params = sum(int(np.prod(t.dims)) for t in onnx_model.graph.initializer)
         if int8:
             result.int8 = _write_int8(onnx_model, out, model, data, (h, w), log)
+        elif format == "openvino":
+            _write_openvino(onnx_model, out, meta)
         else:
             _atomic_write(onnx_model.SerializeToString(), out)
         got = _run_onnx(out, images, batched)
     result.max_abs_diff, result.tolerance = parity(ref, got)
-    result.size_mb = out.stat().st_size / 2**20
+    result.size_mb = sum(f.stat().st_size for f in (out, out.with_suffix(".bin")) if f.is_file()
+                         and (f == out or format == "openvino")) / 2**20
     log(f"{format}{' int8' if int8 else ''} vs PyTorch on {len(images)} {source} images: max abs diff "
         f"{result.max_abs_diff:.2e} (tolerance {result.tolerance:.1e}{', not applied to INT8' if int8 else ''})")
     if not int8 and not result.max_abs_diff <= result.tolerance:  # also catches NaN
@@ -350,6 +355,26 @@ def _write_int8(onnx_model, out: Path, model: TaskModel, data: str, imgsz: tuple
         return quantize_and_compare(fp32, out, model, data, imgsz, log=log)
     finally:
         fp32.unlink(missing_ok=True)
+
+
+def _write_openvino(onnx_model, out: Path, meta: dict) -> None:
+    """Convert the (plain, FP32) ONNX graph to OpenVINO IR ``out`` (``.xml`` + ``.bin``, weights kept in FP32) with
+    the ghostkit config in its ``rt_info``; written under temporary names, then moved into place."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise GhostkitError("--format openvino needs openvino: pip install 'ghostkit[export]'") from None
+    if out.suffix.lower() != ".xml":
+        raise GhostkitError(f"{out}: an OpenVINO export is an .xml file (its weights go beside it as .bin)")
+    tmp = out.with_name(f".{out.stem}.tmp.xml")
+    with tempfile.TemporaryDirectory() as folder:
+        src = Path(folder) / "model.onnx"
+        src.write_bytes(onnx_model.SerializeToString())
+        ov_model = ov.convert_model(str(src))
+    ov_model.set_rt_info(json.dumps(meta), ["ghostkit"])
+    ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
+    os.replace(tmp, out)
 
 
 def _onnx_model(net: TaskModel, names, example, batched, dynamic, opset, block, passes, meta):

@@ -64,13 +64,62 @@ def unflatten_outputs(tree: dict, tensors: dict[str, torch.Tensor]) -> object:
     return tuple(value) if tree.get("tuple") and isinstance(value, list) else value
 
 
+class OpenVinoSession:
+    """An OpenVINO model (``.xml`` + ``.bin``, compiled for the CPU) behind the parts of ONNX Runtime's session API
+    that ghostkit uses (``get_inputs``, ``get_outputs``, ``run``, ``get_modelmeta``), so :class:`OnnxTaskModel`,
+    :func:`run_session` and the benchmark run it unchanged. The ghostkit config lives in the model's ``rt_info``
+    under ``ghostkit``."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise GhostkitError(f"{path}: OpenVINO models need openvino: pip install 'ghostkit[export]'") from None
+        from types import SimpleNamespace
+
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses with multi-line messages
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise GhostkitError(f"{path}: not a loadable OpenVINO model ({type(e).__name__}: {first})") from None
+        # f32 explicitly: on CPUs with AMX / AVX-512 BF16 the plugin would otherwise compute in bfloat16
+        config = {"INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": "f32"}
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        meta = {"ghostkit": model.get_rt_info(["ghostkit"]).astype(str)} if model.has_rt_info(["ghostkit"]) else {}
+        self._meta = SimpleNamespace(custom_metadata_map=meta)
+        shape = model.inputs[0].get_partial_shape()
+        self._inputs = [SimpleNamespace(name=INPUT_NAME, shape=[d.get_length() if d.is_static else None
+                                                                 for d in shape])]
+        self._outputs = [SimpleNamespace(name=o.get_any_name()) for o in self.compiled.outputs]
+
+    def get_inputs(self) -> list:
+        return self._inputs
+
+    def get_outputs(self) -> list:
+        return self._outputs
+
+    def get_modelmeta(self):
+        return self._meta
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self.request.infer({0: feeds[INPUT_NAME]})
+        by_name = {o.get_any_name(): v for o, v in result.items()}
+        return [np.array(by_name[n]) for n in names]
+
+
 def make_session(path: str | Path | bytes, threads: int | None = None, optimization: str = "all",
                  optimized_path: str | Path | None = None, spinning: bool = True):
-    """An ``onnxruntime.InferenceSession`` on the CPU with graph optimisation ``optimization`` (``"all"`` =
-    ORT_ENABLE_ALL, incl. the blocked-layout transforms; ``"extended"``; ``"basic"``; ``"none"``) and ``threads``
-    intra-op threads (default: every CPU core). ``optimized_path`` saves the graph ORT actually runs.
+    """An ``OpenVinoSession`` for an ``.xml`` file; otherwise an ``onnxruntime.InferenceSession`` on the CPU with
+    graph optimisation ``optimization`` (``"all"`` = ORT_ENABLE_ALL, incl. the blocked-layout transforms;
+    ``"extended"``; ``"basic"``; ``"none"``) and ``threads`` intra-op threads (default: every CPU core).
+    ``optimized_path`` saves the graph ORT actually runs.
     ``spinning=False`` stops idle worker threads from busy-waiting for the next op (ORT's default), which would
     steal the cores from anything else running between inferences (e.g. other runtimes in a benchmark)."""
+    if not isinstance(path, bytes) and Path(path).suffix.lower() == ".xml":
+        return OpenVinoSession(path, threads)
     import onnxruntime as ort
 
     level = ort.GraphOptimizationLevel
@@ -120,7 +169,7 @@ def read_onnx_config(session_or_path) -> dict:
     session = session_or_path if hasattr(session_or_path, "get_modelmeta") else make_session(session_or_path)
     meta = session.get_modelmeta().custom_metadata_map
     if "ghostkit" not in meta:
-        raise GhostkitError(f"{session_or_path}: an ONNX model without ghostkit metadata; export it with "
+        raise GhostkitError(f"{session_or_path}: an exported model without ghostkit metadata; export it with "
                             "`ghostkit export`")
     return json.loads(meta["ghostkit"])
 

@@ -125,9 +125,9 @@ def build_task_model(config: dict) -> TaskModel:
 def load_task_model(path: str | Path) -> TaskModel:
     """Rebuild a :class:`TaskModel` from a ghostkit checkpoint (a training run's ``best.ckpt`` / ``last.ckpt`` or a
     saved model file) without the training code. Raises :class:`GhostkitError` for files that are not ghostkit task
-    checkpoints or whose weights do not fit their config. An exported ``.onnx`` file gives an
-    :class:`~ghostkit.deploy.OnnxTaskModel` (ONNX Runtime) with the same interface."""
-    if Path(path).suffix.lower() == ".onnx":
+    checkpoints or whose weights do not fit their config. An exported ``.onnx`` (ONNX Runtime) or OpenVINO ``.xml``
+    file gives an :class:`~ghostkit.deploy.OnnxTaskModel` with the same interface."""
+    if Path(path).suffix.lower() in (".onnx", ".xml"):
         from ..deploy.runtime import OnnxTaskModel
 
         return OnnxTaskModel(path)

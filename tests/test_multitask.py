@@ -254,3 +254,19 @@ def test_train_val_predict_export_end_to_end(tmp_path, capsys):
     outputs = [o.name for o in onnx.load(str(tmp_path / "joint.onnx")).graph.output]
     assert any(n.startswith("classify") for n in outputs) and any(n.startswith("segment") for n in outputs)
     assert any(n.startswith("detect") for n in outputs)
+
+
+def test_python_api_builds_a_multitask_model_from_parts():
+    import ghostkit
+
+    backbone = ghostkit.create_model("ghostnet_050", features_only=True, out_indices=(1, 2, 3, 4))
+    heads = {"classify": ghostkit.build_head("classify", backbone.feature_info, num_classes=3),
+             "detect": ghostkit.build_head("detect", backbone.feature_info, num_classes=3, arch="fcos",
+                                           strides=[8, 16, 32]),
+             "segment": ghostkit.build_head("segment", backbone.feature_info, num_classes=4)}
+    model = ghostkit.MultiTaskModel(backbone, heads).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 80))
+    assert out["classify"].shape == (2, 3) and out["segment"].shape == (2, 4, 64, 80)
+    assert out["detect"]["cls_logits"].shape[0] == 2
+    assert len(model.postprocess(out, [(64, 80), (128, 160)])) == 2

@@ -19,7 +19,8 @@ from ..models import create_model, reparameterize
 from ..models.weights import read_checkpoint
 from . import build_head, get_head_class
 
-__all__ = ["TaskModel", "build_task_model", "load_task_model", "load_pretrained", "enable_tta", "BACKBONE_OUT_INDICES"]
+__all__ = ["TaskModel", "MultiTaskModel", "build_task_model", "load_task_model", "load_pretrained", "enable_tta",
+           "BACKBONE_OUT_INDICES"]
 
 # every head sees the stride 4, 8, 16 and 32 stage ends; computing them all costs nothing extra
 BACKBONE_OUT_INDICES = (1, 2, 3, 4)
@@ -95,6 +96,10 @@ class TaskModel(nn.Module):
         """Per image ``{task: result dict}``."""
         per_task = {task: head.postprocess(outputs[task], image_sizes) for task, head in self.heads.items()}
         return [{task: res[i] for task, res in per_task.items()} for i in range(len(image_sizes))]
+
+
+# the name the multi-task API is known by: one class serves one head or several
+MultiTaskModel = TaskModel
 
 
 def _take(value, keep: list[int], batch: int, shared: tuple[str, ...]):

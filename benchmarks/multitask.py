@@ -64,7 +64,7 @@ def latency(model: str, imgsz: int, rounds: int, calls: int) -> list[str]:
     return rows
 
 
-def quality(model: str, epochs: int, batch: int, imgsz: int, workers: int) -> list[str]:
+def quality(model: str, epochs: int, batch: int | None, imgsz: int, workers: int) -> list[str]:
     results, seconds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for tasks in [TASKS, *[[t] for t in TASKS]]:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--train", action="store_true", help="also train the four models and compare metrics")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=None, help="default: the multi-task default (16)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, {args.model}, {args.imgsz} px")

@@ -66,6 +66,8 @@ class MultiTaskSpec(TaskSpec):
     """The spec of a multi-task run. ``min_tasks=1`` gives a single-task run on the multi-task data pipeline (the
     same images and transforms as the joint run: the fair baseline of ``benchmarks/multitask.py``)."""
 
+    default_batch = 16
+
     def __init__(self, task: str, min_tasks: int = 2) -> None:
         self.name = task
         self._tasks = parse_tasks(task, min_tasks)

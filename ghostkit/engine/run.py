@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import warnings
@@ -117,6 +118,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
                             f"{run_dir / 'last.ckpt'} to continue it")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = spec or get_spec(cfg.task)
+    if cfg.batch is None:
+        cfg = dataclasses.replace(cfg, batch=spec.default_batch)
     monitor = _monitor_key(cfg, spec)
     task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
     if task_weights is not None and len(spec.tasks) == 1:

@@ -81,6 +81,7 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
 class SegmentSpec(TaskSpec):
     name = "segment"
     monitor = "miou"
+    default_batch = 16  # 1000 built-in images: more optimizer steps per epoch train faster on CPU
 
     def __init__(self) -> None:
         self._metrics: weakref.ref | None = None  # the latest metrics module, whose samples plots() draws

@@ -36,6 +36,7 @@ class TaskSpec:
 
     name: str
     monitor: str
+    default_batch = 64  # --batch when not given
 
     def build_data(self, cfg) -> TaskData:
         raise NotImplementedError

@@ -104,6 +104,8 @@ def ablation(model_name: str, imgsz: int, threads: int, rounds: int) -> None:
             "depthwise convs kept FP32": (plain.path, Int8Options(skip_depthwise=True)),
             "first conv + classifier kept FP32": (plain.path, Int8Options(skip_ends=True)),
             "only Conv quantised": (plain.path, Int8Options(op_types=("Conv",))),
+            "only Conv quantised, depthwise FP32": (plain.path, Int8Options(op_types=("Conv",), skip_depthwise=True)),
+            "QOperator u8s8 per-channel": (plain.path, Int8Options(qoperator=True)),
             "from the aligned + split graph": (aligned, Int8Options()),
         }
         qpaths = {"fp32 ghostkit export default": paths["ghostkit export default"],

@@ -31,7 +31,8 @@ class Int8Options:
     in FP32; ``activation_int8``: signed activations (``QInt8``; default ``QUInt8``, what x86 VNNI kernels take);
     ``reduce_range``: 7-bit weights (for CPUs without VNNI); ``method``: calibration (``minmax``, ``entropy``,
     ``percentile``); ``op_types``: the op types to quantise (default: all ORT can); ``preprocess``: ORT's
-    ``quant_pre_process`` (shape inference, portable fusions) first."""
+    ``quant_pre_process`` (shape inference, portable fusions) first; ``qoperator``: write ``QLinearConv``-style
+    integer ops directly instead of QDQ pairs."""
 
     per_channel: bool = True
     skip_depthwise: bool = False
@@ -41,6 +42,7 @@ class Int8Options:
     method: str = "minmax"
     op_types: tuple[str, ...] | None = None
     preprocess: bool = True
+    qoperator: bool = False
 
 
 DEFAULT_INT8 = Int8Options()
@@ -99,7 +101,8 @@ def quantize_onnx(fp32: str | Path, out: str | Path, batches: list[np.ndarray],
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         quantize_static(
-            str(src), str(Path(tmp) / "int8.onnx"), _reader(batches), quant_format=QuantFormat.QDQ,
+            str(src), str(Path(tmp) / "int8.onnx"), _reader(batches),
+            quant_format=QuantFormat.QOperator if opts.qoperator else QuantFormat.QDQ,
             per_channel=opts.per_channel, reduce_range=opts.reduce_range,
             activation_type=QuantType.QInt8 if opts.activation_int8 else QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=methods[opts.method],

@@ -132,6 +132,7 @@ def test_metrics_y_channel_psnr_and_identical_baseline() -> None:
     assert values["psnr"] == pytest.approx(-20 * math.log10(y_step), abs=1e-3)
     assert values["psnr_rgb"] == pytest.approx(40.0, abs=1e-3)
     assert values["psnr_baseline"] == 100.0  # identical images: the cap, not inf
+    assert values["psnr_baseline_rgb"] == 100.0
     assert values["ssim_baseline"] == pytest.approx(1.0, abs=1e-6)
     json.dumps(values, allow_nan=False)
     assert rgb_to_y(torch.ones(1, 3, 1, 1)).item() == pytest.approx(235 / 255)

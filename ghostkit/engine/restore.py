@@ -2,9 +2,10 @@
 
 Metrics follow the super-resolution literature: PSNR and SSIM on the luma (Y, ITU-R BT.601 studio range, as
 MATLAB's ``rgb2ycbcr``) of outputs clamped to [0, 1], after cropping ``scale`` px off every border, averaged per
-image. ``psnr_rgb`` is the same PSNR on the three RGB channels. ``psnr_baseline`` / ``ssim_baseline`` score what the
-model starts from: the bicubic upscale of the input (super-resolution) or the noisy input itself (denoising); the
-head returns it next to its output (``outputs["baseline"]``), since the targets hold only the clean image. A
+image. ``psnr_rgb`` is the same PSNR on the three RGB channels (the convention of colour denoising papers), and
+``psnr_baseline_rgb`` the baseline's. ``psnr_baseline`` / ``ssim_baseline`` score what the model starts from:
+the bicubic upscale of the input (super-resolution) or the noisy input itself (denoising); the head returns it
+next to its output (``outputs["baseline"]``), since the targets hold only the clean image. A
 per-image PSNR is capped at 100 dB so that identical images give a finite value (metrics.json stays valid JSON).
 """
 
@@ -34,7 +35,8 @@ def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
 
 
 class RestoreMetrics(nn.Module):
-    """``psnr``, ``ssim`` (Y channel), ``psnr_rgb``, and the baseline's ``psnr_baseline``, ``ssim_baseline``.
+    """``psnr``, ``ssim`` (Y channel), ``psnr_rgb``, and the baseline's ``psnr_baseline``, ``ssim_baseline``,
+    ``psnr_baseline_rgb``.
 
     ``update(outputs, targets)``: the head's ``{"image", "baseline"}`` (``B x 3 x H x W``) and the clean targets.
     """
@@ -43,7 +45,8 @@ class RestoreMetrics(nn.Module):
         super().__init__()
         self.border = scale
         psnr = dict(data_range=1.0, dim=(1, 2, 3), reduction="none")  # per image, averaged in compute
-        self.psnr, self.psnr_rgb, self.psnr_baseline = (PeakSignalNoiseRatio(**psnr) for _ in range(3))
+        self.psnr, self.psnr_rgb, self.psnr_baseline, self.psnr_baseline_rgb = (
+            PeakSignalNoiseRatio(**psnr) for _ in range(4))
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.ssim_baseline = StructuralSimilarityIndexMeasure(data_range=1.0)
 
@@ -59,6 +62,7 @@ class RestoreMetrics(nn.Module):
         self.psnr.update(py, ty)
         self.psnr_rgb.update(pred, target)
         self.psnr_baseline.update(by, ty)
+        self.psnr_baseline_rgb.update(base, target)
         self.ssim.update(py, ty)
         self.ssim_baseline.update(by, ty)
 
@@ -72,6 +76,7 @@ class RestoreMetrics(nn.Module):
             "psnr_baseline": mean_psnr(self.psnr_baseline),
             "ssim_baseline": float(self.ssim_baseline.compute()),
             "psnr_rgb": mean_psnr(self.psnr_rgb),
+            "psnr_baseline_rgb": mean_psnr(self.psnr_baseline_rgb),
         }
 
     def reset(self) -> None:

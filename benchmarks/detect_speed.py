@@ -125,7 +125,7 @@ def tta_table(args: argparse.Namespace) -> None:
                 metric.update(fn(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets["detect"]])
         wall = time.perf_counter() - t
         r = metric.compute()
-        results[name] = (float(r["map50"]), float(r["map"]), wall)
+        results[name] = (float(r["map_50"]), float(r["map"]), wall)
     print(f"\n{args.weights} on {args.data} val ({len(data.val)} images)\n")
     print("| inference | map50 | map | wall (s) |")
     print("| --- | ---: | ---: | ---: |")

@@ -122,6 +122,18 @@ def test_degradation_downscales_adds_noise_and_is_reproducible() -> None:
     assert abs(float((a - hr).std()) - 25 / 255) < 0.02
 
 
+def test_jpeg_degradation_is_lossy_deterministic_and_checked() -> None:
+    hr = torch.rand(3, 48, 48)
+    jpeg = Degradation(1, (0.0, 0.0), jpeg=20)
+    a, b = jpeg(hr), jpeg(hr)
+    assert torch.equal(a, b) and a.shape == hr.shape and not jpeg.identity
+    assert 0.01 < float((a - hr).abs().mean()) < 0.3  # compression artefacts, but still the image
+    assert float((Degradation(1, (0.0, 0.0), jpeg=95)(hr) - hr).abs().mean()) < float((a - hr).abs().mean())
+    for bad in (-1, 101):
+        with pytest.raises(GhostkitError, match="--jpeg"):
+            Degradation.parse(2, "0", bad)
+
+
 def test_metrics_y_channel_psnr_and_identical_baseline() -> None:
     target = torch.rand(2, 3, 40, 40) * 0.8
     metrics = RestoreMetrics(scale=2)

@@ -6,8 +6,8 @@ Layouts (``--data``):
   ``scale`` (``F.interpolate(mode="bicubic", antialias=True)``, the a = -0.5 kernel of PIL and MATLAB's
   ``imresize``; the result is rounded to 8-bit levels as a saved low-resolution image would be), then Gaussian
   noise of sigma ``noise`` on the 0-255 scale (a fixed value, or drawn uniformly from a range like ``0-50`` per
-  sample), clipped to [0, 1]. JPEG artefacts are not synthesised. A missing ``val/`` is split off ``train/``
-  (``val_fraction``, ``seed``).
+  sample), clipped to [0, 1], and with ``--jpeg Q`` JPEG compression at quality Q (deterministic). A missing
+  ``val/`` is split off ``train/`` (``val_fraction``, ``seed``).
 - paired: ``lr/`` + ``hr/`` folders (at the top level, split into train/val like a missing ``val/``, or inside
   ``train/`` and ``val/``) whose file names match by stem; the low-quality inputs are used as they are (``noise``
   is not added) and each ``hr`` image must be ``scale`` x its ``lr`` image (``hr // scale == lr`` per side, so an
@@ -90,20 +90,24 @@ def parse_noise(noise: str | float | int) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Degradation:
-    """Bicubic downscaling by ``scale`` (1..4) then Gaussian noise with sigma drawn from ``sigma`` (0-255 scale)."""
+    """Bicubic downscaling by ``scale`` (1..4), Gaussian noise with sigma drawn from ``sigma`` (0-255 scale), then
+    JPEG compression at quality ``jpeg`` (1..100; 0: none) with torchvision's libjpeg encoder."""
 
     scale: int = 2
     sigma: tuple[float, float] = (0.0, 0.0)
+    jpeg: int = 0
 
     @classmethod
-    def parse(cls, scale: int, noise: str | float | int) -> Degradation:
+    def parse(cls, scale: int, noise: str | float | int, jpeg: int = 0) -> Degradation:
         if not isinstance(scale, int) or not 1 <= scale <= 4:
             raise GhostkitError(f"--scale must be 1, 2, 3 or 4, got {scale!r}")
-        return cls(scale, parse_noise(noise))
+        if not isinstance(jpeg, int) or not 0 <= jpeg <= 100:
+            raise GhostkitError(f"--jpeg must be a JPEG quality 1..100 (0: no JPEG), got {jpeg!r}")
+        return cls(scale, parse_noise(noise), jpeg)
 
     @property
     def identity(self) -> bool:
-        return self.scale == 1 and self.sigma[1] == 0
+        return self.scale == 1 and self.sigma[1] == 0 and self.jpeg == 0
 
     def __call__(self, hr: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Clean ``3 x H x W`` in [0, 1] (H, W multiples of the scale) → degraded ``3 x H/s x W/s`` in [0, 1]."""
@@ -116,6 +120,11 @@ class Degradation:
         if hi > 0:
             sigma = lo + (hi - lo) * float(torch.rand((), generator=generator))
             lr = (lr + torch.randn(lr.shape, generator=generator) * (sigma / 255)).clamp(0, 1)
+        if self.jpeg:
+            from torchvision.io import decode_jpeg, encode_jpeg
+
+            data = encode_jpeg((lr * 255).round().to(torch.uint8), quality=self.jpeg)
+            lr = decode_jpeg(data).float() / 255
         return lr
 
 

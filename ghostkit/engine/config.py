@@ -57,6 +57,7 @@ class TrainConfig:
     max_det: int = 100  # detect: detections kept per image
     scale: int = 2  # restore: super-resolution factor 1..4 (1: denoise only)
     noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
+    jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
     width: int = 32  # restore: network width (channels)
     depth: int = 6  # restore: number of ghost blocks
     pretrained: str | None = None  # official / timm / ghostkit weights for the backbone (and classifier conv)
@@ -159,6 +160,7 @@ HELP: dict[str, str] = {
     "max_det": "detect: detections kept per image",
     "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
+    "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
     "width": "restore: network width",
     "depth": "restore: number of ghost blocks",
     "pretrained": "backbone weights (official, timm or ghostkit file) for transfer learning",

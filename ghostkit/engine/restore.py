@@ -95,7 +95,7 @@ class RestoreSpec(TaskSpec):
         self._data = None  # the last data built, for metrics() (see there)
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        d = build_restore_data(cfg.data, Degradation.parse(cfg.scale, cfg.noise), patch=cfg.imgsz,
+        d = build_restore_data(cfg.data, Degradation.parse(cfg.scale, cfg.noise, cfg.jpeg), patch=cfg.imgsz,
                                val_fraction=cfg.val_fraction, seed=cfg.seed)
         self._data = d
         return TaskData(d.train, d.val, {self.name: []}, d.patch, [0.0] * 3, [1.0] * 3, restore_collate)
@@ -109,7 +109,7 @@ class RestoreSpec(TaskSpec):
         paired = self._data.paired_scale if self._data is not None else None
         if paired is not None and paired != cfg.scale:
             raise GhostkitError(f"{cfg.data}: the lr/ + hr/ pairs are x{paired}, but --scale is {cfg.scale}")
-        return {"scale": cfg.scale, "width": cfg.width, "depth": cfg.depth, "noise": str(cfg.noise)}
+        return {"scale": cfg.scale, "width": cfg.width, "depth": cfg.depth, "noise": str(cfg.noise), "jpeg": cfg.jpeg}
 
     def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
         # `ghostkit val` builds the data from default options, not the model's scale and noise: re-target the
@@ -119,7 +119,7 @@ class RestoreSpec(TaskSpec):
             if val.paired_scale is not None and val.paired_scale != head.scale:
                 raise GhostkitError(f"{cfg.data}: the lr/ + hr/ pairs are x{val.paired_scale}, but the model is "
                                     f"x{head.scale}")
-            val.configure(Degradation(head.scale, parse_noise(head.noise)))
+            val.configure(Degradation(head.scale, parse_noise(head.noise), head.jpeg))
         return RestoreMetrics(head.scale)
 
 

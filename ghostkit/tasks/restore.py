@@ -81,6 +81,7 @@ class RestoreHead(nn.Module):
         depth: number of residual ghost blocks.
         noise: the training noise sigma (0-255 scale, e.g. "25" or "0-50"); recorded so that validation can
             synthesise the same degradation. The network does not use it.
+        jpeg: the training JPEG quality (0: none), recorded likewise.
         tile: input tile size in px for inference on large images (0: never tile).
         tile_overlap: context in input px around each tile.
     """
@@ -95,6 +96,7 @@ class RestoreHead(nn.Module):
         width: int = 32,
         depth: int = 6,
         noise: str = "0",
+        jpeg: int = 0,
         tile: int = 256,
         tile_overlap: int = 16,
     ) -> None:
@@ -106,6 +108,7 @@ class RestoreHead(nn.Module):
         if tile < 0 or tile_overlap < 0 or (tile and tile <= 2 * tile_overlap):
             raise GhostkitError(f"restore: tile ({tile}) must be 0 or more than twice tile_overlap ({tile_overlap})")
         self.scale, self.noise, self.tile, self.tile_overlap = scale, str(noise), tile, tile_overlap
+        self.jpeg = jpeg
         self.conv_first = nn.Conv2d(3, width, 3, 1, 1)
         self.body = drop_batchnorm(nn.Sequential(*[GhostBottleneck(width, 2 * width, width) for _ in range(depth)]))
         self.conv_body = nn.Conv2d(width, width, 3, 1, 1)

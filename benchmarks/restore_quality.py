@@ -7,7 +7,7 @@
 2. Throughput of the x2 model on a 256 x 256 input (512 x 512 output) against bicubic interpolation alone, with the
    model's parameters and MACs.
 
-    .venv/bin/python benchmarks/restore_quality.py                 # both trainings (about 2 x 15 min on 2 cores)
+    .venv/bin/python benchmarks/restore_quality.py                 # both trainings (2-4 min each on 2 cores)
     .venv/bin/python benchmarks/restore_quality.py --skip-train    # throughput only
 """
 

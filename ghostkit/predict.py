@@ -172,8 +172,9 @@ def render_result(model: TaskModel, image: Image.Image, result: dict, class_name
         if len(result) == 1:
             return drawn
         pictures.update({f"{task}_{k}" if k else task: v for k, v in drawn.items()})
-        on_top = head.render(combined, result[task], class_names.get(task, []))
-        combined = on_top.get("overlay", on_top.get("", combined))
+        if task != "restore":  # the restored image has the network's size: drawn on its own only
+            on_top = head.render(combined, result[task], class_names.get(task, []))
+            combined = on_top.get("overlay", on_top.get("", combined))
     pictures["all"] = combined
     return pictures
 

@@ -22,7 +22,7 @@ TASKS = ["classify", "detect", "segment"]
 
 def _model_and_batch(tasks=TASKS, task_weights=None, n: int = 4):
     spec = MultiTaskSpec(",".join(tasks))
-    cfg = TrainConfig(task=",".join(tasks), data="shapes", model="ghostnet_050", imgsz=64)
+    cfg = TrainConfig(task=",".join(tasks), data="shapes", model="ghostnet_050", imgsz=64, scale=1, noise="25")
     data = spec.build_data(cfg)
     config = {"backbone": {"name": "ghostnet_050", "kwargs": {}}, "heads": spec.head_configs(cfg, data),
               "class_names": data.class_names, "imgsz": [64, 64], "task_weights": task_weights}
@@ -177,14 +177,36 @@ def _one_line_error(capsys, argv: list[str], *words: str) -> None:
         assert word in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("task, words", [
-    ("classify,bogus", ["bogus"]),
-    ("classify,restore", ["restore", "alone"]),
-    ("detect,detect", ["twice"]),
-    ("classify,multilabel", ["pick one"]),
+@pytest.mark.parametrize("task, extra, words", [
+    ("classify,bogus", [], ["bogus"]),
+    ("detect,detect", [], ["twice"]),
+    ("classify,multilabel", [], ["pick one"]),
+    ("classify,restore", ["--noise", "25"], ["--scale 2", "denoises"]),  # --scale defaults to 2
+    ("classify,restore", ["--scale", "1"], ["--noise"]),
 ])
-def test_bad_task_lists(capsys, tmp_path, task, words):
-    _one_line_error(capsys, ["train", "--task", task, "--data", "shapes", "--out", str(tmp_path / "r")], *words)
+def test_bad_task_lists(capsys, tmp_path, task, extra, words):
+    _one_line_error(capsys, ["train", "--task", task, "--data", "shapes", *extra, "--out", str(tmp_path / "r")],
+                    *words)
+
+
+def test_restore_joins_as_denoising_of_the_shared_input():
+    from ghostkit.data.restore import Degradation
+
+    data = build_multitask_data("shapes", ["classify", "restore"], 64, degradation=Degradation.parse(1, "25"))
+    image, target = data.val[3]
+    again, _ = data.val[3]
+    assert torch.equal(image, again)  # reproducible validation noise
+    clean = target["restore"]
+    assert clean.shape == (3, 64, 64) and 0 <= clean.min() and clean.max() <= 1
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    noise = (image * std + mean) - clean
+    assert 0.05 < float(noise.std()) < 0.15  # sigma 25 / 255, clipped at 0 and 1
+    model, images, targets = _model_and_batch(tasks=["classify", "restore"])
+    assert model.heads["restore"].in_mean is not None
+    model.eval()
+    out = model(images)["restore"]
+    # the untrained restore head returns its (un-normalised) input: the noisy image in [0, 1]
+    assert torch.allclose(out["image"], images * std + mean, atol=1e-5)
 
 
 def test_data_lacking_a_task_is_an_error(capsys, tmp_path):

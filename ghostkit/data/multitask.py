@@ -11,6 +11,9 @@ same bad-input errors); targets of one image are merged by its file path:
 * YOLO / VOC / WIDER FACE folders: boxes; ``images/`` + ``masks/`` or VOC ``SegmentationClass``: masks;
   ``train/<class>/``: single-label classes; ``images/`` + ``train.csv``: multi-label classes.
 
+A ``restore`` head (denoising, ``--scale 1``) gets every image: the run degrades each one (``--noise``, ``--jpeg``)
+before the other heads see it too, and learns the clean image back.
+
 An image without some task's target is kept: that head's loss and metrics skip it (``present`` in the batch).
 An image in the validation split of any task is a validation image for all. The same task in two sources must
 have the same class list. Transforms keep every target aligned: photometric distortion → horizontal flip → resize
@@ -35,32 +38,38 @@ from ..errors import GhostkitError
 from .classify import IMAGENET_MEAN, IMAGENET_STD, build_classify_data
 from .detect import build_detect_data, detect_format
 from .images import read_image
+from .restore import Degradation
 from .segment import CocoMask, build_segment_data, find_voc_root, read_mask
 from .synthetic import SHAPE_CLASSES, make_shapes
 
 __all__ = ["MultiTaskData", "MultiTaskDataset", "build_multitask_data", "collate_multitask", "multitask_transforms",
            "MULTITASK_TASKS"]
 
-MULTITASK_TASKS = ("classify", "multilabel", "detect", "segment")
+MULTITASK_TASKS = ("classify", "multilabel", "detect", "segment", "restore")
 SHAPES_TRAIN, SHAPES_VAL = 1000, 200
 # an item: (image path or uint8 H x W x 3 array, {task: target}); targets as the single-task readers give them
 Item = tuple[Any, dict[str, Any]]
 
 
-def multitask_transforms(imgsz: int, train: bool, mean: Sequence[float] = IMAGENET_MEAN,
-                         std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
-    """Joint transform of ``(Image, {"boxes": BoundingBoxes, "mask": Mask, ...})`` (see the module docstring)."""
+def multitask_transforms(imgsz: int, train: bool) -> v2.Compose:
+    """Joint transform of ``(Image, {"boxes": BoundingBoxes, "mask": Mask, ...})`` → float32 in [0, 1] (see the
+    module docstring); the dataset normalises after the optional restoration degradation."""
     ops: list[Any] = [v2.RandomPhotometricDistort(p=0.5), v2.RandomHorizontalFlip()] if train else []
-    return v2.Compose([*ops, v2.Resize((imgsz, imgsz), antialias=True), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(list(mean), list(std))])
+    return v2.Compose([*ops, v2.Resize((imgsz, imgsz), antialias=True), v2.ToDtype(torch.float32, scale=True)])
 
 
 class MultiTaskDataset(Dataset):
-    """Items → ``(float32 3 x S x S, {task: target})`` with only the tasks the image has; targets as the single-task
-    datasets return them (class index, multi-hot float vector, ``{"boxes", "labels", "index"}``, int64 mask)."""
+    """Items → ``(float32 3 x S x S normalised, {task: target})`` with only the tasks the image has; targets as the
+    single-task datasets return them (class index, multi-hot float vector, ``{"boxes", "labels", "index"}``, int64
+    mask). With ``degradation`` (a restore head in the run) every image is degraded before normalisation, so all
+    heads see the degraded image, and its clean version (3 x S x S in [0, 1]) is the ``restore`` target; validation
+    degradations are reproducible (a generator seeded with the item's index)."""
 
-    def __init__(self, items: Sequence[Item], transform: Any) -> None:
-        self.items, self.transform = list(items), transform
+    def __init__(self, items: Sequence[Item], transform: Any, degradation: Degradation | None = None,
+                 train: bool = True, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
+        self.items, self.transform, self.degradation, self.train = list(items), transform, degradation, train
+        self.mean, self.std = list(mean), list(std)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -89,7 +98,12 @@ class MultiTaskDataset(Dataset):
                                     f"{mask.shape[1]} x {mask.shape[0]}, its image {size[1]} x {size[0]}")
             sample["mask"] = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask).copy()))
         image, sample = self.transform(image, sample)
+        image = image.as_subclass(torch.Tensor)
         out: dict[str, Any] = {}
+        if self.degradation is not None:
+            generator = None if self.train else torch.Generator().manual_seed(index)
+            out["restore"], image = image, self.degradation(image, generator)
+        image = v2.functional.normalize(image, self.mean, self.std)
         if "classify" in targets:
             out["classify"] = int(targets["classify"])
         if "multilabel" in targets:
@@ -99,7 +113,7 @@ class MultiTaskDataset(Dataset):
                              "labels": sample["labels"], "index": torch.tensor(index)}
         if "segment" in targets:
             out["segment"] = sample["mask"].as_subclass(torch.Tensor).long()
-        return image.as_subclass(torch.Tensor), out
+        return image, out
 
 
 def collate_multitask(tasks: Sequence[str]):
@@ -204,8 +218,9 @@ def _read_source(root: Path, tasks: Sequence[str], imgsz: int, val_fraction: flo
 
 
 def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = None, val_fraction: float = 0.2,
-                         seed: int = 0) -> MultiTaskData:
-    """Resolve ``--data`` (one or more comma-separated sources, see the module docstring) for ``tasks``."""
+                         seed: int = 0, degradation: Degradation | None = None) -> MultiTaskData:
+    """Resolve ``--data`` (one or more comma-separated sources, see the module docstring) for ``tasks``;
+    ``degradation`` for a ``restore`` head (every image then has a restore target: its clean self)."""
     imgsz = imgsz or (64 if data == "shapes" else 320)
     if imgsz < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
@@ -217,7 +232,8 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
         if source == "shapes":
             train += _shapes(tasks, SHAPES_TRAIN, 0, imgsz)
             val += _shapes(tasks, SHAPES_VAL, 1, imgsz)
-            names = {t: (["background", *SHAPE_CLASSES] if t == "segment" else list(SHAPE_CLASSES)) for t in tasks}
+            names = {t: (["background", *SHAPE_CLASSES] if t == "segment" else list(SHAPE_CLASSES)) for t in tasks
+                     if t != "restore"}
         else:
             root = Path(source)
             if not root.is_dir():
@@ -231,11 +247,14 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
                                     f"{where[task]} {class_names[task][:5]}")
             class_names.setdefault(task, task_names)
             where.setdefault(task, source)
-    missing = [t for t in tasks if not any(t in targets for _, targets in train)]
+    missing = [t for t in tasks if t != "restore" and not any(t in targets for _, targets in train)]
     if missing:
         raise GhostkitError(f"{data}: no training image has a target for {', '.join(missing)} (tasks: "
                             f"{', '.join(tasks)})")
     if not val:
         raise GhostkitError(f"{data}: the validation set is empty")
-    return MultiTaskData(MultiTaskDataset(train, multitask_transforms(imgsz, True)),
-                         MultiTaskDataset(val, multitask_transforms(imgsz, False)), class_names, imgsz)
+    if "restore" in tasks:
+        class_names["restore"] = []
+    return MultiTaskData(MultiTaskDataset(train, multitask_transforms(imgsz, True), degradation, train=True),
+                         MultiTaskDataset(val, multitask_transforms(imgsz, False), degradation, train=False),
+                         class_names, imgsz)

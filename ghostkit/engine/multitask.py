@@ -5,8 +5,9 @@ task apply to it alone: ``--head fcos,deeplabv3`` gives each task the head it na
 named keeps its default). ``--task-weights detect=1,segment=0.5`` weights the losses (unnamed tasks: 1), ``auto``
 learns them (``TaskModel``). Validation computes every task's metrics; the combined ``score`` is the mean of the
 tasks' primary metrics (classify top1, multilabel map, detect map, segment miou: all in [0, 1]) and picks the best
-checkpoint unless ``--monitor TASK/KEY`` names another. Restoration is not combinable: its head does not use the
-backbone and its input is the degraded image, so it would share nothing with the other heads.
+checkpoint unless ``--monitor TASK/KEY`` names another; restoration adds its SSIM. Restoration joins as denoising
+(``--scale 1`` with ``--noise`` and / or ``--jpeg``): every image is degraded, all heads read the degraded image
+and the restore head learns the clean one back (it un-normalises its input itself).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from torch import nn
 
 from ..data.multitask import MULTITASK_TASKS, build_multitask_data, collate_multitask
+from ..data.restore import Degradation
 from ..errors import GhostkitError
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, get_spec
@@ -29,8 +31,7 @@ def parse_tasks(value: str, min_tasks: int = 2) -> list[str]:
     tasks = [t.strip() for t in value.split(",") if t.strip()]
     for t in tasks:
         if t not in MULTITASK_TASKS:
-            hint = " (restoration trains alone)" if t == "restore" else ""
-            raise GhostkitError(f"--task: {t!r} cannot be combined{hint}; combinable: {', '.join(MULTITASK_TASKS)}")
+            raise GhostkitError(f"--task: {t!r} is not a task; combinable: {', '.join(MULTITASK_TASKS)}")
     if len(set(tasks)) != len(tasks):
         raise GhostkitError(f"--task names a task twice: {value}")
     if {"classify", "multilabel"} <= set(tasks):
@@ -80,7 +81,8 @@ class MultiTaskSpec(TaskSpec):
 
     @property
     def monitors(self) -> dict[str, str]:
-        return {t: s.monitor for t, s in self.specs.items()}
+        # restoration's primary metric, PSNR, is in dB; its SSIM (in [0, 1] like the others) enters the score
+        return {t: "ssim" if t == "restore" else s.monitor for t, s in self.specs.items()}
 
     def task_cfg(self, cfg: TrainConfig, task: str) -> TrainConfig:
         """``cfg`` as the single-task spec of ``task`` should see it (its own ``--head``)."""
@@ -96,14 +98,25 @@ class MultiTaskSpec(TaskSpec):
         return dataclasses.replace(cfg, task=task, head=mine[0] if mine else None)
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        d = build_multitask_data(cfg.data, self._tasks, cfg.imgsz, cfg.val_fraction, cfg.seed)
+        degradation = None
+        if "restore" in self._tasks:
+            if cfg.scale != 1:
+                raise GhostkitError(f"--scale {cfg.scale}: restoration in a multi-task run denoises (--scale 1), since "
+                                    "every head reads the same input")
+            degradation = Degradation.parse(1, cfg.noise, cfg.jpeg)
+            if degradation.identity:
+                raise GhostkitError("restoration in a multi-task run needs a degradation: --noise (e.g. 25) or --jpeg")
+        d = build_multitask_data(cfg.data, self._tasks, cfg.imgsz, cfg.val_fraction, cfg.seed, degradation)
         if "detect" in self.specs:  # its plots draw on the validation images
             self.specs["detect"].attach_val(d.val)
         return TaskData(d.train, d.val, d.class_names, d.imgsz, list(d.mean), list(d.std),
                         collate_multitask(self._tasks))
 
     def head_configs(self, cfg: TrainConfig, data: TaskData) -> dict[str, dict]:
-        return {t: s.head_config(self.task_cfg(cfg, t), data) for t, s in self.specs.items()}
+        configs = {t: s.head_config(self.task_cfg(cfg, t), data) for t, s in self.specs.items()}
+        if "restore" in configs:  # its input is the normalised image the other heads need
+            configs["restore"].update(mean=list(data.mean), std=list(data.std))
+        return configs
 
     def task_metrics(self, class_names: dict[str, list[str]], cfg: TrainConfig, heads) -> dict[str, nn.Module]:
         return {t: s.metrics(class_names.get(t, []), self.task_cfg(cfg, t), heads[t]) for t, s in self.specs.items()}

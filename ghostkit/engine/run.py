@@ -175,8 +175,10 @@ def validate(weights: str | Path, data: str, out: str | Path | None = None, batc
     config = model.config
     task = ",".join(config["heads"])
     spec = get_spec(task)
+    restore = {k: config["heads"]["restore"][k] for k in ("scale", "noise", "jpeg")
+               if k in config["heads"].get("restore", {})}  # rebuild the degradation the model was trained on
     cfg = TrainConfig(task=task, data=data, model=config["backbone"]["name"], batch=batch, workers=workers,
-                      imgsz=config["imgsz"][0], threshold=threshold).validate()
+                      imgsz=config["imgsz"][0], threshold=threshold, **restore).validate()
     td = spec.build_data(cfg)
     for t in spec.tasks:
         if td.class_names.get(t) != config["class_names"].get(t):

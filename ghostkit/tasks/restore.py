@@ -84,6 +84,7 @@ class RestoreHead(nn.Module):
         jpeg: the training JPEG quality (0: none), recorded likewise.
         tile: input tile size in px for inference on large images (0: never tile).
         tile_overlap: context in input px around each tile.
+        mean, std: the normalisation of the input (multi-task models), undone first; None: input in [0, 1].
     """
 
     needs_backbone = False
@@ -99,6 +100,8 @@ class RestoreHead(nn.Module):
         jpeg: int = 0,
         tile: int = 256,
         tile_overlap: int = 16,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
     ) -> None:
         super().__init__()
         if not (isinstance(scale, int) and 1 <= scale <= 4):
@@ -109,6 +112,10 @@ class RestoreHead(nn.Module):
             raise GhostkitError(f"restore: tile ({tile}) must be 0 or more than twice tile_overlap ({tile_overlap})")
         self.scale, self.noise, self.tile, self.tile_overlap = scale, str(noise), tile, tile_overlap
         self.jpeg = jpeg
+        # a multi-task model feeds every head the normalised image: undo it (None: the input is in [0, 1])
+        norm = mean is not None and std is not None
+        self.register_buffer("in_mean", torch.tensor(mean).view(1, 3, 1, 1) if norm else None, persistent=False)
+        self.register_buffer("in_std", torch.tensor(std).view(1, 3, 1, 1) if norm else None, persistent=False)
         self.conv_first = nn.Conv2d(3, width, 3, 1, 1)
         self.body = drop_batchnorm(nn.Sequential(*[GhostBottleneck(width, 2 * width, width) for _ in range(depth)]))
         self.conv_body = nn.Conv2d(width, width, 3, 1, 1)
@@ -138,6 +145,8 @@ class RestoreHead(nn.Module):
         return out
 
     def forward(self, features: list[torch.Tensor] | None, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.in_mean is not None:
+            images = images * self.in_std + self.in_mean
         images = images.contiguous(memory_format=torch.channels_last)
         baseline = bicubic_upscale(images, self.scale)
         big = self.tile and max(images.shape[-2:]) > self.tile

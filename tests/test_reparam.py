@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from conftest import realistic_bn
 from torch import nn
 
 from ghostkit.models import create_model, is_deployed, list_models, reparameterize
@@ -15,23 +16,7 @@ ALL = list_models()
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     torch.set_num_threads(1)  # one intra-op thread per xdist worker: no oversubscribed OpenMP spinning
 
-SIZE = (96, 80)  # 3 x 3 (odd) maps at stride 32: DFC pooling with a remainder, cheap enough for every variant
-
-
-@torch.no_grad()
-def realistic_bn(model: nn.Module, size: tuple[int, int] = SIZE, seed: int = 0) -> nn.Module:
-    """Random BN affine parameters and running statistics of random images at ``size``, then eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    model.train()
-    for _ in range(2):
-        model(torch.randn(4, 3, *size, generator=g))
-    return model.eval()
+SIZE = (96, 80)  # realistic_bn's default size: 3 x 3 (odd) maps at stride 32, DFC pooling with a remainder
 
 
 def n_params(model: nn.Module) -> int:
@@ -102,7 +87,7 @@ def test_deploy_features_only_dilated(name):
 @pytest.mark.parametrize("name", ["ghostnet_050", "ghostnetv2_100", "ghostnetv3_050"])
 def test_deploy_classifier_output_stride_8(name):
     torch.manual_seed(0)
-    model = realistic_bn(create_model(name, output_stride=8), (64, 48))
+    model = realistic_bn(create_model(name, output_stride=8), [(64, 48)])
     deployed = reparameterize(model)
     assert_deployed(deployed)
     x = torch.randn(2, 3, 64, 48)
@@ -142,7 +127,7 @@ def test_unfoldable_batchnorm_raises(module):
 def test_plain_sequential_folds():
     torch.manual_seed(0)
     seq = realistic_bn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1),
-                                     nn.BatchNorm2d(4)), (16, 16))
+                                     nn.BatchNorm2d(4)), [(16, 16)])
     deployed = reparameterize(seq)
     assert_deployed(deployed)
     assert len(deployed) == 3

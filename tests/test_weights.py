@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import realistic_bn
 from safetensors.torch import save_file
 from torch import nn
 
@@ -22,23 +23,6 @@ timm = pytest.importorskip("timm")
 ALL = list_models()
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     torch.set_num_threads(1)  # one intra-op thread per xdist worker: no oversubscribed OpenMP spinning
-
-
-@torch.no_grad()
-def realistic_bn(model: nn.Module, sizes: list[tuple[int, int]], seed: int = 0) -> nn.Module:
-    """Random BN affine parameters and running statistics measured on random images at ``sizes`` (train-mode
-    passes, cumulative average), then eval mode: fresh BNs are identities and would hide folding/mapping bugs."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    model.train()
-    for size in sizes:
-        model(torch.randn(4, 3, *size, generator=g))
-    return model.eval()
 
 
 def timm_reference(name: str, sizes: list[tuple[int, int]]) -> nn.Module:

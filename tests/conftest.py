@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -22,3 +23,22 @@ def realistic_bn(model: nn.Module, sizes: list[tuple[int, int]] | tuple = ((96, 
     for size in sizes:
         model(torch.randn(4, 3, *size, generator=g))
     return model.eval()
+
+
+def fast_and_plain(model: nn.Module, x: torch.Tensor) -> tuple:
+    """``model(x)`` without autograd through ghostkit's oneDNN fast path (checked to have run; the packed-weight
+    cache is left as it is, so stale entries would show) and again with the path switched off. Skips the test where
+    this PyTorch build lacks the fused op."""
+    from ghostkit.models import layers
+
+    if not layers.fast_path_enabled():
+        pytest.skip("no oneDNN fused convolution in this PyTorch build")
+    with torch.no_grad():
+        fast = model(x)
+        assert len(layers._PACKED) > 0  # the fast path did run
+        try:
+            layers.fast_path_enabled(False)
+            plain = model(x)
+        finally:
+            layers.fast_path_enabled(True)
+    return fast, plain

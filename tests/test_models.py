@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from conftest import fast_and_plain
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -224,20 +225,9 @@ def test_memory_layout_follows_the_input():
 def test_inference_fast_path_matches_and_tracks_weight_updates():
     """CPU inference folds BN into pre-packed oneDNN convolutions on the fly (ghostkit/models/layers.py): the same
     numbers as the modules themselves, and never stale after an optimizer step or a state-dict load."""
-    from ghostkit.models import layers
-
-    if not layers.fast_path_enabled():
-        pytest.skip("no oneDNN fused convolution in this PyTorch build")
 
     def both(model, x):
-        with torch.no_grad():
-            fast = model(x)
-            assert len(layers._PACKED) > 0  # the fast path did run
-            try:
-                layers.fast_path_enabled(False)
-                plain = model(x)
-            finally:
-                layers.fast_path_enabled(True)
+        fast, plain = fast_and_plain(model, x)
         torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-4)
         return fast
 

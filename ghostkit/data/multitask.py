@@ -188,11 +188,18 @@ def _read_source(root: Path, tasks: Sequence[str], imgsz: int, val_fraction: flo
     splits: dict[str, dict[str, dict]] = {"train": {}, "val": {}}
     names: dict[str, list[str]] = {}
     layouts = _layouts(root)
+    detect_data = None  # read once: detect and COCO's image-level labels share it
+
+    def boxes():
+        nonlocal detect_data
+        detect_data = detect_data or build_detect_data(root, imgsz, val_fraction, seed)
+        return detect_data
+
     for task in tasks:
         if task not in layouts:
             continue
         if task == "multilabel" and not (root / "train.csv").is_file():  # COCO: the classes of the boxes
-            d = build_detect_data(root, imgsz, val_fraction, seed)
+            d = boxes()
             n = len(d.class_names)
             names[task] = d.class_names
             for split, ds in (("train", d.train), ("val", d.val)):
@@ -201,7 +208,7 @@ def _read_source(root: Path, tasks: Sequence[str], imgsz: int, val_fraction: flo
                         np.unique(np.asarray(ann["labels"], dtype=np.int64))].sum(axis=0)
             continue
         if task == "detect":
-            d = build_detect_data(root, imgsz, val_fraction, seed)
+            d = boxes()
         elif task == "segment":
             d = build_segment_data(root, imgsz, val_fraction, seed)
         else:

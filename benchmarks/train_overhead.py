@@ -40,7 +40,7 @@ def plain_loop(cfg: TrainConfig, epochs: int) -> list[float]:
     data = spec.build_data(cfg)
     config = {"backbone": {"name": cfg.model, "kwargs": {}}, "heads": {cfg.task: spec.head_config(cfg, data)}}
     model = build_task_model(config).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr or spec.default_lr, weight_decay=cfg.weight_decay)
     loader = DataLoader(data.train, batch_size=cfg.batch, shuffle=True, num_workers=cfg.workers,
                         collate_fn=data.collate, drop_last=True, persistent_workers=cfg.workers > 0)
     times = []

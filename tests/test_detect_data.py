@@ -289,9 +289,12 @@ def test_train_transform_keeps_boxes_valid_and_negatives():
 def test_builtin_shapes():
     data = build_detect_data("shapes", imgsz=32)
     assert data.class_names == ["circle", "square", "triangle"] and data.imgsz == 32
-    assert len(data.train) == 1000 and len(data.val) == 200
+    assert len(data.train) == 1250 and len(data.val) == 200
     x, t = data.val[0]
     assert x.shape == (3, 32, 32) and abs(float(x.mean())) < 3
+    torch.testing.assert_close(data.val[0][0], x)  # validation is fixed
+    # training images are new on every read: a fixed image would give at most two box sets (flipped or not)
+    assert len({data.train[0][1]["boxes"].numpy().tobytes() for _ in range(4)}) > 2
     assert len(t["boxes"]) >= 1 and t["boxes"].max() <= 32
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 
 import ghostkit
@@ -272,6 +273,10 @@ def test_shapes_builtin() -> None:
     assert d.class_names == ["background", "circle", "square", "triangle"]
     image, mask = d.train[0]
     assert image.shape == (3, 32, 32) and mask.shape == (32, 32) and mask.max() <= 3
+    # new images on every read: a fixed image would give at most two masks (flipped or not)
+    assert len({d.train[0][1].numpy().tobytes() for _ in range(4)}) > 2
+    torch.testing.assert_close(d.val[0][0], d.val[0][0])  # validation is fixed
+    assert len(d.train) == 2000 and len(d.val) == 200
 
 
 def test_train_transform_keeps_image_and_mask_aligned() -> None:
@@ -424,6 +429,7 @@ def test_train_val_predict_end_to_end(tmp_path: Path, monkeypatch, capsys) -> No
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 <= metrics["pixel_acc"] <= 1.0
     assert set(metrics["per_class"]) <= {"background", "circle", "square", "triangle"}
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["lr"] == 4e-3  # the task's default
 
     assert main(["val", "--weights", str(out / "best.ckpt"), "--data", "shapes", "--workers", "0",
                  "--out", str(tmp_path / "val")]) == 0

@@ -4,9 +4,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from ghostkit.data.images import read_image
-from ghostkit.data.synthetic import SHAPE_CLASSES, load_digits, make_shapes, write_imagefolder
+from ghostkit.data.synthetic import SHAPE_CLASSES, ShapeStream, load_digits, make_shapes, write_imagefolder
 from ghostkit.errors import GhostkitError
 
 MIN_VISIBLE_PX = 8  # ghostkit.data.synthetic._MIN_VISIBLE_PX
@@ -111,6 +112,28 @@ def test_shapes_fast_enough():
     assert time.process_time() - start < 4.0
 
 
+def _sample(s):
+    return s
+
+
+def test_shape_stream_draws_new_samples_reproducibly():
+    stream = ShapeStream(5, imgsz=48, to_item=_sample, max_objects=2)
+    assert len(stream) == 5
+    torch.manual_seed(3)
+    first = [stream[i] for i in range(5)]
+    for s in first:
+        check_sample(s, 48, 1, 2)
+    again = stream[0]  # the same index read again is a new image
+    assert not np.array_equal(again.image, first[0].image)
+    torch.manual_seed(3)  # torch's seed decides the samples, as for the augmentations
+    for a, b in zip(first, (stream[i] for i in range(5))):
+        assert_same(a, b)
+    assert stream[-1] is not None
+    with pytest.raises(IndexError):
+        stream[5]
+    assert len(list(stream)) == 5  # iteration stops at the end of the epoch
+
+
 def test_shapes_bad_arguments():
     with pytest.raises(GhostkitError, match="imgsz"):
         make_shapes(1, imgsz=8)
@@ -118,6 +141,8 @@ def test_shapes_bad_arguments():
         make_shapes(1, min_objects=3, max_objects=2)
     with pytest.raises(GhostkitError, match="n must be"):
         make_shapes(-1)
+    with pytest.raises(GhostkitError, match="imgsz"):
+        ShapeStream(4, imgsz=8, to_item=_sample)
 
 
 def test_load_digits():

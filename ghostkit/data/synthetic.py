@@ -11,12 +11,15 @@ how many samples are asked for, and sets made with different seeds do not share 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ghostkit.errors import GhostkitError
@@ -24,6 +27,7 @@ from ghostkit.errors import GhostkitError
 __all__ = [
     "SHAPE_CLASSES",
     "ShapeSample",
+    "ShapeStream",
     "load_digits",
     "make_shapes",
     "write_imagefolder",
@@ -233,6 +237,47 @@ def make_shapes(
     left with fewer than a few visible pixels are dropped from boxes/labels. Deterministic: sample `i` depends
     only on `(seed, i, imgsz, min_objects, max_objects, max_occlusion)`.
     """
+    _check_shape_args(n, imgsz, seed, min_objects, max_objects, max_occlusion)
+    xx, yy = _pixel_centres(imgsz)
+    return [
+        _make_sample(np.random.default_rng([seed, i]), imgsz, min_objects, max_objects, max_occlusion, xx, yy)
+        for i in range(n)
+    ]
+
+
+class ShapeStream(Sequence):
+    """A training set of `n` shapes samples per epoch that never repeats: every read draws a new sample.
+
+    The sample's generator is seeded from torch's random stream, like the augmentations, so a seeded run (and each
+    DataLoader worker, which torch seeds per epoch) is reproducible while every epoch sees new images. From-scratch
+    models overfit a fixed set of 1000 images long before they learn to tell the shapes apart; fresh samples remove
+    that limit at the cost of drawing them (about 0.5 ms per 64 px image). `to_item` maps each `ShapeSample` to the
+    item a task's dataset reads (e.g. `(image, mask)`); it must be a module-level function (DataLoader workers).
+    """
+
+    def __init__(self, n: int, imgsz: int, to_item: Callable[[ShapeSample], Any], min_objects: int = 1,
+                 max_objects: int = 3, max_occlusion: float = 0.5) -> None:
+        _check_shape_args(n, imgsz, 0, min_objects, max_objects, max_occlusion)
+        self.n, self.imgsz, self.to_item = n, imgsz, to_item
+        self.options = (min_objects, max_objects, max_occlusion)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
+        if not -self.n <= index < self.n:
+            raise IndexError(f"shapes stream index {index} out of range 0..{self.n - 1}")
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        return self.to_item(_make_sample(rng, self.imgsz, *self.options, *_pixel_centres(self.imgsz)))
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_centres(imgsz: int) -> tuple[np.ndarray, np.ndarray]:
+    centres = np.arange(imgsz, dtype=np.float64) + 0.5
+    return tuple(np.meshgrid(centres, centres))
+
+
+def _check_shape_args(n: int, imgsz: int, seed: int, min_objects: int, max_objects: int, max_occlusion: float) -> None:
     if n < 0:
         raise GhostkitError(f"shapes: n must be >= 0, got {n}")
     if imgsz < 16:
@@ -243,12 +288,6 @@ def make_shapes(
         raise GhostkitError(f"shapes: need 0 <= min_objects <= max_objects <= 255, got {min_objects}, {max_objects}")
     if not 0 <= max_occlusion <= 1:
         raise GhostkitError(f"shapes: max_occlusion must be in [0, 1], got {max_occlusion}")
-    centres = np.arange(imgsz, dtype=np.float64) + 0.5
-    xx, yy = np.meshgrid(centres, centres)
-    return [
-        _make_sample(np.random.default_rng([seed, i]), imgsz, min_objects, max_objects, max_occlusion, xx, yy)
-        for i in range(n)
-    ]
 
 
 def load_digits(imgsz: int = 32) -> tuple[list[np.ndarray], list[int], list[str]]:

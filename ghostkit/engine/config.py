@@ -22,7 +22,7 @@ class TrainConfig:
     epochs: int = 30
     batch: int | None = None  # default: the task's (64 classify / multilabel / restore, 16 detect / segment / multi)
     imgsz: int | None = None  # default: 32 for digits, 64 for shapes, 224 for folders
-    lr: float = 2e-3
+    lr: float | None = None  # default: the task's (2e-3; 4e-3 detect, segment)
     optimizer: str = "adamw"  # adamw | sgd | rmsprop
     momentum: float = 0.9
     nesterov: bool = True
@@ -78,7 +78,7 @@ class TrainConfig:
             (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.batch is None or self.batch > 0, f"--batch must be positive, got {self.batch}"),
             (self.imgsz is None or self.imgsz >= 32, f"--imgsz must be at least 32, got {self.imgsz}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.optimizer in ("adamw", "sgd", "rmsprop"), f"--optimizer must be adamw, sgd or rmsprop, got "
                                                             f"{self.optimizer!r}"),
             (self.schedule in ("cosine", "step"), f"--schedule must be cosine or step, got {self.schedule!r}"),
@@ -125,7 +125,7 @@ HELP: dict[str, str] = {
     "batch": "batch size per device (default: 64 for classify, multilabel and restore; 16 for detect, segment and "
              "multi-task runs, whose 1000 built-in images need more optimizer steps per epoch)",
     "imgsz": "input size in pixels (default: 32 for digits, 64 for shapes, 224 for folders)",
-    "lr": "peak learning rate",
+    "lr": "peak learning rate (default: 2e-3; 4e-3 for detect and segment)",
     "optimizer": "adamw, sgd or rmsprop",
     "momentum": "momentum (sgd, rmsprop)",
     "nesterov": "Nesterov momentum (sgd)",

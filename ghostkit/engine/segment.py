@@ -81,7 +81,8 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
 class SegmentSpec(TaskSpec):
     name = "segment"
     monitor = "miou"
-    default_batch = 16  # 1000 built-in images: more optimizer steps per epoch train faster on CPU
+    default_batch = 16  # more optimizer steps per epoch train faster on CPU
+    default_lr = 4e-3  # built-in shapes after 500 steps: 0.53 mIoU against 0.48 with 2e-3
 
     def __init__(self) -> None:
         self._metrics: weakref.ref | None = None  # the latest metrics module, whose samples plots() draws

@@ -37,6 +37,7 @@ class TaskSpec:
     name: str
     monitor: str
     default_batch = 64  # --batch when not given
+    default_lr = 2e-3  # --lr when not given
 
     def build_data(self, cfg) -> TaskData:
         raise NotImplementedError

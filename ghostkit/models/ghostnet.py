@@ -370,6 +370,8 @@ class GhostNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        # The official initialisation. Zero-initialising each bottleneck's last BN (Goyal et al., 2017), tried in
+        # session 1, slowed learning from scratch: 0.40 against 0.48 mIoU after 500 steps on built-in shapes.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -381,13 +383,6 @@ class GhostNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
-        # zero-gamma: each bottleneck starts as its shortcut, which keeps activations (and so BN running statistics)
-        # stable in the first steps of training from scratch (Goyal et al., 2017)
-        for m in self.modules():
-            if isinstance(m, GhostBottleneck):
-                for bn in m.ghost2.modules():
-                    if isinstance(bn, nn.BatchNorm2d):
-                        nn.init.zeros_(bn.weight)
 
     def removed_prefixes(self) -> tuple[str, ...]:
         """Parameter-name prefixes of a full classifier that this (features-only) model does not have."""

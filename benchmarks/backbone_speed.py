@@ -8,10 +8,13 @@ Contenders for each model and batch size (images per second, higher is better):
   BN not folded) with timm's state dict loaded, same input layouts. On CPU in eval mode ghostkit runs channels-last
   inside whatever the input layout (``channels_last=None``, see ``ghostkit/models/ghostnet.py``);
 * ``ghostkit deploy channels_last`` / ``ghostkit deploy NCHW``: ``ghostkit.reparameterize(model)`` (BN folded,
-  GhostNetV3 branches merged), input in that layout.
+  GhostNetV3 branches merged), input in that layout;
+* ``ghostkit deploy TorchScript channels_last``: the deploy model traced and frozen (``torch.jit.freeze``), as
+  ``ghostkit export --format torchscript`` writes it, and ``timm TorchScript channels_last``, timm's model treated
+  the same way, so the gain that freezing gives any model is visible.
 
-Ratios: eager NCHW vs timm eager NCHW, eager channels_last vs timm eager channels_last, deploy vs timm eager
-channels_last (timm's fastest eager form). Fairness on a small, noisy machine: one process, ``torch.inference_mode``,
+Ratios: eager NCHW vs timm eager NCHW, eager channels_last vs timm eager channels_last, deploy and TorchScript vs
+timm eager channels_last (timm's fastest eager form). Fairness on a small, noisy machine: one process, ``torch.inference_mode``,
 warm-up calls first, then ``--repeats`` rounds in which every contender is timed once, in an order that rotates from
 round to round (a burst of background load hits all contenders alike); the reported time is the median over rounds.
 Each timed sample runs enough forward passes to last about ``--sample-s`` seconds.
@@ -48,6 +51,8 @@ CONTENDERS = [
     ("ghostkit eager channels_last", "timm eager channels_last"),
     ("ghostkit deploy channels_last", "timm eager channels_last"),
     ("ghostkit deploy NCHW", "timm eager channels_last"),
+    ("timm TorchScript channels_last", "timm eager channels_last"),
+    ("ghostkit deploy TorchScript channels_last", "timm eager channels_last"),
 ]
 
 
@@ -67,6 +72,10 @@ def build_contenders(name: str, batch: int, imgsz: int) -> dict[str, tuple[nn.Mo
     x = torch.randn(batch, 3, imgsz, imgsz)
     xc = x.contiguous(memory_format=CL)
     deploy = ghostkit.reparameterize(gk)
+    timm_cl = copy.deepcopy(ref).to(memory_format=CL)
+    deploy_cl = copy.deepcopy(deploy).to(memory_format=CL)
+    with torch.no_grad():  # traced and frozen, as `ghostkit export --format torchscript` writes it
+        scripted = {m: torch.jit.freeze(torch.jit.trace(m, xc, check_trace=False)) for m in (timm_cl, deploy_cl)}
     return {
         "timm eager NCHW": (ref, x),
         "timm eager channels_last": (copy.deepcopy(ref).to(memory_format=CL), xc),
@@ -74,6 +83,8 @@ def build_contenders(name: str, batch: int, imgsz: int) -> dict[str, tuple[nn.Mo
         "ghostkit eager channels_last": (copy.deepcopy(gk).to(memory_format=CL), xc),
         "ghostkit deploy channels_last": (copy.deepcopy(deploy).to(memory_format=CL), xc),
         "ghostkit deploy NCHW": (deploy, x),
+        "timm TorchScript channels_last": (scripted[timm_cl], xc),
+        "ghostkit deploy TorchScript channels_last": (scripted[deploy_cl], xc),
     }
 
 

@@ -14,10 +14,10 @@ Contenders for each model and batch size (images per second, higher is better):
   the same way, so the gain that freezing gives any model is visible.
 
 Ratios: eager NCHW vs timm eager NCHW, eager channels_last vs timm eager channels_last, deploy and TorchScript vs
-timm eager channels_last (timm's fastest eager form). Fairness on a small, noisy machine: one process, ``torch.inference_mode``,
-warm-up calls first, then ``--repeats`` rounds in which every contender is timed once, in an order that rotates from
-round to round (a burst of background load hits all contenders alike); the reported time is the median over rounds.
-Each timed sample runs enough forward passes to last about ``--sample-s`` seconds.
+timm eager channels_last (timm's fastest eager form). Fairness on a small, noisy machine: one process,
+``torch.inference_mode``, warm-up calls first, then ``--repeats`` rounds in which every contender is timed once, in
+an order that rotates from round to round (a burst of background load hits all contenders alike); the reported time
+is the median over rounds. Each timed sample runs enough forward passes to last about ``--sample-s`` seconds.
 
 Run: ``.venv/bin/python benchmarks/backbone_speed.py [--models ghostnet_100 --batch 1 32 --repeats 7 --json out.json]``
 (``--quick``: batch 1 only, 3 rounds). Needs timm (the ``dev`` extra).

@@ -45,11 +45,12 @@ def macs(fn: Callable, x: torch.Tensor) -> int:
 
 def latency(fns: dict[str, Callable], x: torch.Tensor, runs: int, warmup: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
     with torch.inference_mode():
         for i in range(warmup + runs):
-            for name, fn in fns.items():
+            for name in names[i % len(names):] + names[:i % len(names)]:  # the order rotates from run to run
                 t = time.perf_counter()
-                fn(x)
+                fns[name](x)
                 if i >= warmup:
                     times[name].append(time.perf_counter() - t)
     return {name: statistics.median(t) * 1000 for name, t in times.items()}
@@ -69,7 +70,7 @@ def speed_table(args: argparse.Namespace) -> None:
     x = torch.randn(1, 3, args.imgsz, args.imgsz)
     ms = latency(fns, x, args.runs, args.warmup)
     print(f"CPU, {torch.get_num_threads()} threads, batch 1, {args.imgsz} x {args.imgsz}, eval, inference_mode, "
-          f"median of {args.runs} interleaved runs; network = backbone + head (no decoding / NMS)\n")
+          f"median of {args.runs} interleaved runs (order rotating); network = backbone + head (no decoding / NMS)\n")
     print("| model | params (M) | MACs (G) | latency (ms) | latency vs torchvision |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, fn in fns.items():
@@ -93,7 +94,8 @@ def compare_heads(args: argparse.Namespace) -> None:
             params = sum(p.numel() for p in net.parameters()) / 1e6
             rows.append(f"| {arch} | {m['map50']:.4f} | {m['map']:.4f} | {wall / 60:.1f} | {params:.2f} | "
                         f"{macs(net, x) / 1e6:.1f} | {ms:.1f} |")
-    print(f"\nbuilt-in shapes (1000 train / 200 val, 64 px), {args.epochs} epochs, other options at their defaults\n")
+    print(f"\nbuilt-in shapes (1250 new training images per epoch, 200 val, 64 px), {args.epochs} epochs, other "
+          "options at their defaults\n")
     print("| head | map50 | map | train wall (min) | params (M) | MACs at 64 px (M) | latency at 64 px (ms) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     print("\n".join(rows))

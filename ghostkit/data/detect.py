@@ -66,9 +66,8 @@ VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-# Built-in shapes: sizes chosen so that a default `ghostkit train --task detect --data shapes` run reaches
-# mAP50 >= 0.9 within 10 minutes on a 2-core CPU (see benchmarks/detect_speed.py).
-# built-in shapes: new training images per epoch (30 epochs of 1000: mAP50 0.899 in 442 s; of 1250: see README)
+# Built-in shapes: new training images per epoch, enough for a default `ghostkit train --task detect --data shapes`
+# run to reach mAP50 >= 0.9 within 10 minutes on a 2-core CPU (30 epochs of 1000: 0.899 in 442 s; of 1250: README).
 SHAPES_TRAIN, SHAPES_VAL, SHAPES_IMGSZ = 1250, 200, 64
 _MIN_BOX = 1.0  # px: narrower or lower boxes are degenerate
 

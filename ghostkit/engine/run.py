@@ -118,8 +118,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
                             f"{run_dir / 'last.ckpt'} to continue it")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = spec or get_spec(cfg.task)
-    if cfg.batch is None or cfg.lr is None:
-        cfg = dataclasses.replace(cfg, batch=cfg.batch or spec.default_batch, lr=cfg.lr or spec.default_lr)
+    cfg = dataclasses.replace(cfg, batch=cfg.batch or spec.default_batch, lr=cfg.lr or spec.default_lr)
     monitor = _monitor_key(cfg, spec)
     task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
     if task_weights is not None and len(spec.tasks) == 1:

@@ -106,6 +106,9 @@ def test_shapes_provide_every_target_and_batches_mark_missing_ones():
     assert set(target) == {"classify", "multilabel", "detect", "segment"}
     assert target["segment"].shape == (64, 64) and target["detect"]["boxes"].shape[1] == 4
     assert data.class_names["segment"] == ["background", *SHAPE_CLASSES]
+    # new training images on every read (a fixed image gives at most two masks, flipped or not); validation is fixed
+    assert len({data.train[0][1]["segment"].numpy().tobytes() for _ in range(4)}) > 2
+    assert torch.equal(data.val[0][1]["segment"], data.val[0][1]["segment"])
     # an image lacking a target: present is False there and the stacked targets skip it
     batch = [data.train[0], (image, {k: v for k, v in target.items() if k != "classify"}), data.train[1]]
     _, targets = collate_multitask(["classify", "segment"])(batch)

@@ -4,8 +4,9 @@
 Each source is read by every requested task whose layout it holds (the single-task readers, same formats and the
 same bad-input errors); targets of one image are merged by its file path:
 
-* ``shapes`` (built-in): class of the largest shape, classes present, boxes and class mask for every image
-  (1000 train / 200 val at 64 px, seeds 0 / 1: the images of the single-task detect and segment runs);
+* ``shapes`` (built-in): class of the largest shape, classes present, boxes and class mask for every image: 1000
+  new training images every epoch (``ShapeStream``, as the single-task detect and segment runs) and the 200 fixed
+  validation images of those runs (64 px, seed 1);
 * a COCO folder (``annotations/instances_{train,val}.json``): boxes (detect), rasterised masks (segment) and the
   classes present as image-level labels (multilabel) at once;
 * YOLO / VOC / WIDER FACE folders: boxes; ``images/`` + ``masks/`` or VOC ``SegmentationClass``: masks;
@@ -22,6 +23,7 @@ of the whole image to ``imgsz`` (no crops, which would invalidate image-level la
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -40,7 +42,7 @@ from .detect import build_detect_data, detect_format
 from .images import read_image
 from .restore import Degradation
 from .segment import CocoMask, build_segment_data, find_voc_root, read_mask
-from .synthetic import SHAPE_CLASSES, make_shapes
+from .synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
 
 __all__ = ["MultiTaskData", "MultiTaskDataset", "build_multitask_data", "collate_multitask", "multitask_transforms",
            "MULTITASK_TASKS"]
@@ -68,7 +70,8 @@ class MultiTaskDataset(Dataset):
     def __init__(self, items: Sequence[Item], transform: Any, degradation: Degradation | None = None,
                  train: bool = True, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> None:
-        self.items, self.transform, self.degradation, self.train = list(items), transform, degradation, train
+        self.items = items if isinstance(items, (ShapeStream, ConcatDataset)) else list(items)
+        self.transform, self.degradation, self.train = transform, degradation, train
         self.mean, self.std = list(mean), list(std)
 
     def __len__(self) -> int:
@@ -150,16 +153,12 @@ class MultiTaskData:
     std: tuple[float, ...] = IMAGENET_STD
 
 
-def _shapes(tasks: Sequence[str], n: int, seed: int, imgsz: int) -> list[Item]:
-    eye = np.eye(len(SHAPE_CLASSES), dtype=np.float32)
-    items = []
-    for s in make_shapes(n, imgsz=imgsz, seed=seed):
-        t: dict[str, Any] = {"detect": {"boxes": s.boxes, "labels": s.labels}, "segment": s.mask,
-                             "multilabel": eye[s.multilabel].sum(axis=0)}
-        if len(s.labels):
-            t["classify"] = s.label
-        items.append((s.image, {k: v for k, v in t.items() if k in tasks}))
-    return items
+def _shape_item(tasks: tuple[str, ...], s: ShapeSample) -> Item:
+    t: dict[str, Any] = {"detect": {"boxes": s.boxes, "labels": s.labels}, "segment": s.mask,
+                         "multilabel": np.eye(len(SHAPE_CLASSES), dtype=np.float32)[s.multilabel].sum(axis=0)}
+    if len(s.labels):
+        t["classify"] = s.label
+    return s.image, {k: v for k, v in t.items() if k in tasks}
 
 
 def _layouts(root: Path) -> set[str]:
@@ -231,14 +230,15 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
     imgsz = imgsz or (64 if data == "shapes" else 320)
     if imgsz < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
-    train: list[Item] = []
+    train: list[Sequence[Item]] = []  # one part per source
     val: list[Item] = []
     class_names: dict[str, list[str]] = {}
     where: dict[str, str] = {}
     for source in [s.strip() for s in str(data).split(",") if s.strip()]:
         if source == "shapes":
-            train += _shapes(tasks, SHAPES_TRAIN, 0, imgsz)
-            val += _shapes(tasks, SHAPES_VAL, 1, imgsz)
+            to_item = functools.partial(_shape_item, tuple(tasks))
+            train.append(ShapeStream(SHAPES_TRAIN, imgsz, to_item))
+            val += [to_item(s) for s in make_shapes(SHAPES_VAL, imgsz=imgsz, seed=1)]
             names = {t: (["background", *SHAPE_CLASSES] if t == "segment" else list(SHAPE_CLASSES)) for t in tasks
                      if t != "restore"}
         else:
@@ -246,7 +246,7 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
             if not root.is_dir():
                 raise GhostkitError(f"{root}: no such data folder (built-in multi-task data: shapes)")
             splits, names = _read_source(root, tasks, imgsz, val_fraction, seed)
-            train += [(Path(p), t) for p, t in splits["train"].items()]
+            train.append([(Path(p), t) for p, t in splits["train"].items()])
             val += [(Path(p), t) for p, t in splits["val"].items()]
         for task, task_names in names.items():
             if task in class_names and class_names[task] != task_names:
@@ -254,7 +254,9 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
                                     f"{where[task]} {class_names[task][:5]}")
             class_names.setdefault(task, task_names)
             where.setdefault(task, source)
-    missing = [t for t in tasks if t != "restore" and not any(t in targets for _, targets in train)]
+    # a shapes stream has every task's targets (each of its images has at least one shape)
+    missing = [t for t in tasks if t != "restore" and not any(
+        isinstance(part, ShapeStream) or any(t in targets for _, targets in part) for part in train)]
     if missing:
         raise GhostkitError(f"{data}: no training image has a target for {', '.join(missing)} (tasks: "
                             f"{', '.join(tasks)})")
@@ -262,6 +264,7 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
         raise GhostkitError(f"{data}: the validation set is empty")
     if "restore" in tasks:
         class_names["restore"] = []
-    return MultiTaskData(MultiTaskDataset(train, multitask_transforms(imgsz, True), degradation, train=True),
+    items = train[0] if len(train) == 1 else ConcatDataset(train)
+    return MultiTaskData(MultiTaskDataset(items, multitask_transforms(imgsz, True), degradation, train=True),
                          MultiTaskDataset(val, multitask_transforms(imgsz, False), degradation, train=False),
                          class_names, imgsz)

@@ -123,7 +123,7 @@ HELP: dict[str, str] = {
     "model": "backbone name (ghostkit info --list)",
     "epochs": "training epochs",
     "batch": "batch size per device (default: 64 for classify, multilabel and restore; 16 for detect, segment and "
-             "multi-task runs, whose 1000 built-in images need more optimizer steps per epoch)",
+             "multi-task runs, whose short CPU runs need more optimizer steps per epoch)",
     "imgsz": "input size in pixels (default: 32 for digits, 64 for shapes, 224 for folders)",
     "lr": "peak learning rate (default: 2e-3; 4e-3 for detect and segment)",
     "optimizer": "adamw, sgd or rmsprop",

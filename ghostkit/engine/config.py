@@ -22,7 +22,7 @@ class TrainConfig:
     epochs: int = 30
     batch: int | None = None  # default: the task's (64 classify / multilabel / restore, 16 detect / segment / multi)
     imgsz: int | None = None  # default: 32 for digits, 64 for shapes, 224 for folders
-    lr: float | None = None  # default: the task's (2e-3; 4e-3 detect, segment)
+    lr: float | None = None  # default: the task's (2e-3; 4e-3 detect, segment, multi-task)
     optimizer: str = "adamw"  # adamw | sgd | rmsprop
     momentum: float = 0.9
     nesterov: bool = True
@@ -125,7 +125,7 @@ HELP: dict[str, str] = {
     "batch": "batch size per device (default: 64 for classify, multilabel and restore; 16 for detect, segment and "
              "multi-task runs, whose short CPU runs need more optimizer steps per epoch)",
     "imgsz": "input size in pixels (default: 32 for digits, 64 for shapes, 224 for folders)",
-    "lr": "peak learning rate (default: 2e-3; 4e-3 for detect and segment)",
+    "lr": "peak learning rate (default: 2e-3; 4e-3 for detect, segment and multi-task runs)",
     "optimizer": "adamw, sgd or rmsprop",
     "momentum": "momentum (sgd, rmsprop)",
     "nesterov": "Nesterov momentum (sgd)",

@@ -68,6 +68,7 @@ class MultiTaskSpec(TaskSpec):
     same images and transforms as the joint run: the fair baseline of ``benchmarks/multitask.py``)."""
 
     default_batch = 16
+    default_lr = 4e-3  # as detect and segment (6-epoch benchmark: every joint score above 2e-3's)
 
     def __init__(self, task: str, min_tasks: int = 2) -> None:
         self.name = task

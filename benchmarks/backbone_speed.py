@@ -78,10 +78,10 @@ def build_contenders(name: str, batch: int, imgsz: int) -> dict[str, tuple[nn.Mo
         scripted = {m: torch.jit.freeze(torch.jit.trace(m, xc, check_trace=False)) for m in (timm_cl, deploy_cl)}
     return {
         "timm eager NCHW": (ref, x),
-        "timm eager channels_last": (copy.deepcopy(ref).to(memory_format=CL), xc),
+        "timm eager channels_last": (timm_cl, xc),
         "ghostkit eager NCHW": (gk, x),
         "ghostkit eager channels_last": (copy.deepcopy(gk).to(memory_format=CL), xc),
-        "ghostkit deploy channels_last": (copy.deepcopy(deploy).to(memory_format=CL), xc),
+        "ghostkit deploy channels_last": (deploy_cl, xc),
         "ghostkit deploy NCHW": (deploy, x),
         "timm TorchScript channels_last": (scripted[timm_cl], xc),
         "ghostkit deploy TorchScript channels_last": (scripted[deploy_cl], xc),

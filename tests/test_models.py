@@ -241,6 +241,57 @@ def test_inference_fast_path_matches_and_tracks_weight_updates():
     assert (both(m, x) - after).abs().max() > 1e-3
 
 
+@torch.no_grad()
+def _routes(model: nn.Module, x: torch.Tensor) -> set[tuple[str, bool]]:
+    """(route, split) of every fast-path plan made for ``model``'s convs on ``x`` (see ghostkit/models/layers.py)."""
+    from ghostkit.models import layers
+
+    layers._PACKED.clear()
+    model(x)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m in layers._PACKED]
+    return {(entry[1][0], part is not None) for m in convs for part, entry in layers._PACKED[m].items() if entry[1]}
+
+
+@pytest.mark.parametrize("name", ["ghostnet_050", "ghostnetv2_100", "ghostnetv3_050"])
+def test_split_ghost_path_matches(name, monkeypatch):
+    """Large maps skip the expanded concat of each bottleneck (ghost1's halves go on as two tensors through the
+    depthwise conv, SE and DFC gates into ghost2's split 1x1 conv): the same numbers as the plain modules. v3 runs
+    its training structure as is; its deploy form (v2's layout) takes the split path."""
+    from ghostkit.models import ghostnet
+
+    monkeypatch.setattr(ghostnet, "PARTS_MIN_NUMEL", 0)  # every block, even on this small input
+    calls = []
+    split = ghostnet.GhostBottleneck._forward_parts
+    monkeypatch.setattr(ghostnet.GhostBottleneck, "_forward_parts", lambda self, x: calls.append(1) or split(self, x))
+    m = calibrate_bn(seeded(name, num_classes=10))
+    x = torch.randn(16, 3, 32, 48)  # batch 16: oneDNN also runs 1x1 convs with one thread (PyTorch's rule)
+    for model in (m, ghostkit.reparameterize(m)):
+        calls.clear()
+        fast, plain = fast_and_plain(model, x)
+        torch.testing.assert_close(fast, plain, atol=1e-5 * float(plain.abs().max()), rtol=1e-4)
+        deployed = getattr(model, "deployed", False)
+        assert len(calls) == (16 if deployed or name != "ghostnetv3_050" else 0)  # 16 blocks, fast run only
+        if calls:
+            assert ("onednn", True) in _routes(model, x)  # the split convs did run as split convs
+    # a ghost module whose halves are trimmed (9 of 10 channels) hands on one part
+    torch.manual_seed(0)
+    block = calibrate_bn(nn.Sequential(nn.Conv2d(3, 8, 3), ghostnet.GhostBottleneck(8, 9, 8, se_ratio=0.25)))
+    fast, plain = fast_and_plain(block, x)
+    torch.testing.assert_close(fast, plain, atol=1e-5 * float(plain.abs().max()), rtol=1e-4)
+
+
+def test_small_1x1_convs_run_as_matrix_products():
+    """1x1 convs on small maps take the matrix-product route, larger ones oneDNN; both equal the plain modules."""
+    from ghostkit.models import layers
+
+    m = calibrate_bn(seeded("ghostnet_100", num_classes=10))
+    x = torch.randn(16, 3, 64, 64)  # 1x1 convs from 32 x 32 maps (16384 rows: oneDNN) to 2 x 2 (64 rows: matmul)
+    fast, plain = fast_and_plain(m, x)
+    torch.testing.assert_close(fast, plain, atol=1e-5 * float(plain.abs().max()), rtol=1e-4)
+    assert {("matmul", False), ("onednn", False)} <= _routes(m, x)
+    assert layers.MATMUL_MAX_ROWS < 16 * 32 * 32
+
+
 # --------------------------------------------------------------------------------------------------- sizes
 
 

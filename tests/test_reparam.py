@@ -162,5 +162,7 @@ def test_deployed_model_traces_to_plain_ops():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         traced = torch.jit.trace(deployed, x, check_trace=False)
-        assert max_diff(traced(x), deployed(x)) <= 1e-5
+        plain, fast = traced(x), deployed(x)
+        # float32 rounding of other kernels (oneDNN, matrix products) scales with the features' magnitude
+        assert max_diff(plain, fast) <= 1e-5 * max(1.0, max(float(f.abs().max()) for f in plain))
     assert "mkldnn" not in str(traced.graph)  # exporters see standard convolutions

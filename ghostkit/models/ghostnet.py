@@ -41,7 +41,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import ConvBnAct, SqueezeExcite, conv_bn_act, dfc_branch, dfc_gate, make_divisible, sequential_act
+from .layers import (
+    ConvBnAct,
+    SqueezeExcite,
+    conv_bn_act,
+    conv_bn_act_parts,
+    dfc_branch,
+    dfc_gate,
+    fast_inference,
+    fast_scope,
+    make_divisible,
+    sequential_act,
+)
 from .registry import register_model
 from .reparam import fuse_branches
 
@@ -62,6 +73,11 @@ GHOSTNET_CFGS: list[list[tuple[int, int, int, float, int]]] = [
     [(5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1)],
 ]
 NUM_HEAD_FEATURES = 1280
+# Ghost bottlenecks skip their expanded concat (GhostBottleneck._forward_parts) from this many elements on: timed
+# block by block on a 2-core AVX-512 VM (ghostnet_100, 224 px), the split path won every block at batch 32 (1.2M
+# elements and more; up to 4x on the widest), and lost 2-12% on every block at batch 1 (0.6M and less), where the
+# extra op calls cost more than the copy saves.
+PARTS_MIN_NUMEL = 1 << 20
 DEFAULT_CFG = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
@@ -73,6 +89,12 @@ def _act(act: bool) -> nn.Module:
 def _run(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``, with plain ``nn.Sequential`` runs of convs going through :func:`sequential_act`."""
     return sequential_act(module, x) if type(module) is nn.Sequential else module(x)
+
+
+def _conv_bn_relu(seq: nn.Sequential) -> tuple[nn.Conv2d, nn.BatchNorm2d | None, bool]:
+    """The parts of a ``Conv2d [→ BatchNorm2d] → ReLU | Identity`` run (a ghost module's primary conv)."""
+    bn = seq[1] if isinstance(seq[1], nn.BatchNorm2d) else None
+    return seq[0], bn, type(seq[-1]) is nn.ReLU
 
 
 def _branch_sum(branches: nn.ModuleList, x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,6 +154,26 @@ class GhostModule(nn.Module):
             gate = dfc_gate(x, self.short_conv, out.shape[-2:])
             out = out * gate if torch.is_grad_enabled() else out.mul_(gate)
         return out
+
+    def forward_parts(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Inference only: :meth:`forward`'s output as ``[intrinsic maps, ghost maps]``, not concatenated (the
+        consumer takes the parts, see :func:`~ghostkit.models.layers.conv_bn_act_parts`); one part if trimmed."""
+        if self.trim:
+            return [self(x)]
+        x1 = _run(self.primary_conv, x)
+        x2 = _run(self.cheap_operation, x1)
+        if self.short_conv is not None:
+            gate = dfc_gate(x, self.short_conv, x1.shape[-2:])
+            x1.mul_(gate[:, : x1.shape[1]])
+            x2.mul_(gate[:, x1.shape[1] :])
+        return [x1, x2]
+
+    def forward_from_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Inference only: :meth:`forward` of ``torch.cat(parts, 1)`` (no DFC attention, which needs the input)."""
+        conv, bn, relu = _conv_bn_relu(self.primary_conv)
+        x1 = conv_bn_act_parts(conv, bn, parts, relu)[0]
+        out = torch.cat([x1, _run(self.cheap_operation, x1)], dim=1)
+        return out[:, : self.out_chs] if self.trim else out
 
 
 class GhostModuleV3(nn.Module):
@@ -262,6 +304,35 @@ class GhostBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = _run(self.shortcut, x)
+        if self._use_parts(x):
+            x = self._forward_parts(x)
+        else:
+            x = self._forward_full(x)
+        x += residual  # x is this block's own fresh tensor (cat output): safe in place, also under autograd
+        return x
+
+    def _use_parts(self, x: torch.Tensor) -> bool:
+        """Inference on a map whose expanded (ghost1) output has at least ``PARTS_MIN_NUMEL`` elements."""
+        if type(self.ghost1) is not GhostModule or type(self.ghost2) is not GhostModule:
+            return False
+        # fast_inference first: under tracing, shape arithmetic would make tensors (and tracer warnings)
+        return fast_inference(x) and x.shape[0] * self.ghost1.out_chs * x.shape[-2] * x.shape[-1] >= PARTS_MIN_NUMEL
+
+    def _forward_parts(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference: ghost1's intrinsic and ghost maps stay two tensors up to ghost2's primary conv (its input
+        channels split in two), so the block's widest concat is never made; same result as :meth:`_forward_full`."""
+        parts = self.ghost1.forward_parts(x)
+        if self.conv_dw is not None:
+            parts = conv_bn_act_parts(self.conv_dw, self.bn_dw, parts)
+        if self.se is not None:
+            gate = self.se.gate(parts)
+            lo = 0
+            for p in parts:  # every part is this block's own fresh tensor
+                p.mul_(gate[:, lo : lo + p.shape[1]])
+                lo += p.shape[1]
+        return self.ghost2.forward_from_parts(parts)
+
+    def _forward_full(self, x: torch.Tensor) -> torch.Tensor:
         x = self.ghost1(x)
         if self.conv_dw is not None:
             x = conv_bn_act(self.conv_dw, self.bn_dw, x)
@@ -269,9 +340,7 @@ class GhostBottleneck(nn.Module):
             x = _branch_sum(self.dw_rpr_conv, x, self.dw_rpr_scale(x))
         if self.se is not None:
             x = self.se(x)
-        x = self.ghost2(x)
-        x += residual  # x is this block's own fresh tensor (cat output): safe in place, also under autograd
-        return x
+        return self.ghost2(x)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -409,7 +478,8 @@ class GhostNet(nn.Module):
         return x if relu else self.act1(x)
 
     def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.forward_stem(self._internal_layout(x)))
+        with fast_scope(x):
+            return self.blocks(self.forward_stem(self._internal_layout(x)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x H x W`` → ``B x num_features x ceil(H/os) x ceil(W/os)`` (os: output_stride)."""
@@ -426,12 +496,13 @@ class GhostNet(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at ``out_indices``: each ``B x feature_info[i]['num_chs'] x H/r x W/r``."""
         taps = {self._stage_ends[i] for i in self.out_indices}
-        inp, x = x, self.forward_stem(self._internal_layout(x))
-        feats = [x] if -1 in taps else []
-        for idx, stage in enumerate(self.blocks):
-            x = stage(x)
-            if idx in taps:
-                feats.append(x)
+        with fast_scope(x):
+            inp, x = x, self.forward_stem(self._internal_layout(x))
+            feats = [x] if -1 in taps else []
+            for idx, stage in enumerate(self.blocks):
+                x = stage(x)
+                if idx in taps:
+                    feats.append(x)
         return [_layout_like(f, inp) for f in feats]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:

@@ -15,14 +15,19 @@ The folded, packed copy lives in a side cache keyed by the storage and version c
 from and by the input shape: loading weights, an optimizer step, ``.to()``, ``deepcopy`` and ``state_dict`` are
 unaffected and never see stale values. The fused op is used only where PyTorch itself would call oneDNN for that
 convolution; where it picks its native kernel (single-threaded unstrided 1x1 convs, tiny batch-1 inputs) the folded
-weight goes to ``F.conv2d`` instead. Neither happens under autograd, tracing, ``torch.compile`` / ``torch.export``,
-dispatch modes (``FlopCounterMode``, fake tensors), for non-float32 or non-CPU tensors, or for BN layers in training
-mode or without running statistics; all of it is switched off for good if the op is missing or fails a one-time
-self-check (:func:`fast_path_enabled`). Forward hooks on the BN and ReLU modules of such runs do not fire.
+weight goes to ``F.conv2d`` instead. A 1x1 convolution over at most ``MATMUL_MAX_ROWS`` pixels (batch x height x
+width) of a channels-last map is one matrix product with the folded weight: oneDNN spends about 45 us setting up
+each call on a 2-core VM (a 4 x 4 map takes 49 us, the kernel itself 5 us), a matrix product about 3 us, and at
+batch 1 the ~40 small 1x1 convs of a GhostNet made that overhead 3-5% of a pass. Neither happens under autograd,
+tracing, ``torch.compile`` / ``torch.export``, dispatch modes (``FlopCounterMode``, fake tensors), for non-float32
+or non-CPU tensors, or for BN layers in training mode or without running statistics; all of it is switched off for
+good if the op is missing or fails a one-time self-check (:func:`fast_path_enabled`). Forward hooks on the BN and
+ReLU modules of such runs do not fire.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import torch
@@ -37,9 +42,12 @@ __all__ = [
     "dfc_branch",
     "dfc_gate",
     "conv_bn_act",
+    "conv_bn_act_parts",
     "conv_act",
     "sequential_act",
     "fast_path_enabled",
+    "fast_inference",
+    "fast_scope",
 ]
 
 
@@ -54,8 +62,13 @@ def make_divisible(value: float, divisor: int = 4, min_value: int | None = None)
 
 # --------------------------------------------------------------------------------------------------- fast path
 
-_PACKED: weakref.WeakKeyDictionary[nn.Conv2d, tuple] = weakref.WeakKeyDictionary()
+_PACKED: weakref.WeakKeyDictionary[nn.Conv2d, dict] = weakref.WeakKeyDictionary()  # conv -> {part: entry}
 _FAST: dict[str, bool | None] = {"ok": None}  # None: not checked yet
+_LOCAL = threading.local()  # .trusted: inside a fast_scope that said yes
+# Largest 1x1-conv input (batch x height x width) run as a matrix product. ghostnet_100 at 224 px, 2-core VM: all
+# 1x1 convs up to 4096 rows as matmuls made a pass 3% faster at batch 1, 3% at 2, 0.7% at 8; larger maps were
+# faster in oneDNN (the 16 -> 8 conv on 112 x 112: 80 us against 172 us).
+MATMUL_MAX_ROWS = 4096
 
 
 def _fast_op_works() -> bool:
@@ -103,28 +116,36 @@ def _aten_would_use_onednn(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     return not one_thread_1x1 and not tiny
 
 
-def _inference_route(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor) -> str | None:
-    """How :func:`conv_bn_act` computes: ``"onednn"`` (folded, fused, pre-packed op), ``"folded"`` (``F.conv2d`` with
-    the folded weight: where PyTorch's native kernel is the faster one) or ``None`` (the modules as they are)."""
-    if torch.is_grad_enabled() or type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype != torch.float32:
-        return None
-    if bn is not None and (bn.training or bn.running_mean is None or type(bn) is not nn.BatchNorm2d):
-        return None  # BN in training mode (or without running statistics) normalises with batch statistics
+def fast_inference(x: torch.Tensor) -> bool:
+    """Whether the fast path may run on ``x``: float32 CPU ``B x C x H x W`` inference, autograd off, no tracing,
+    compiling or dispatch mode, and the fused op works here (:func:`fast_path_enabled`). Inside a
+    :class:`fast_scope` that said yes, yes without looking again."""
+    if getattr(_LOCAL, "trusted", False):
+        return True
+    if torch.is_grad_enabled() or type(x) is not torch.Tensor or not x.is_cpu or x.dtype != torch.float32:
+        return False
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or x.dim() != 4:
-        return None
+        return False
     if torch._C._len_torch_dispatch_stack() > 0:  # FlopCounterMode, FakeTensorMode, ...: let them see aten ops
-        return None
-    fast = _FAST["ok"] if _FAST["ok"] is not None else fast_path_enabled()
-    if not fast:
-        return None
-    if (
-        torch.backends.mkldnn.enabled
-        and conv.padding_mode == "zeros"
-        and isinstance(conv.padding, tuple)
-        and _aten_would_use_onednn(conv, x)
-    ):
-        return "onednn"
-    return "folded" if bn is not None else None
+        return False
+    return bool(_FAST["ok"]) if _FAST["ok"] is not None else fast_path_enabled()
+
+
+class fast_scope:
+    """``with fast_scope(x):`` around a whole model's forward on ``x``: one :func:`fast_inference` check of the
+    input stands for every convolution inside (on a slow CPU, checking each of a GhostNet's ~75 convs cost about
+    4% of a batch-1 pass). Thread-local, as autograd's grad mode is."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.on = not getattr(_LOCAL, "trusted", False) and fast_inference(x)
+
+    def __enter__(self) -> None:
+        if self.on:
+            _LOCAL.trusted = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.on:
+            _LOCAL.trusted = False
 
 
 def _stamp(t: torch.Tensor | None) -> tuple | None:
@@ -136,27 +157,65 @@ def _stamp(t: torch.Tensor | None) -> tuple | None:
         return t.data_ptr(), -1
 
 
-def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: torch.Tensor, pack: bool) -> tuple:
-    """The (BN-folded) weight, packed for oneDNN when ``pack``, and the bias; cached until a source tensor, the
-    input shape (packing) or the route changes."""
+def _plan(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, part: tuple[int, int] | None = None) -> tuple | None:
+    """How :func:`conv_bn_act` computes on ``x`` (the caller checked :func:`fast_inference`): ``None`` (the modules as
+    they are), or ``(route, weight, bias, geometry)`` with the BN-folded weight and bias and route ``"matmul"``
+    (a small 1x1 conv; the weight as ``Cin x Cout``), ``"onednn"`` (the weight pre-packed for the fused op) or
+    ``"folded"`` (``F.conv2d``: where PyTorch's native kernel is the faster one). Cached per conv until a source
+    tensor, the input shape, the thread count or the oneDNN switch changes. ``part = (lo, hi)`` takes input
+    channels ``lo:hi`` only: of a dense conv (bias on the first part only) or of a depthwise one (its own
+    groups), see :func:`conv_bn_act_parts`."""
+    if not _FAST["ok"]:
+        return None
+    if bn is not None and (bn.training or bn.running_mean is None or type(bn) is not nn.BatchNorm2d):
+        return None  # BN in training mode (or without running statistics) normalises with batch statistics
     sources = (conv.weight, conv.bias) if bn is None else (conv.weight, conv.bias, bn.weight, bn.bias)
     if bn is not None:
         sources += (bn.running_mean, bn.running_var)
-    key = (tuple(_stamp(t) for t in sources), None if bn is None else bn.eps, tuple(x.shape) if pack else None)
-    hit = _PACKED.get(conv)
+    key = (
+        tuple(_stamp(t) for t in sources),
+        None if bn is None else bn.eps,
+        tuple(x.shape),
+        torch.get_num_threads(),
+        torch._C._get_mkldnn_enabled(),
+    )
+    cache = _PACKED.setdefault(conv, {})
+    hit = cache.get(part)
     if hit is not None and hit[0] == key:
-        return hit[1], hit[2]
-    w, b = conv.weight.detach(), conv.bias
-    if bn is not None:
-        w, b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
-        w = w.detach()
-    b = None if b is None else b.detach()
-    if pack:
-        w = torch.ops.mkldnn._reorder_convolution_weight(
-            w, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape)
-        )
-    _PACKED[conv] = (key, w, b)
-    return w, b
+        return hit[1]
+    matmul = (
+        part is None
+        and conv.kernel_size == conv.stride == conv.dilation == (1, 1)
+        and conv.groups == 1
+        and x.shape[0] * x.shape[2] * x.shape[3] <= MATMUL_MAX_ROWS
+        and conv.padding in ((0, 0), "valid")
+    )
+    onednn = (
+        key[-1] and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple) and _aten_would_use_onednn(conv, x)
+    )
+    plan = None
+    if matmul or onednn or bn is not None:
+        w, b = conv.weight.detach(), conv.bias
+        if bn is not None:
+            w, b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+            w = w.detach()
+        b = None if b is None else b.detach()
+        groups = conv.groups
+        if part is not None and conv.groups == 1:
+            w, b = w[:, part[0] : part[1]].contiguous(), b if part[0] == 0 else None
+        elif part is not None:
+            lo, hi = part
+            w, b, groups = w[lo:hi].contiguous(), None if b is None else b[lo:hi], hi - lo
+        geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), groups)
+        if matmul:
+            plan = ("matmul", w.flatten(1).t().contiguous(), b, geometry)  # Cin x Cout
+        elif onednn:
+            w = torch.ops.mkldnn._reorder_convolution_weight(w, *geometry, list(x.shape))
+            plan = ("onednn", w, b, geometry)
+        else:
+            plan = ("folded", w, b, geometry)
+    cache[part] = (key, plan)
+    return plan
 
 
 def conv_bn_act(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
@@ -166,33 +225,63 @@ def conv_bn_act(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, relu: bo
     fused op on pre-packed weights (module docstring; it returns channels-last tensors). Otherwise the modules
     themselves run.
     """
-    route = _inference_route(conv, bn, x)
-    if route == "onednn":
+    plan = _plan(conv, bn, x) if fast_inference(x) else None
+    if plan is not None and plan[0] == "onednn":
         try:
-            w, b = _folded(conv, bn, x, pack=True)
-            return torch.ops.mkldnn._convolution_pointwise(
-                x,
-                w,
-                b,
-                list(conv.padding),
-                list(conv.stride),
-                list(conv.dilation),
-                conv.groups,
-                "relu" if relu else "none",
-                [],
-                "",
-            )
+            act = "relu" if relu else "none"
+            return torch.ops.mkldnn._convolution_pointwise(x, plan[1], plan[2], *plan[3], act, [], "")
         except RuntimeError:
             fast_path_enabled(False)  # an input this op cannot take: never try again in this process
-            route = None
-    if route == "folded":
-        w, b = _folded(conv, bn, x, pack=False)
-        y = conv._conv_forward(x, w, b)
+            plan = None
+    if plan is not None and plan[0] == "matmul" and x.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = x.shape
+        rows = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view of the NHWC storage
+        y = rows @ plan[1] if plan[2] is None else torch.addmm(plan[2], rows, plan[1])
+        y = y.view(n, h, w, -1).permute(0, 3, 1, 2)  # channels-last, as oneDNN's output
+    elif plan is not None and plan[0] == "matmul":
+        y = conv._conv_forward(x, plan[1].t()[:, :, None, None], plan[2])
+    elif plan is not None:
+        y = conv._conv_forward(x, plan[1], plan[2])
     else:
         y = conv(x)
         if bn is not None:
             y = bn(y)
     return F.relu(y, inplace=True) if relu else y
+
+
+def conv_bn_act_parts(
+    conv: nn.Conv2d, bn: nn.Module | None, parts: list[torch.Tensor], relu: bool = False
+) -> list[torch.Tensor]:
+    """:func:`conv_bn_act` of ``torch.cat(parts, 1)`` without making the concatenation.
+
+    A depthwise conv gives one output per part; a dense 1x1 conv gives ``[sum of each part's conv]``, the sum
+    accumulated by oneDNN's fused add into the first part's output (``relu`` needs a single part there). Channel
+    concats of wide NHWC maps cost as much as the convolutions on this path (ghost modules make one per module),
+    so ghost bottlenecks hand their halves on as parts. Where the fused oneDNN op is not the route, the parts are
+    concatenated and :func:`conv_bn_act` runs: the same result either way.
+    """
+    depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
+    dense = conv.groups == 1 and conv.kernel_size == (1, 1) and not relu
+    if len(parts) > 1 and (depthwise or dense) and fast_inference(parts[0]):
+        outs, lo = [], 0
+        for x in parts:
+            plan = _plan(conv, bn, x, (lo, lo + x.shape[1]))
+            if plan is None or plan[0] != "onednn":
+                break
+            try:
+                if depthwise or not outs:
+                    outs.append(torch.ops.mkldnn._convolution_pointwise(
+                        x, plan[1], plan[2], *plan[3], "relu" if relu else "none", [], ""))
+                else:  # outs[0] += conv(x), in place
+                    torch.ops.mkldnn._convolution_pointwise_(
+                        outs[0], x, plan[1], plan[2], *plan[3], "add", None, None, [], None)
+            except RuntimeError:
+                fast_path_enabled(False)  # as in conv_bn_act: never try again in this process
+                break
+            lo += x.shape[1]
+        else:
+            return outs
+    return [conv_bn_act(conv, bn, parts[0] if len(parts) == 1 else torch.cat(parts, 1), relu)]
 
 
 def conv_act(conv: nn.Conv2d, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
@@ -269,9 +358,9 @@ class SqueezeExcite(nn.Module):
         self.act1 = nn.ReLU(inplace=True)
         self.conv_expand = nn.Conv2d(rd_chs, chs, 1, bias=True)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The ``B x C x 1 x 1`` gate in [0, 1]."""
-        s = x.mean((2, 3))
+    def gate(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """The ``B x C x 1 x 1`` gate in [0, 1] of ``x`` or of the channel concatenation of the list ``x``."""
+        s = torch.cat([p.mean((2, 3)) for p in x], 1) if isinstance(x, list) else x.mean((2, 3))
         s = F.relu(F.linear(s, self.conv_reduce.weight.flatten(1), self.conv_reduce.bias))
         s = F.linear(s, self.conv_expand.weight.flatten(1), self.conv_expand.bias)
         # F.hardsigmoid is exactly relu6(x + 3) / 6, the paper's hard sigmoid, in one kernel

@@ -22,22 +22,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from ghostkit.deploy.benchmark import _export_reference, _task_model, benchmark, markdown_table
-from ghostkit.deploy.export import export, sample_images
+from ghostkit.deploy.export import _write_openvino, export, sample_images
 from ghostkit.deploy.graph import count_ops
-from ghostkit.deploy.quantize import Int8Options, quantize_onnx
+from ghostkit.deploy.quantize import Int8Options, cpu_has_vnni, quantize_onnx
 from ghostkit.deploy.runtime import make_session
 
 BAR = 1.1
 
 
 def time_sessions(paths: dict[str, Path], imgsz: int, threads: int, rounds: int, block: int = 4) -> dict[str, dict]:
-    """Median wall ms with ``threads`` threads and median CPU ms with one thread, interleaved per block."""
+    """Median wall ms with ``threads`` threads and median CPU ms with one thread, interleaved per block. OpenVINO
+    models (``.xml``) run in the plugin's own worker threads, so their one-thread time is wall time too."""
     x = np.random.default_rng(0).standard_normal((1, 3, imgsz, imgsz), dtype=np.float32)
     result = {}
-    for key, n_threads, clock in (("wall_ms", threads, time.perf_counter), ("cpu1_ms", 1, time.thread_time)):
+    openvino = all(Path(p).suffix == ".xml" for p in paths.values())
+    one_thread_clock = time.perf_counter if openvino else time.thread_time
+    for key, n_threads, clock in (("wall_ms", threads, time.perf_counter), ("cpu1_ms", 1, one_thread_clock)):
         sessions = {name: make_session(p, n_threads, spinning=False) for name, p in paths.items()}
         times: dict[str, list[float]] = {name: [] for name in sessions}
         for _ in range(rounds):
@@ -78,7 +82,7 @@ def ablation(model_name: str, imgsz: int, threads: int, rounds: int) -> None:
             paths[name], ops[name], macs[name] = r.path, r.ops, r.macs
         if timm_path is not None:
             paths[f"timm {model_name}"] = timm_path
-            ops[f"timm {model_name}"] = count_ops(__import__("onnx").load(str(timm_path)))
+            ops[f"timm {model_name}"] = count_ops(onnx.load(str(timm_path)))
         times = time_sessions(paths, imgsz, threads, rounds)
         ref = times.get(f"timm {model_name}")
         print(f"\n### ONNX graph ablation ({model_name}, {imgsz} px, ONNX Runtime ORT_ENABLE_ALL)\n")
@@ -119,6 +123,30 @@ def ablation(model_name: str, imgsz: int, threads: int, rounds: int) -> None:
         print("| --- | ---: | ---: | ---: |")
         for name, t in times.items():
             print(f"| {name} | {t['wall_ms']:.2f} | {t['cpu1_ms']:.2f} | {base['cpu1_ms'] / t['cpu1_ms']:.2f}x |")
+
+        # OpenVINO: the graph `ghostkit export --format openvino` converts, quantised as `--int8` does
+        ov_src = export(net, out=tmp / "ov_src.onnx", imgsz=(imgsz, imgsz), align=0, optimize=False, log=None).path
+        ov_paths = {"openvino fp32": tmp / "ov_fp32.xml"}
+        _write_openvino(onnx.load(str(ov_src)), ov_paths["openvino fp32"], {})
+        ov_int8 = {
+            f"openvino int8 default ({'8' if cpu_has_vnni() else '7'}-bit weights on this CPU)": Int8Options(),
+            "openvino int8, 8-bit weights": Int8Options(reduce_range=False),
+            "openvino int8, per-tensor": Int8Options(per_channel=False),
+            "openvino int8, only Conv": Int8Options(op_types=("Conv",)),
+        }
+        for i, (name, opts) in enumerate(ov_int8.items()):
+            q = quantize_onnx(ov_src, tmp / f"ovq{i}.onnx", calib, opts)
+            ov_paths[name] = tmp / f"ovq{i}.xml"
+            _write_openvino(onnx.load(str(q)), ov_paths[name], {})
+        times = time_sessions(ov_paths, imgsz, threads, rounds)
+        base = times["openvino fp32"]
+        print(f"\n### OpenVINO INT8 ({model_name}, {imgsz} px; same calibration; OpenVINO sessions only)\n")
+        print(f"| model | wall p50 ms ({threads} thr) | wall ms (1 thr) | speed-up vs fp32 ({threads} thr) | "
+              "speed-up (1 thr) |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for name, t in times.items():
+            print(f"| {name} | {t['wall_ms']:.2f} | {t['cpu1_ms']:.2f} | {base['wall_ms'] / t['wall_ms']:.2f}x | "
+                  f"{base['cpu1_ms'] / t['cpu1_ms']:.2f}x |")
 
 
 def main() -> int:

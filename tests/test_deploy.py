@@ -171,6 +171,9 @@ def test_export_unknown_format_and_int8_without_data(capsys, tmp_path):
     _one_line_error(code, err, "tflite", "onnx")
     code, _, err = _cli(capsys, "export", "--weights", str(tmp_path / "x.ckpt"), "--int8")
     _one_line_error(code, err, "--int8", "--data")
+    code, _, err = _cli(capsys, "export", "--weights", str(tmp_path / "x.ckpt"), "--int8", "--data", "digits",
+                        "--format", "torchscript")
+    _one_line_error(code, err, "--int8", "openvino")
     code, _, err = _cli(capsys, "export", "--weights", str(tmp_path / "x.ckpt"), "--align", "wide")
     _one_line_error(code, err, "--align")
 
@@ -266,6 +269,28 @@ def test_int8_export_is_smaller_and_close(digits_run, digits_onnx):
         make_session(digits_onnx))["class_names"]
     top1 = Predictor(OnnxTaskModel(result.path)).predict(sorted((digits_run / "samples").glob("*.png")))
     assert all(r["topk"][0]["class"] in [str(d) for d in range(10)] for r in top1)
+
+
+@pytest.mark.slow
+def test_openvino_int8_export_runs_integer_convolutions(digits_run, tmp_path):
+    """``--format openvino --int8``: the QDQ model as OpenVINO IR, its convolutions executed in 8 bits, compared with
+    the FP32 IR in OpenVINO on the validation set."""
+    from ghostkit.deploy.runtime import OpenVinoSession
+
+    result = export(digits_run / "best.ckpt", format="openvino", int8=True, data="digits", log=None)
+    assert result.path.name == "best.int8.xml" and result.path.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in digits_run.iterdir() if p.name.startswith(".")) == []  # temporary files gone
+    fp32, int8 = result.int8["fp32"]["top1"], result.int8["int8"]["top1"]
+    assert abs(fp32 - int8) <= 0.05, (fp32, int8)
+    assert result.int8["int8"]["size_mb"] < 0.6 * result.int8["fp32"]["size_mb"]
+    runtime = OpenVinoSession(result.path).compiled.get_runtime_model()
+    precisions = {str(op.get_rt_info()["runtimePrecision"].astype(str)) for op in runtime.get_ops()
+                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    assert precisions == {"u8"}, precisions
+    assert read_onnx_config(make_session(result.path))["class_names"] == load_task_model(
+        digits_run / "best.ckpt").config["class_names"]
+    got = ghostkit_val(result.path, tmp_path / "val_ov_int8")
+    assert got["top1"] == pytest.approx(int8, abs=2e-3)
 
 
 @pytest.mark.slow

@@ -2,16 +2,20 @@
 
 Runtimes: PyTorch eager (training structure, eval), PyTorch deploy (re-parameterised, channels-last), ONNX Runtime
 FP32 (the ``ghostkit export`` graph), ONNX Runtime INT8 (calibrated on synthetic images: its speed is real, its
-accuracy is not measured here; ``ghostkit export --int8 --data`` reports that), OpenVINO FP32 when installed; and
+accuracy is not measured here; ``ghostkit export --int8 --data`` reports that), OpenVINO FP32 and INT8 (the same QDQ
+quantisation of the graph ``ghostkit export --format openvino`` converts) when installed; and
 for classifiers timm's model of the same name (when timm is installed), eager and exported to ONNX Runtime with the
 same exporter settings and session options, so the ratios compare graphs, not settings.
 
 Method: ``torch.inference_mode``, one input of ``batch x 3 x H x W``, warm-up runs, then rounds in which every
 runtime runs a block of ``BLOCK`` consecutive inferences in turn (interleaved, so load from other processes hits all
 alike; the first inference of a block is not timed, as it pays for the previous runtime's worker threads still
-spinning); latency percentiles over all timed runs, throughput = batch / mean latency; ``cpu_ms`` is the median
-process CPU time per inference, all threads (steadier than wall time on a shared machine, but it counts threads
-spinning while they wait). Every runtime keeps its default threading (ONNX Runtime's workers spin between ops).
+spinning). The order is shuffled every round (seeded): ONNX Runtime's spinning workers slowed the runtime after them
+for a whole block (OpenVINO fp32 after ONNX Runtime INT8: 6.8 ms, against 4.4 ms timed among OpenVINO sessions
+only), and in a fixed order that penalty fell on the same runtimes every round; latency percentiles over all timed
+runs, throughput = batch / mean latency; ``cpu_ms`` is the median process CPU time per inference, all threads
+(steadier than wall time on a shared machine, but it counts threads spinning while they wait). Every runtime keeps
+its default threading (ONNX Runtime's workers spin between ops).
 
 Memory: peak RSS increase (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``) while the runtime
 is created and warmed up: weights, packed copies, arenas, activations.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import random
 import re
 import statistics
 import tempfile
@@ -127,7 +132,7 @@ def _onnx_runtime(name: str, path: Path, threads: int, params: int, macs: int, g
 
 
 def _openvino_runtime(path: Path, threads: int, params: int, macs: int, name: str = "openvino fp32",
-                      ghostkit: bool = True) -> Runtime | None:
+                      ghostkit: bool = True, precision: str = "fp32") -> Runtime | None:
     try:
         import openvino as ov
     except ImportError:
@@ -139,7 +144,7 @@ def _openvino_runtime(path: Path, threads: int, params: int, macs: int, name: st
         request = compiled.create_infer_request()
         return lambda x: request.infer([x.numpy()])
 
-    return Runtime(name, build, params, macs, ghostkit)
+    return Runtime(name, build, params, macs, ghostkit, precision)
 
 
 def _ort_ops(path: Path, threads: int, tmp: Path) -> dict[str, int]:
@@ -210,7 +215,7 @@ def benchmark(weights: str | None = None, model: str | None = None, imgsz: int |
     x = torch.randn(batch, 3, h, w)
 
     from ..models import reparameterize
-    from .export import export, sample_images
+    from .export import INT8_PASSES, export, sample_images
     from .quantize import DEFAULT_INT8, quantize_onnx
 
     runtimes = [_torch_runtime("pytorch eager", lambda: net, (h, w), True, False),
@@ -223,22 +228,27 @@ def benchmark(weights: str | None = None, model: str | None = None, imgsz: int |
         log(f"exported ONNX in {time.perf_counter() - t:.1f} s")
         runtimes.append(_onnx_runtime("onnxruntime fp32", fp32.path, threads, fp32.params, fp32.macs))
         nodes["onnxruntime fp32"] = {"exported": fp32.ops, "ort": _ort_ops(fp32.path, threads, tmp)}
-        if int8 or openvino:
+        images, _ = sample_images(net, (h, w), None, n=8)
+        calib = [images[i:i + batch].numpy() for i in range(0, len(images) // batch * batch, batch)] or \
+            [images[:1].expand(batch, -1, -1, -1).numpy()]
+        if int8:  # the FP32 graph `ghostkit export --int8` quantises for ONNX Runtime
             plain = export(net, out=tmp / "plain.onnx", imgsz=(h, w), align=0, log=None, batch=batch,
-                           optimize=("fold", "lift", "pool"))
-        if int8:
+                           optimize=INT8_PASSES)
             t = time.perf_counter()
-            images, _ = sample_images(net, (h, w), None, n=8)
-            calib = [images[i:i + batch].numpy() for i in range(0, len(images) // batch * batch, batch)] or \
-                [images[:1].expand(batch, -1, -1, -1).numpy()]
             quantize_onnx(plain.path, tmp / "int8.onnx", calib, DEFAULT_INT8)
             log(f"quantised in {time.perf_counter() - t:.1f} s")
             runtimes.append(_onnx_runtime("onnxruntime int8", tmp / "int8.onnx", threads, plain.params, plain.macs,
                                           precision="int8"))
-        if openvino:
-            ov_rt = _openvino_runtime(plain.path, threads, plain.params, plain.macs)
+        if openvino:  # the graph `ghostkit export --format openvino [--int8]` converts (no ONNX Runtime rewrites)
+            ov_src = export(net, out=tmp / "openvino.onnx", imgsz=(h, w), align=0, log=None, batch=batch,
+                            optimize=False)
+            ov_rt = _openvino_runtime(ov_src.path, threads, ov_src.params, ov_src.macs)
             if ov_rt is not None:
                 runtimes.append(ov_rt)
+                if int8:
+                    quantize_onnx(ov_src.path, tmp / "openvino_int8.onnx", calib, DEFAULT_INT8)
+                    runtimes.append(_openvino_runtime(tmp / "openvino_int8.onnx", threads, ov_src.params,
+                                                      ov_src.macs, "openvino int8", precision="int8"))
         ref = _reference_model(name, net.heads[tasks[0]].num_classes) if reference and tasks in (
             ["classify"], ["multilabel"]) else None
         if ref is not None:
@@ -262,8 +272,10 @@ def benchmark(weights: str | None = None, model: str | None = None, imgsz: int |
         for rt in runtimes:
             _load(rt, x, warmup)
             log(f"loaded {rt.name}")
+        order, shuffle = list(runtimes), random.Random(0).shuffle
         for _ in range(-(-runs // (BLOCK - 1))):
-            for rt in runtimes:
+            shuffle(order)
+            for rt in order:
                 for k in range(BLOCK):
                     start, cpu = time.perf_counter(), time.process_time()
                     rt.run(x)
@@ -305,8 +317,9 @@ def _report(runtimes: list[Runtime], nodes: dict, name: str, tasks: list[str], i
     ort_ref = next((r for r in rows if not r["ghostkit"] and r["runtime"].endswith("onnxruntime")), None)
     if ort_ref is not None and "onnxruntime fp32" in by:
         speedups["onnxruntime fp32 vs timm onnxruntime"] = ort_ref["p50_ms"] / by["onnxruntime fp32"]["p50_ms"]
-    if "onnxruntime int8" in by and "onnxruntime fp32" in by:
-        speedups["int8 vs fp32 onnxruntime"] = by["onnxruntime fp32"]["p50_ms"] / by["onnxruntime int8"]["p50_ms"]
+    for runtime in ("onnxruntime", "openvino"):
+        if f"{runtime} int8" in by and f"{runtime} fp32" in by:
+            speedups[f"int8 vs fp32 {runtime}"] = by[f"{runtime} fp32"]["p50_ms"] / by[f"{runtime} int8"]["p50_ms"]
     return {"model": name, "tasks": tasks, "imgsz": list(imgsz), "batch": batch, "threads": threads, "runs": runs,
             "cpu": _cpu_name(), "memory_metric": MEMORY_METRIC, "runtimes": rows, "nodes": nodes,
             "speedups": speedups}

@@ -20,11 +20,11 @@ def export(
     imgsz: tuple[int, int] = typer.Option(None, help="input height and width (default: the training size)"),
     batch: int = typer.Option(1, help="fixed batch size (a runtime feeds bigger batches in chunks)"),
     dynamic: bool = typer.Option(False, "--dynamic", help="free batch, height and width"),
-    int8: bool = typer.Option(False, "--int8", help="static INT8 quantisation (ONNX; needs --data)"),
+    int8: bool = typer.Option(False, "--int8", help="static INT8 quantisation (ONNX or OpenVINO; needs --data)"),
     data: str = typer.Option(None, help="data for sample images, INT8 calibration and the INT8 accuracy check "
                                         "(default: built-in synthetic shapes as sample images)"),
-    out: str = typer.Option(None, help="output file (default: beside the weights, as .onnx, .int8.onnx or "
-                                       ".torchscript.pt)"),
+    out: str = typer.Option(None, help="output file (default: beside the weights, as .onnx, .int8.onnx, .xml, "
+                                       ".int8.xml or .torchscript.pt)"),
     opset: int = typer.Option(17, help="ONNX opset"),
     align: str = typer.Option("auto", help="pad channels to ONNX Runtime's CPU block: auto (this CPU's, where it "
                                            "pays), 0 (off), 8 or 16"),
@@ -48,7 +48,8 @@ def benchmark(
     threads: int = typer.Option(None, help="CPU threads per runtime (default: all cores)"),
     runs: int = typer.Option(50, help="timed runs per runtime (interleaved)"),
     warmup: int = typer.Option(5, help="warm-up runs per runtime"),
-    int8: bool = typer.Option(True, "--int8/--no-int8", help="include ONNX Runtime INT8 (synthetic calibration)"),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="include INT8 in ONNX Runtime and OpenVINO (synthetic "
+                                                                  "calibration)"),
     reference: bool = typer.Option(True, "--reference/--no-reference", help="include timm's model of the same name"),
     openvino: bool = typer.Option(True, "--openvino/--no-openvino", help="include OpenVINO when installed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),

@@ -293,7 +293,7 @@ def export(
         result.macs = count_macs(FlatOutputs(net, names), (h, w))
         result.params = sum(int(np.prod(t.dims)) for t in onnx_model.graph.initializer)
         if int8:
-            result.int8 = _write_int8(onnx_model, out, model, data, (h, w), log)
+            result.int8 = _write_int8(onnx_model, out, model, data, (h, w), log, format, meta)
         elif format == "openvino":
             _write_openvino(onnx_model, out, meta)
         else:
@@ -315,8 +315,8 @@ def export(
 def _check_options(format: str, int8: bool, data: str | None, batch: int, opset: int) -> None:
     if format not in FORMATS:
         raise GhostkitError(f"unknown export format {format!r}; available: {', '.join(FORMATS)}")
-    if int8 and format != "onnx":
-        raise GhostkitError("--int8 needs --format onnx (INT8 runs in ONNX Runtime)")
+    if int8 and format not in ("onnx", "openvino"):
+        raise GhostkitError("--int8 needs --format onnx or openvino (INT8 runs in ONNX Runtime or OpenVINO)")
     if int8 and not data:
         raise GhostkitError("--int8 needs --data DIR: calibration images (the training split) and the validation set "
                             "for the accuracy check")
@@ -345,16 +345,29 @@ def _reference_outputs(model: TaskModel, images: torch.Tensor, dynamic: bool):
     return trees, ref, batched
 
 
-def _write_int8(onnx_model, out: Path, model: TaskModel, data: str, imgsz: tuple[int, int], log) -> dict:
-    """Quantise the FP32 ``onnx_model`` into ``out`` (the FP32 file only lives for the comparison)."""
-    from .quantize import quantize_and_compare
+def _write_int8(onnx_model, out: Path, model: TaskModel, data: str, imgsz: tuple[int, int], log, format: str,
+                meta: dict) -> dict:
+    """Quantise the FP32 ``onnx_model`` into ``out``: a QDQ ONNX model, or for OpenVINO that QDQ model converted to
+    IR (OpenVINO turns the Q/DQ pairs into FakeQuantize and runs the convolutions in INT8, no NNCF needed). The FP32
+    model (for OpenVINO: its IR) only lives for the comparison, which runs in the same runtime as the INT8 one."""
+    from .quantize import compare_int8, quantize_calibrated
 
     fp32 = out.with_name(f".{out.name}.fp32.onnx")
+    qdq = out if format == "onnx" else out.with_name(f".{out.name}.qdq.onnx")
+    fp32_ir = out.with_name(f".{out.stem}.fp32.xml")
     _atomic_write(onnx_model.SerializeToString(), fp32)
     try:
-        return quantize_and_compare(fp32, out, model, data, imgsz, log=log)
+        quantize_calibrated(fp32, qdq, model, data, imgsz, log=log)
+        if format == "onnx":
+            return compare_int8(fp32, out, model, data, imgsz, log=log)
+        import onnx
+
+        _write_openvino(onnx.load(str(qdq)), out, meta)
+        _write_openvino(onnx_model, fp32_ir, meta)
+        return compare_int8(fp32_ir, out, model, data, imgsz, log=log)
     finally:
-        fp32.unlink(missing_ok=True)
+        for f in (fp32, fp32_ir, fp32_ir.with_suffix(".bin"), *([qdq] if qdq != out else [])):
+            f.unlink(missing_ok=True)
 
 
 def _write_openvino(onnx_model, out: Path, meta: dict) -> None:

@@ -104,10 +104,11 @@ class OpenVinoSession:
     def get_modelmeta(self):
         return self._meta
 
-    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs ``names`` (``None``: all, as in ONNX Runtime) for the input ``feeds["images"]``."""
         result = self.request.infer({0: feeds[INPUT_NAME]})
         by_name = {o.get_any_name(): v for o, v in result.items()}
-        return [np.array(by_name[n]) for n in names]
+        return [np.array(by_name[n]) for n in (names or [o.name for o in self._outputs])]
 
 
 def make_session(path: str | Path | bytes, threads: int | None = None, optimization: str = "all",

@@ -124,10 +124,14 @@ def ablation(model_name: str, imgsz: int, threads: int, rounds: int) -> None:
         for name, t in times.items():
             print(f"| {name} | {t['wall_ms']:.2f} | {t['cpu1_ms']:.2f} | {base['cpu1_ms'] / t['cpu1_ms']:.2f}x |")
 
-        # OpenVINO: the graph `ghostkit export --format openvino` converts, quantised as `--int8` does
+        # OpenVINO: FP32 as `ghostkit export --format openvino` writes it; INT8 as `--int8` does (from the
+        # layout-neutral graph, `plain`), and from the FP32 export's own graph
         ov_src = export(net, out=tmp / "ov_src.onnx", imgsz=(imgsz, imgsz), align=0, optimize=False, log=None).path
         ov_paths = {"openvino fp32": tmp / "ov_fp32.xml"}
         _write_openvino(onnx.load(str(ov_src)), ov_paths["openvino fp32"], {})
+        q = quantize_onnx(ov_src, tmp / "ovq_src.onnx", calib, Int8Options())
+        ov_paths["openvino int8 from the FP32 export's graph (no rewrites)"] = tmp / "ovq_src.xml"
+        _write_openvino(onnx.load(str(q)), tmp / "ovq_src.xml", {})
         ov_int8 = {
             f"openvino int8 default ({'8' if cpu_has_vnni() else '7'}-bit weights on this CPU)": Int8Options(),
             "openvino int8, 8-bit weights": Int8Options(reduce_range=False),
@@ -135,7 +139,7 @@ def ablation(model_name: str, imgsz: int, threads: int, rounds: int) -> None:
             "openvino int8, only Conv": Int8Options(op_types=("Conv",)),
         }
         for i, (name, opts) in enumerate(ov_int8.items()):
-            q = quantize_onnx(ov_src, tmp / f"ovq{i}.onnx", calib, opts)
+            q = quantize_onnx(plain.path, tmp / f"ovq{i}.onnx", calib, opts)
             ov_paths[name] = tmp / f"ovq{i}.xml"
             _write_openvino(onnx.load(str(q)), ov_paths[name], {})
         times = time_sessions(ov_paths, imgsz, threads, rounds)

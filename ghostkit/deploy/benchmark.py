@@ -245,8 +245,8 @@ def benchmark(weights: str | None = None, model: str | None = None, imgsz: int |
             ov_rt = _openvino_runtime(ov_src.path, threads, ov_src.params, ov_src.macs)
             if ov_rt is not None:
                 runtimes.append(ov_rt)
-                if int8:
-                    quantize_onnx(ov_src.path, tmp / "openvino_int8.onnx", calib, DEFAULT_INT8)
+                if int8:  # from the same FP32 graph as ONNX Runtime's INT8 (`export --int8` does that too)
+                    quantize_onnx(plain.path, tmp / "openvino_int8.onnx", calib, DEFAULT_INT8)
                     runtimes.append(_openvino_runtime(tmp / "openvino_int8.onnx", threads, ov_src.params,
                                                       ov_src.macs, "openvino int8", precision="int8"))
         ref = _reference_model(name, net.heads[tasks[0]].num_classes) if reference and tasks in (

@@ -178,6 +178,27 @@ def test_export_unknown_format_and_int8_without_data(capsys, tmp_path):
     _one_line_error(code, err, "--align")
 
 
+@pytest.mark.parametrize("reduce_range", [None, True, False])
+def test_int8_weights_are_7_bit_without_vnni(reduce_range, tmp_path):
+    """Default INT8 weights: 7 bits where this x86 CPU lacks VNNI (its 16-bit pair sums would overflow), 8 otherwise."""
+    from onnx import numpy_helper
+
+    from ghostkit.deploy.quantize import Int8Options, cpu_has_vnni, quantize_onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+    src = tmp_path / "net.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 16, 16),), str(src), dynamo=False, input_names=["images"])
+    calib = [np.random.default_rng(i).standard_normal((1, 3, 16, 16), dtype=np.float32) for i in range(4)]
+    q = onnx.load(str(quantize_onnx(src, tmp_path / "q.onnx", calib, Int8Options(reduce_range=reduce_range))))
+    weights = [numpy_helper.to_array(t) for t in q.graph.initializer if t.data_type == onnx.TensorProto.INT8
+               and len(t.dims) == 4]  # conv weights (zero points are int8 too)
+    assert len(weights) == 2
+    peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    seven_bit = (not cpu_has_vnni()) if reduce_range is None else reduce_range
+    assert peak <= 64 if seven_bit else peak > 64, peak
+
+
 def test_benchmark_needs_one_model(capsys, tmp_path):
     code, _, err = _cli(capsys, "benchmark")
     _one_line_error(code, err, "--weights", "--model")

@@ -2,8 +2,9 @@
 
 Runtimes: PyTorch eager (training structure, eval), PyTorch deploy (re-parameterised, channels-last), ONNX Runtime
 FP32 (the ``ghostkit export`` graph), ONNX Runtime INT8 (calibrated on synthetic images: its speed is real, its
-accuracy is not measured here; ``ghostkit export --int8 --data`` reports that), OpenVINO FP32 and INT8 (the same QDQ
-quantisation of the graph ``ghostkit export --format openvino`` converts) when installed; and
+accuracy is not measured here; ``ghostkit export --int8 --data`` reports that), OpenVINO FP32 (the graph
+``ghostkit export --format openvino`` converts) and INT8 (that ONNX Runtime INT8 model, whose Q/DQ pairs OpenVINO
+runs as FakeQuantize, as ``export --format openvino --int8`` converts it) when installed; and
 for classifiers timm's model of the same name (when timm is installed), eager and exported to ONNX Runtime with the
 same exporter settings and session options, so the ratios compare graphs, not settings.
 
@@ -245,10 +246,9 @@ def benchmark(weights: str | None = None, model: str | None = None, imgsz: int |
             ov_rt = _openvino_runtime(ov_src.path, threads, ov_src.params, ov_src.macs)
             if ov_rt is not None:
                 runtimes.append(ov_rt)
-                if int8:  # from the same FP32 graph as ONNX Runtime's INT8 (`export --int8` does that too)
-                    quantize_onnx(plain.path, tmp / "openvino_int8.onnx", calib, DEFAULT_INT8)
-                    runtimes.append(_openvino_runtime(tmp / "openvino_int8.onnx", threads, ov_src.params,
-                                                      ov_src.macs, "openvino int8", precision="int8"))
+                if int8:
+                    runtimes.append(_openvino_runtime(tmp / "int8.onnx", threads, plain.params, plain.macs,
+                                                      "openvino int8", precision="int8"))
         ref = _reference_model(name, net.heads[tasks[0]].num_classes) if reference and tasks in (
             ["classify"], ["multilabel"]) else None
         if ref is not None:

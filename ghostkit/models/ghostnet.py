@@ -74,9 +74,9 @@ GHOSTNET_CFGS: list[list[tuple[int, int, int, float, int]]] = [
 ]
 NUM_HEAD_FEATURES = 1280
 # Ghost bottlenecks skip their expanded concat (GhostBottleneck._forward_parts) from this many elements on: timed
-# block by block on a 2-core AVX-512 VM (ghostnet_100, 224 px), the split path won every block at batch 32 (1.2M
-# elements and more; up to 4x on the widest), and lost 2-12% on every block at batch 1 (0.6M and less), where the
-# extra op calls cost more than the copy saves.
+# block by block on a 2-core AVX2 VM (ghostnet_100, 224 px), the split path won every block at batch 32 (1.2M
+# elements and more; up to 4x on the widest), won at batch 4 from 0.75M elements on, and lost 2-12% on every block at
+# batch 1 (0.6M and less), where the extra op calls cost more than the copy saves.
 PARTS_MIN_NUMEL = 1 << 20
 DEFAULT_CFG = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

@@ -172,13 +172,9 @@ def _plan(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, part: tuple[in
     sources = (conv.weight, conv.bias) if bn is None else (conv.weight, conv.bias, bn.weight, bn.bias)
     if bn is not None:
         sources += (bn.running_mean, bn.running_var)
-    key = (
-        tuple(_stamp(t) for t in sources),
-        None if bn is None else bn.eps,
-        tuple(x.shape),
-        torch.get_num_threads(),
-        torch._C._get_mkldnn_enabled(),
-    )
+    mkldnn_on = torch._C._get_mkldnn_enabled()  # torch.backends.mkldnn.enabled, without the Python wrapper
+    key = (tuple(_stamp(t) for t in sources), None if bn is None else bn.eps, tuple(x.shape), torch.get_num_threads(),
+           mkldnn_on)
     cache = _PACKED.setdefault(conv, {})
     hit = cache.get(part)
     if hit is not None and hit[0] == key:
@@ -190,9 +186,8 @@ def _plan(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, part: tuple[in
         and x.shape[0] * x.shape[2] * x.shape[3] <= MATMUL_MAX_ROWS
         and conv.padding in ((0, 0), "valid")
     )
-    onednn = (
-        key[-1] and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple) and _aten_would_use_onednn(conv, x)
-    )
+    padded = conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+    onednn = mkldnn_on and padded and _aten_would_use_onednn(conv, x)
     plan = None
     if matmul or onednn or bn is not None:
         w, b = conv.weight.detach(), conv.bias

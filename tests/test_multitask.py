@@ -82,6 +82,16 @@ def test_detect_outputs_are_sliced_per_image_but_anchors_are_shared():
     assert torch.allclose(model.loss(outputs, targets)["detect/loss"], full)
 
 
+def test_task_weights_default_to_learned_for_multi_task_runs():
+    from ghostkit.engine.multitask import parse_task_weights
+
+    assert parse_task_weights(None, ["detect", "segment"]) == "auto"
+    assert parse_task_weights("", ["detect", "segment"]) == "auto"
+    assert parse_task_weights(None, ["segment"]) is None
+    assert parse_task_weights("equal", ["detect", "segment"]) == {}
+    assert parse_task_weights("segment=0.5", ["detect", "segment"]) == {"segment": 0.5}
+
+
 def test_weighted_and_learned_task_weights():
     model, images, targets = _model_and_batch(tasks=["classify", "segment"], task_weights={"segment": 0.25})
     model.eval()

@@ -63,7 +63,7 @@ class TrainConfig:
     pretrained: str | None = None  # official / timm / ghostkit weights for the backbone (and classifier conv)
     freeze_backbone: bool = False
     threshold: float = 0.5  # multi-label decision threshold
-    task_weights: str | None = None  # multi-task: "detect=1,segment=0.5" or "auto" (None: all 1)
+    task_weights: str | None = None  # multi-task: "auto" (None: the default), "equal" or "detect=1,segment=0.5"
     monitor: str | None = None  # metric picking the best checkpoint (None: the task's; multi-task: "score")
     val_fraction: float = 0.2  # split off train when the data has no val set
     resume: str | None = None  # a run's last.ckpt
@@ -166,7 +166,8 @@ HELP: dict[str, str] = {
     "pretrained": "backbone weights (official, timm or ghostkit file) for transfer learning",
     "freeze_backbone": "train the head only",
     "threshold": "multi-label decision threshold",
-    "task_weights": "multi-task loss weights: TASK=W,... (others 1), or auto (learned uncertainty weighting)",
+    "task_weights": "multi-task loss weights: auto (learned uncertainty weighting, the default), equal, or "
+                    "TASK=W,... (others 1)",
     "monitor": "metric choosing the best checkpoint and early stopping, e.g. map50 or detect/map50 (default: the "
                "task's primary metric; multi-task: score, the mean of the tasks' primary metrics)",
     "val_fraction": "fraction split off train when the data has no validation set",

@@ -120,9 +120,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     spec = spec or get_spec(cfg.task)
     cfg = dataclasses.replace(cfg, batch=cfg.batch or spec.default_batch, lr=cfg.lr or spec.default_lr)
     monitor = _monitor_key(cfg, spec)
-    task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
-    if task_weights is not None and len(spec.tasks) == 1:
+    if cfg.task_weights and len(spec.tasks) == 1:
         raise GhostkitError("--task-weights needs a multi-task run (--task classify,detect,...)")
+    task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
     data = spec.build_data(cfg)
     config = {
         "format": CONFIG_FORMAT,

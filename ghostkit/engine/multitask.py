@@ -46,9 +46,9 @@ def parse_task_weights(value: str | None, tasks: list[str]) -> dict[str, float] 
     """``None`` (the default: ``"auto"`` for a multi-task run, nothing for one task), ``"auto"``, ``"equal"`` (all
     1) or ``"detect=1,segment=0.5"`` → ``{task: weight}`` (unnamed tasks: 1).
 
-    Multi-task runs learn their weights by default: on built-in shapes (10 epochs, classify + detect + segment, two
-    seeds), equal weights left detection 5.8 and segmentation 5.5–7.9 points below their single-task models, learned
-    weights 1.1 and 0.6–3.3 points, with classification higher too (benchmarks/multitask.py)."""
+    Multi-task runs learn their weights by default. On built-in shapes (10 epochs, classify + detect + segment, three
+    seeds) learned weights came closer to the single-task models than equal ones in 4 of 5 comparisons:
+    segmentation 0.6–9.8 points below its single model against 5.5–12.0 (README, benchmarks/multitask.py)."""
     if value is None or value.strip() == "":
         return "auto" if len(tasks) > 1 else None
     if value.strip() == "auto":

@@ -196,10 +196,10 @@ def _plan(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, part: tuple[in
             w = w.detach()
         b = None if b is None else b.detach()
         groups = conv.groups
+        lo, hi = part or (0, None)
         if part is not None and conv.groups == 1:
-            w, b = w[:, part[0] : part[1]].contiguous(), b if part[0] == 0 else None
+            w, b = w[:, lo:hi].contiguous(), b if lo == 0 else None
         elif part is not None:
-            lo, hi = part
             w, b, groups = w[lo:hi].contiguous(), None if b is None else b[lo:hi], hi - lo
         geometry = (list(conv.padding), list(conv.stride), list(conv.dilation), groups)
         if matmul:
@@ -213,6 +213,11 @@ def _plan(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, part: tuple[in
     return plan
 
 
+def _onednn(x: torch.Tensor, plan: tuple, relu: bool) -> torch.Tensor:
+    """The fused, pre-packed oneDNN convolution of an ``"onednn"`` plan."""
+    return torch.ops.mkldnn._convolution_pointwise(x, plan[1], plan[2], *plan[3], "relu" if relu else "none", [], "")
+
+
 def conv_bn_act(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
     """``relu(bn(conv(x)))``, ``bn`` optional (``None``: a biased deploy conv), ``relu`` optional.
 
@@ -223,8 +228,7 @@ def conv_bn_act(conv: nn.Conv2d, bn: nn.Module | None, x: torch.Tensor, relu: bo
     plan = _plan(conv, bn, x) if fast_inference(x) else None
     if plan is not None and plan[0] == "onednn":
         try:
-            act = "relu" if relu else "none"
-            return torch.ops.mkldnn._convolution_pointwise(x, plan[1], plan[2], *plan[3], act, [], "")
+            return _onednn(x, plan, relu)
         except RuntimeError:
             fast_path_enabled(False)  # an input this op cannot take: never try again in this process
             plan = None
@@ -265,8 +269,7 @@ def conv_bn_act_parts(
                 break
             try:
                 if depthwise or not outs:
-                    outs.append(torch.ops.mkldnn._convolution_pointwise(
-                        x, plan[1], plan[2], *plan[3], "relu" if relu else "none", [], ""))
+                    outs.append(_onednn(x, plan, relu))
                 else:  # outs[0] += conv(x), in place
                     torch.ops.mkldnn._convolution_pointwise_(
                         outs[0], x, plan[1], plan[2], *plan[3], "add", None, None, [], None)

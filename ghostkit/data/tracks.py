@@ -35,7 +35,7 @@ _VERSION = 1  # bump when the generator changes, so cached folders are rebuilt
 # 8%-25% of the frame side (`_shape_mask` sizes shapes at 15%-45% of its canvas).
 _SPRITE_CANVAS = 0.55
 _MIN_IN_FRAME = 0.3  # fraction of an object's pixels inside the frame for it to be in the ground truth
-_SPEED = (0.8, 2.0)  # pixels per frame, per 100 pixels of frame side
+_SPEED = (1.5, 3.0)  # pixels per frame, per 100 pixels of frame side
 _JPEG_QUALITY = 95
 
 

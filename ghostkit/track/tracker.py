@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ghostkit.errors import GhostkitError
-from ghostkit.track.kalman import CHI2_95_4DOF, KalmanBoxFilter, xyah_to_xyxy, xyxy_to_xyah
+from ghostkit.track.kalman import CHI2_95_4DOF, KalmanBoxFilter, xywh_to_xyxy, xyxy_to_xywh
 from ghostkit.track.matching import cosine_distance, iou_distance, linear_assignment
 
 __all__ = ["TRACKERS", "AppearanceTracker", "ByteTracker", "SortTracker", "Tracker", "build_tracker"]
@@ -48,10 +48,14 @@ class _Track:
     activated: bool = False  # confirmed: matched on two frames, or born on the first frame
     hit_streak: int = 0  # consecutive matches after the first detection (SORT's confirmation)
     embedding: np.ndarray | None = field(default=None, repr=False)
+    box: np.ndarray = field(default=None, repr=False)  # 4: xyxy of `mean`, kept in step with it by `_set_states`
 
-    @property
-    def box(self) -> np.ndarray:
-        return xyah_to_xyxy(self.mean[None])[0]
+
+def _set_states(tracks: list[_Track], mean: np.ndarray, cov: np.ndarray) -> None:
+    """Store ``N x 8`` means and ``N x 8 x 8`` covariances into ``N`` tracks, with their xyxy boxes."""
+    boxes = xywh_to_xyxy(mean)
+    for i, t in enumerate(tracks):
+        t.mean, t.cov, t.box = mean[i], cov[i], boxes[i]
 
 
 class Tracker:
@@ -98,10 +102,8 @@ class Tracker:
         mean, cov = np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks])
         for i, t in enumerate(tracks):
             if t.state != "tracked":
-                mean[i, 7] = 0.0  # a lost track keeps moving but stops growing or shrinking (as in ByteTrack)
-        mean, cov = self.kalman.predict(mean, cov)
-        for i, t in enumerate(tracks):
-            t.mean, t.cov = mean[i], cov[i]
+                mean[i, 6:] = 0.0  # a lost track keeps moving but stops growing or shrinking (as in ByteTrack)
+        _set_states(tracks, *self.kalman.predict(mean, cov))
 
     def _correct(self, pairs: list[tuple[_Track, int]], boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                  embeddings: np.ndarray | None) -> None:
@@ -109,10 +111,9 @@ class Tracker:
         if not pairs:
             return
         tracks, idx = [t for t, _ in pairs], [d for _, d in pairs]
-        mean, cov = self.kalman.update(np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]),
-                                       xyxy_to_xyah(boxes[idx]))
-        for i, (t, d) in enumerate(pairs):
-            t.mean, t.cov = mean[i], cov[i]
+        _set_states(tracks, *self.kalman.update(np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]),
+                                                xyxy_to_xywh(boxes[idx])))
+        for t, d in pairs:
             t.score, t.label = float(scores[d]), int(labels[d])
             t.hit_streak = t.hit_streak + 1 if t.last_frame == self.frame_id - 1 else 1
             t.last_frame, t.state, t.activated = self.frame_id, "tracked", True
@@ -126,13 +127,14 @@ class Tracker:
                embeddings: np.ndarray | None, activated: bool) -> list[_Track]:
         if not idx:
             return []
-        mean, cov = self.kalman.initiate(xyxy_to_xyah(boxes[idx]))
+        mean, cov = self.kalman.initiate(xyxy_to_xywh(boxes[idx]))
         new = []
         for i, d in enumerate(idx):
             emb = None if embeddings is None else _unit(embeddings[d])
             new.append(_Track(self._next_id, mean[i], cov[i], float(scores[d]), int(labels[d]), self.frame_id,
                               self.frame_id, activated=activated, embedding=emb))
             self._next_id += 1
+        _set_states(new, mean, cov)
         return new
 
 
@@ -269,27 +271,28 @@ class SortTracker(Tracker):
 
 
 class AppearanceTracker(ByteTracker):
-    """ByteTrack whose first stage matches by appearance embedding, gated and fused with motion (JDE / FairMOT).
+    """ByteTrack with an appearance matching first (JDE / FairMOT): embeddings settle what they can, IoU the rest.
 
-    First stage: cost = ``appearance_weight`` x cosine distance between the track's embedding (an exponential
-    moving average of its detections' L2-normalised embeddings) and the detection's, + (1 - ``appearance_weight``) x
-    the squared Mahalanobis distance of the detection under the track's Kalman prediction; pairs beyond the 95%
-    chi-square gate are forbidden; matches up to ``embedding_thresh``. High-score detections and tracked tracks left
-    over are then matched by IoU (``iou_match_thresh``), and the rest goes through ByteTrack's low-score stage.
-    Defaults from the JDE / FairMOT trackers (``multitracker.py``): fuse weight 0.98, embedding threshold 0.4,
-    IoU stage 0.5, EMA momentum 0.9. Other arguments as for :class:`ByteTracker`. Detections must carry
-    ``"embeddings": N x D``.
+    Before ByteTrack's IoU stages, high-score detections are matched to all tracks by cost = ``appearance_weight``
+    x the cosine distance between the track's embedding (an exponential moving average of its detections'
+    L2-normalised embeddings) and the detection's, + (1 - ``appearance_weight``) x the squared Mahalanobis distance
+    of the detection under the track's Kalman prediction; pairs beyond the 95% chi-square gate are forbidden, pairs
+    up to ``embedding_thresh`` match. What is left goes through :class:`ByteTracker`'s stages unchanged, so motion
+    alone still links a detection whose appearance changed (FairMOT's own IoU fallback, 0.5, is stricter than
+    ByteTrack's first stage and loses small objects whose boxes jitter by a pixel or two). Defaults from the JDE /
+    FairMOT trackers (``multitracker.py``): fuse weight 0.98, embedding threshold 0.4, EMA momentum 0.9. Other
+    arguments as for :class:`ByteTracker`. Detections must carry ``"embeddings": N x D``.
     """
 
     needs_embeddings = True
 
-    def __init__(self, embedding_thresh: float = 0.4, appearance_weight: float = 0.98, iou_match_thresh: float = 0.5,
-                 ema_momentum: float = 0.9, **bytetrack_options) -> None:
+    def __init__(self, embedding_thresh: float = 0.4, appearance_weight: float = 0.98, ema_momentum: float = 0.9,
+                 **bytetrack_options) -> None:
         if not 0 <= appearance_weight <= 1 or not 0 <= ema_momentum < 1:
             raise GhostkitError(f"appearance: need appearance_weight in [0, 1] and ema_momentum in [0, 1), got "
                                 f"{appearance_weight}, {ema_momentum}")
-        self.embedding_thresh, self.appearance_weight = embedding_thresh, appearance_weight
-        self.iou_match_thresh, self.ema_momentum = iou_match_thresh, ema_momentum
+        self.embedding_thresh, self.appearance_weight, self.ema_momentum = embedding_thresh, appearance_weight, \
+            ema_momentum
         super().__init__(**bytetrack_options)
 
     def _update_embedding(self, track: _Track, embedding: np.ndarray) -> None:
@@ -302,17 +305,14 @@ class AppearanceTracker(ByteTracker):
             return [], list(range(len(pool))), list(range(len(high)))
         cost = cosine_distance(np.stack([t.embedding for t in pool]), embeddings[high])
         gate = self.kalman.gating_distance(np.stack([t.mean for t in pool]), np.stack([t.cov for t in pool]),
-                                           xyxy_to_xyah(boxes[high]))
+                                           xyxy_to_xywh(boxes[high]))
         cost = self.appearance_weight * cost + (1 - self.appearance_weight) * gate
         cost[gate > CHI2_95_4DOF] = np.inf
         matches, left_pool, left_high = linear_assignment(cost, self.embedding_thresh)
-        # IoU for what appearance could not settle (e.g. a detection whose embedding changed abruptly).
-        rest = [i for i in left_pool if pool[i].state == "tracked"]
-        cost = iou_distance(np.array([pool[i].box for i in rest]).reshape(-1, 4), boxes[high[left_high]])
-        more, _, still_high = linear_assignment(cost, self.iou_match_thresh)
-        matches += [(rest[i], left_high[j]) for i, j in more]
-        matched_pool = {i for i, _ in matches}
-        return matches, [i for i in range(len(pool)) if i not in matched_pool], [left_high[j] for j in still_high]
+        more, still_pool, still_high = super()._first_stage([pool[i] for i in left_pool], high[left_high], boxes,
+                                                            scores, embeddings)
+        matches += [(left_pool[i], left_high[j]) for i, j in more]
+        return matches, [left_pool[i] for i in still_pool], [left_high[j] for j in still_high]
 
 
 TRACKERS: dict[str, type[Tracker]] = {"bytetrack": ByteTracker, "sort": SortTracker, "appearance": AppearanceTracker}

@@ -148,6 +148,23 @@ def test_second_stage_recovers_low_score_boxes():
     assert all(len(t["ids"]) == 0 for t in out)
 
 
+def test_appearance_settles_what_motion_cannot():
+    """Two overlapping objects trade places by 2 px: IoU prefers the swap, embeddings keep each id on its object."""
+    code = {"a": np.eye(8)[0], "b": np.eye(8)[1]}
+    ids = {}
+    for name in ("bytetrack", "appearance"):
+        tracker = build_tracker(name)
+        for frame in range(1, 9):
+            xa, xb = (50.0, 52.0) if frame <= 5 else (52.0, 50.0)
+            out = tracker.update({"boxes": torch.tensor([[xa, 10, xa + 20, 50], [xb, 10, xb + 20, 50]]),
+                                  "scores": torch.tensor([0.9, 0.9]),
+                                  "embeddings": torch.tensor(np.stack([code["a"], code["b"]]))})
+        ids[name] = dict(zip(out["boxes"][:, 0].round().tolist(), out["ids"].tolist()))
+    # object a (id 1) ends at x = 52 and b (id 2) at x = 50
+    assert ids["appearance"] == {52.0: 1, 50.0: 2}
+    assert ids["bytetrack"] == {52.0: 2, 50.0: 1}
+
+
 def test_tracker_options_and_bad_input():
     with pytest.raises(GhostkitError, match="unknown tracker 'deepsort'"):
         build_tracker("deepsort")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ghostkit.data.formats.mot import read_mot, read_mot_sequence, write_mot_results
+from ghostkit.data.formats.mot import read_mot, read_mot_boxes, read_mot_sequence, write_mot_results
 from ghostkit.data.images import SkippedFilesWarning
 from ghostkit.data.tracks import TRACK_CLASSES, builtin_tracks, write_tracks
 from ghostkit.errors import GhostkitError
@@ -175,7 +175,7 @@ def test_tracker_options_and_bad_input():
     with pytest.raises(GhostkitError, match="disagree in length"):
         build_tracker().update({"boxes": torch.zeros(2, 4), "scores": torch.ones(3)})
     tracker = build_tracker("bytetrack", frame_rate=60, track_buffer=30)
-    assert tracker.max_time_lost == 60
+    assert tracker.max_time_lost == 60 and tracker.min_score == 0.1 and build_tracker("sort").min_score == 0.6
     out = tracker.update({"boxes": np.zeros((0, 4))})
     assert out["boxes"].shape == (0, 4) and out["ids"].dtype == torch.int64
 
@@ -260,6 +260,14 @@ def test_mot_reader(tmp_path):
     np.testing.assert_array_equal(seq.gt[1]["ids"], [7])
     np.testing.assert_allclose(seq.gt[2]["boxes"], [[1, 2, 4, 6]])
     assert seq.gt[2]["labels"].tolist() == [1] and seq.gt[2]["visibility"].tolist() == [0.5]
+    _sequence(tmp_path, name="SEQ-2", frames=(1, 2), length=2, gt="2,4,1,1,3,3,1,1,1\n2,3,5,5,3,3,1,2,1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        items, names = read_mot_boxes(tmp_path, "train")
+    assert names == ["person", "car"] and [p.name for p, _ in items] == ["000001.jpg", "000002.jpg", "000003.jpg",
+                                                                         "000001.jpg", "000002.jpg"]
+    assert items[3][1]["boxes"].shape == (0, 4)  # a frame without boxes is a negative image
+    assert items[4][1]["ids"].tolist() == [1, 2] and items[4][1]["labels"].tolist() == [1, 0]  # ids 3, 4 of SEQ-2
 
 
 @pytest.mark.parametrize("gt, words", [

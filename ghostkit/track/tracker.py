@@ -60,9 +60,12 @@ def _set_states(tracks: list[_Track], mean: np.ndarray, cov: np.ndarray) -> None
 
 class Tracker:
     """Base class: detection parsing, batched Kalman steps, track bookkeeping and output. Subclasses define
-    :meth:`_associate`, which receives the parsed detections of one frame and returns the tracks to report."""
+    :meth:`_associate`, which receives the parsed detections of one frame and returns the tracks to report, and
+    :attr:`min_score`, the lowest detection score they use (run the detector with a confidence threshold at or
+    below it)."""
 
     needs_embeddings = False
+    min_score = 0.0
 
     def __init__(self, frame_rate: float = 30.0, min_box_area: float = 10.0) -> None:
         if frame_rate <= 0:
@@ -117,11 +120,11 @@ class Tracker:
             t.score, t.label = float(scores[d]), int(labels[d])
             t.hit_streak = t.hit_streak + 1 if t.last_frame == self.frame_id - 1 else 1
             t.last_frame, t.state, t.activated = self.frame_id, "tracked", True
-            if embeddings is not None:
+            if self.needs_embeddings and embeddings is not None:
                 self._update_embedding(t, embeddings[d])
 
     def _update_embedding(self, track: _Track, embedding: np.ndarray) -> None:
-        track.embedding = embedding
+        raise NotImplementedError
 
     def _start(self, idx: list[int], boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                embeddings: np.ndarray | None, activated: bool) -> list[_Track]:
@@ -130,7 +133,7 @@ class Tracker:
         mean, cov = self.kalman.initiate(xyxy_to_xywh(boxes[idx]))
         new = []
         for i, d in enumerate(idx):
-            emb = None if embeddings is None else _unit(embeddings[d])
+            emb = _unit(embeddings[d]) if self.needs_embeddings and embeddings is not None else None
             new.append(_Track(self._next_id, mean[i], cov[i], float(scores[d]), int(labels[d]), self.frame_id,
                               self.frame_id, activated=activated, embedding=emb))
             self._next_id += 1
@@ -173,6 +176,7 @@ class ByteTracker(Tracker):
         self.unconfirmed_match_thresh, self.fuse_score, self.duplicate_iou = unconfirmed_match_thresh, fuse_score, \
             duplicate_iou
         self.max_time_lost = int(frame_rate / 30.0 * track_buffer)
+        self.min_score = low_thresh
         super().__init__(frame_rate, min_box_area)
 
     def _first_stage(self, pool: list[_Track], high: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
@@ -256,6 +260,7 @@ class SortTracker(Tracker):
             raise GhostkitError(f"sort: max_age and min_hits must be >= 0, got {max_age}, {min_hits}")
         self.score_thresh, self.iou_threshold, self.max_age, self.min_hits = score_thresh, iou_threshold, max_age, \
             min_hits
+        self.min_score = score_thresh
         super().__init__(frame_rate, min_box_area)
 
     def _associate(self, boxes, scores, labels, embeddings):

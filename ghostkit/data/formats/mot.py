@@ -35,7 +35,7 @@ import numpy as np
 from ghostkit.data.images import IMG_EXTENSIONS, SkippedFilesWarning
 from ghostkit.errors import GhostkitError
 
-__all__ = ["GT_FIELDS", "MOTData", "MOTSequence", "read_classes", "read_mot", "read_mot_sequence",
+__all__ = ["GT_FIELDS", "MOTData", "MOTSequence", "read_classes", "read_mot", "read_mot_boxes", "read_mot_sequence",
            "write_mot_results"]
 
 GT_FIELDS = ("frame", "id", "x", "y", "w", "h", "conf", "class", "visibility")
@@ -101,6 +101,29 @@ def read_mot(root: str | Path, split: str = "train") -> MOTData:
     if not seqs:
         raise GhostkitError(f"{folder}: no sequence folders")
     return MOTData(root, split, class_names, seqs)
+
+
+def read_mot_boxes(root: str | Path, split: str = "train") -> tuple[list[tuple[Path, dict[str, np.ndarray]]],
+                                                                      list[str]]:
+    """Every frame of a split as a detection item ``(image path, {"boxes": N x 4 float32 xyxy, "labels": N int64,
+    "ids": N int64})`` (frames without boxes are negatives), and the class names. ``ids`` number identities across
+    the whole split from 0 (sequence by sequence), as identity classification over the training tracks needs.
+    Boxes are as annotated and may reach past the image border (the detection data clips them)."""
+    data = read_mot(root, split)
+    items, offset = [], 0
+    for seq in data.sequences:
+        seq_ids = sorted({int(i) for g in seq.gt.values() for i in g["ids"]})
+        index = {tid: offset + k for k, tid in enumerate(seq_ids)}
+        offset += len(seq_ids)
+        for frame, path in seq.frames.items():
+            g = seq.gt.get(frame)
+            if g is None:
+                items.append((path, {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+                                     "ids": np.zeros(0, np.int64)}))
+            else:
+                ids = np.array([index[int(i)] for i in g["ids"]], dtype=np.int64)
+                items.append((path, {"boxes": g["boxes"], "labels": g["labels"], "ids": ids}))
+    return items, data.class_names
 
 
 def read_mot_sequence(folder: str | Path, class_names: list[str] | None = None,

@@ -144,23 +144,23 @@ class Tracker:
 class ByteTracker(Tracker):
     """ByteTrack: match high-score detections to all tracks, then low-score detections to the tracks left over.
 
-    Defaults are those of the official implementation (``ifzhang/ByteTrack``, ``yolox/tracker/byte_tracker.py`` and
-    ``tools/track.py``) and the paper's section 4.1.
+    Defaults from the official implementation (``ifzhang/ByteTrack``): ``yolox/tracker/byte_tracker.py`` (the
+    fixed thresholds), ``tools/track.py`` (its MOT evaluation settings) and ``tools/demo_track.py``.
 
     Args:
-        track_thresh: detections scoring above it enter the first association (official ``--track_thresh`` 0.6).
-        low_thresh: detections scoring above it and up to ``track_thresh`` enter the second one (official: 0.1).
-        new_track_thresh: an unmatched high-score detection starts a track from this score (official:
-            ``track_thresh + 0.1`` = 0.7).
-        match_thresh: maximal cost (``1 - IoU``, score-fused) of a first-stage match (official ``match_thresh`` 0.8).
-        second_match_thresh: maximal ``1 - IoU`` of a low-score match (official: 0.5).
-        unconfirmed_match_thresh: maximal cost matching a one-frame-old track (official: 0.7).
-        track_buffer: frames a lost track is kept at 30 fps, scaled by ``frame_rate / 30`` (official: 30).
-        fuse_score: multiply IoU by the detection score in the first stage (official: on unless ``--mot20``).
-        duplicate_iou: a tracked and a lost track overlapping more than this are one object: the younger is dropped
-            (official: ``1 - 0.15``).
+        track_thresh: detections scoring above it enter the first association (``tools/track.py``: 0.6; the demo
+            uses 0.5).
+        low_thresh: detections scoring above it and up to ``track_thresh`` enter the second one (fixed: 0.1).
+        new_track_thresh: an unmatched high-score detection starts a track from this score (``track_thresh + 0.1``).
+        match_thresh: maximal cost (``1 - IoU``, score-fused) of a first-stage match (demo: 0.8).
+        second_match_thresh: maximal ``1 - IoU`` of a low-score match (fixed: 0.5).
+        unconfirmed_match_thresh: maximal cost matching a one-frame-old track (fixed: 0.7).
+        track_buffer: frames a lost track is kept at 30 fps, scaled by ``frame_rate / 30`` (30).
+        fuse_score: multiply IoU by the detection score in the first stages (on unless ``--mot20``).
+        duplicate_iou: a tracked and a lost track overlapping more than this are one object: the one followed for
+            less time is dropped (fixed: ``1 - 0.15``).
         frame_rate: the video's frames per second.
-        min_box_area: tracks smaller than this (pixels²) are not reported (official demo ``--min-box-area`` 10).
+        min_box_area: tracks smaller than this (pixels²) are not reported (demo ``--min_box_area``: 10).
     """
 
     def __init__(self, track_thresh: float = 0.6, low_thresh: float = 0.1, new_track_thresh: float = 0.7,

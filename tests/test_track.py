@@ -300,6 +300,26 @@ def test_mot_reader_paths_stay_inside_root(tmp_path):
         read_mot(root, "val")
 
 
+def test_mot_sequence_without_seqinfo(tmp_path):
+    seq = _sequence(tmp_path, frames=(1, 2, 4), gt="5,1,2,3,4,5,1,1,1\n")
+    (seq / "seqinfo.ini").unlink()
+    (seq / "img1" / "cover.jpg").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = read_mot_sequence(seq)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert s.length == 5 and s.name == "SEQ-1" and s.width is None and sorted(s.frames) == [1, 2, 4]
+    assert "2 of 5 frames missing from img1/ (frames 3, 5)" in messages  # frame 5 is known from gt.txt
+    assert "skipped 1 images whose names are not frame numbers: cover.jpg" in messages
+    (seq / "img1" / "cover.jpg").unlink()
+    (seq / "seqinfo.ini").write_text("[Sequence]\nseqLength=many\n")
+    with pytest.raises(GhostkitError, match="seqinfo.ini: seqlength must be a number, got 'many'"):
+        read_mot_sequence(seq)
+    (seq / "seqinfo.ini").write_text("[Other]\n")
+    with pytest.raises(GhostkitError, match="no \\[Sequence\\] section"):
+        read_mot_sequence(seq)
+
+
 def test_mot_writer_format(tmp_path):
     path = tmp_path / "out" / "SEQ.txt"
     tracks = {"ids": torch.tensor([3, 5]), "boxes": torch.tensor([[1.0, 2.0, 11.0, 22.5], [0.0, 0.0, 4.0, 4.0]]),

@@ -140,19 +140,24 @@ def read_mot_sequence(folder: str | Path, class_names: list[str] | None = None,
         raise GhostkitError(f"{folder}: not a MOTChallenge sequence: no {img_dir.name}/ folder of frames")
     _inside(img_dir, root_real, folder / "seqinfo.ini")
     suffixes = (info["imext"].lower(),) if "imext" in info else IMG_EXTENSIONS
-    frames, outside = {}, []
+    frames, outside, unnamed = {}, [], []
     for p in img_dir.iterdir():
-        if p.suffix.lower() in suffixes and p.stem.isdigit() and not p.name.startswith("."):
-            if p.resolve().is_relative_to(root_real):
-                frames[int(p.stem)] = p
-            else:
-                outside.append(p.name)
-    if outside:
-        warnings.warn(f"{img_dir}: skipped {len(outside)} frames linking outside {root_real}: "
-                      f"{', '.join(sorted(outside)[:_SHOW])}", SkippedFilesWarning, stacklevel=2)
+        if p.name.startswith(".") or p.suffix.lower() not in suffixes:
+            continue
+        if not p.stem.isdigit() or int(p.stem) < 1:
+            unnamed.append(p.name)
+        elif p.resolve().is_relative_to(root_real):
+            frames[int(p.stem)] = p
+        else:
+            outside.append(p.name)
+    for bad, why in ((outside, f"linking outside {root_real}"), (unnamed, "whose names are not frame numbers")):
+        if bad:
+            warnings.warn(f"{img_dir}: skipped {len(bad)} images {why}: {', '.join(sorted(bad)[:_SHOW])}",
+                          SkippedFilesWarning, stacklevel=2)
     length = int(_number(info, "seqlength", folder)) if "seqlength" in info else max(frames, default=0)
     gt_path = folder / "gt" / "gt.txt"
-    gt = _read_gt(gt_path, None if class_names is None else len(class_names), length) if gt_path.is_file() else {}
+    known = length if "seqlength" in info else 0  # without seqinfo.ini, gt.txt may know of later frames
+    gt = _read_gt(gt_path, None if class_names is None else len(class_names), known) if gt_path.is_file() else {}
     if "seqlength" not in info:
         length = max([length, *gt])
     missing = [k for k in range(1, length + 1) if k not in frames]

@@ -6,6 +6,8 @@ huggingface_hub reads (``models--timm--NAME/snapshots/REV/`` and ``refs/main``),
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -212,6 +214,24 @@ def test_training_from_hub_weights_stores_their_normalisation(hub: dict, tmp_pat
     assert torch.equal(state["model.backbone.conv_stem.weight"], ref.conv_stem.weight)  # frozen: as published
     assert state["model.heads.classify.classifier.weight"].shape == (2, ref.classifier.in_features)
     assert "revision: " + MAIN in (out / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_finetune_benchmark_runs_end_to_end(hub: dict, tmp_path: Path, capsys) -> None:
+    """benchmarks/finetune.py on the local cache and a tiny folder (its numbers mean nothing here)."""
+    spec = importlib.util.spec_from_file_location("finetune", Path(__file__).parents[1] / "benchmarks" / "finetune.py")
+    finetune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finetune)
+    data = image_folder(tmp_path / "data", n=4)
+    out = tmp_path / "bench"
+    text = finetune.main([str(data), "--epochs", "1", "--imgsz", "32", "--batch", "4", "--workers", "0", "--out",
+                          str(out)])
+    assert "| imagenet | 0 |" in text and "| scratch | 0 |" in text and "fine-tuning gain:" in text
+    runs = json.loads((out / "finetune.json").read_text())["runs"]
+    assert [r["run"] for r in runs] == ["imagenet", "scratch"]
+    _, pre, _ = read_checkpoint(out / "imagenet_seed0" / "best.ckpt")
+    _, scratch, _ = read_checkpoint(out / "scratch_seed0" / "best.ckpt")
+    assert pre["pretrained"]["repo"] == "timm/ghostnet_100.in1k" and "pretrained" not in scratch
 
 
 def test_cli_offline_without_cache_exits_2(tmp_path: Path) -> None:

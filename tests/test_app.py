@@ -48,8 +48,8 @@ def digits_run(tmp_path_factory) -> Path:
     write_imagefolder(tmp / "data" / "train", images[:300], labels[:300], names)
     write_imagefolder(tmp / "data" / "val", images[300:360], labels[300:360], names)
     epochs = int(os.environ.get("GHOSTKIT_APP_EPOCHS", "1"))
-    ghostkit.train(task="classify", data=str(tmp / "data"), model="ghostnet_050", epochs=epochs, imgsz=32, batch=50,
-                   workers=0, out=str(tmp / "digits"))
+    ghostkit.train(task="classify", data=str(tmp / "data"), model="ghostnet_050", epochs=epochs, warmup_epochs=0,
+                   imgsz=32, batch=50, workers=0, out=str(tmp / "digits"))
     return tmp / "digits"
 
 

@@ -271,7 +271,8 @@ def create_app(weights: list[str | Path], limits: Limits | None = None) -> FastA
         yield
         tmp_root.cleanup()
 
-    app = FastAPI(title="ghostkit", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    # no Swagger / ReDoc pages: they load their scripts from a CDN; the schema stays at /openapi.json
+    app = FastAPI(title="ghostkit", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=int(limits.max_upload_mb * 2**20))
     app.state.tabs = tabs
 

@@ -17,6 +17,10 @@ Endpoints::
     POST /api/view                  the same form → {"result", "pictures": {name: PNG data URL}, "ms"}
     POST /api/video                 multipart: video (file) + the same options → {"frames", "fps", "truncated",
                                     "video": WebM data URL of the annotated clip, "results": one dict per frame}
+    GET  /openapi.json              the API's OpenAPI schema
+
+Images are decoded in memory; an uploaded video is copied into a temporary folder (OpenCV reads files) that is
+removed after the request, and the app's whole temporary folder at shutdown.
 
 Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 unreadable upload or bad option, 404 unknown model,
 411 no Content-Length, 413 upload or image over the limits, 503 queue full; never a traceback.

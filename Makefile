@@ -9,13 +9,18 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first, at the tested versions
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q -e ".[dev,docs]"
+	$(PY) -m pip install -q -e ".[dev,docs,app]"
+	# the browser tests drive Debian's chromium (Playwright never downloads a browser here); without it they skip
+	test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "chromium not installed: the browser tests will be skipped"
 	touch $(VENV_STAMP)
 
 demo: $(VENV_STAMP)
 	.venv/bin/ghostkit train --data digits --out runs/demo --exist-ok
 	.venv/bin/ghostkit val --weights runs/demo/best.ckpt --data digits
 	.venv/bin/ghostkit predict --weights runs/demo/best.ckpt --source runs/demo/samples
+	@echo "try it in a browser: .venv/bin/ghostkit app --weights runs/demo/best.ckpt"
 
 test: $(VENV_STAMP)
 	$(PY) -m ruff check ghostkit tests benchmarks

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ghostkit.data.classify import split_items
+from ghostkit.data.common import split_items
 from ghostkit.data.images import filter_readable, list_images, read_image
 from ghostkit.errors import GhostkitError
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, read_classes_txt, split_items
+from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, read_classes_txt, split_items
 from ghostkit.data.images import filter_readable, list_images, read_image, to_rgb
 from ghostkit.data.synthetic import SHAPE_CLASSES, load_digits, make_shapes
 from ghostkit.errors import GhostkitError
@@ -42,6 +42,7 @@ __all__ = [
     "classify_transforms",
     "read_imagefolder",
     "read_multilabel_csv",
+    "task_data",
 ]
 
 BUILTIN_DATA: tuple[str, ...] = ("digits", "shapes")
@@ -413,3 +414,24 @@ def build_classify_data(
     else:
         train_items, val_items = split_items(train_items, val_fraction, seed)
     return make(train_items, val_items, names, False)
+
+
+def collate_classify(task: str) -> Callable:
+    """``[(image, class index or multi-hot)]`` → ``(images B x 3 x H x W, {task: targets B or B x C})``."""
+
+    def collate(batch: list[tuple]) -> tuple[torch.Tensor, dict]:
+        images = torch.stack([b[0] for b in batch])
+        targets = [b[1] for b in batch]
+        t = torch.stack(targets) if isinstance(targets[0], torch.Tensor) else torch.as_tensor(targets)
+        return images, {task: t}
+
+    return collate
+
+
+def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0,
+              auto_augment: str = "trivial", random_erasing: float = 0.0, **_) -> TaskData:
+    """``classify`` / ``multilabel`` data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
+    d = build_classify_data(data, imgsz=imgsz, multilabel=task == "multilabel", val_fraction=val_fraction,
+                            seed=seed, auto_augment=auto_augment, random_erasing=random_erasing)
+    return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
+                    collate_classify(task), d)

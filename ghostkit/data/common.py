@@ -1,22 +1,38 @@
-"""What every task's data shares: the normalisation constants, the fixed-seed train / val split and the
-``classes.txt`` reader. Neutral ground: task data modules import from here, never from each other."""
+"""What every task's data shares: the normalisation constants, :class:`TaskData`, the fixed-seed train / val split
+and the ``classes.txt`` reader. Neutral ground: task data modules import from here, never from each other."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from ghostkit.errors import GhostkitError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "read_classes_txt", "split_items"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TaskData", "read_classes_txt", "split_items"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # a data set item: (image source, target)
 Item = tuple[Any, Any]
+
+
+@dataclass
+class TaskData:
+    """A task's data as the engine, ``ghostkit val`` and export use it (``ghostkit.data.tasks``)."""
+
+    train: Dataset | None
+    val: Dataset
+    class_names: dict[str, list[str]]  # task → class names
+    imgsz: int
+    mean: list[float]
+    std: list[float]
+    collate: Callable  # list of (image, target) → (images B x 3 x H x W, {task: batched targets})
+    source: object = None  # what the task's builder returned (e.g. RestoreData, for its paired scale)
 
 
 def read_classes_txt(path: Path, spaces: bool = True, max_classes: int | None = None, task: str = "") -> list[str]:

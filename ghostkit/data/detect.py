@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, split_items
+from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, split_items
 from ghostkit.data.formats.boxes import MIN_BOX
 from ghostkit.data.formats.coco import read_coco_boxes
 from ghostkit.data.formats.voc import read_voc, voc_class_names, voc_ids
@@ -56,6 +56,7 @@ __all__ = [
     "collate_detect",
     "detect_format",
     "detect_transforms",
+    "task_data",
 ]
 
 # Built-in shapes: new training images per epoch, enough for a default `ghostkit train --task detect --data shapes`
@@ -235,3 +236,10 @@ def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: 
         mean=mean,
         std=std,
     )
+
+
+def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0, **_) -> TaskData:
+    """Detection data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
+    d = build_detect_data(data, imgsz=imgsz, val_fraction=val_fraction, seed=seed)
+    return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std), collate_detect,
+                    d)

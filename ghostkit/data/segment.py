@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, read_classes_txt, split_items
+from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, read_classes_txt, split_items
 from ghostkit.data.formats.coco import CocoMask, read_coco_masks
 from ghostkit.data.formats.voc import VOC_CLASSES, find_voc_root, voc_segmentation_pairs
 from ghostkit.data.images import SkippedFilesWarning, filter_readable, image_size, list_images, read_image
@@ -58,6 +58,7 @@ __all__ = [
     "read_mask_folders",
     "read_voc",
     "segment_transforms",
+    "task_data",
 ]
 
 # Pascal VOC's segmentation classes: background, then the 20 object classes
@@ -306,3 +307,16 @@ def build_segment_data(data: str | Path, imgsz: int, val_fraction: float = 0.2, 
         train, val = split_items(everything, val_fraction, seed, stratify=False)
         top_val = 0
     return make(train, val, names or [f"class_{i}" for i in range(max(top, top_val) + 1)])
+
+
+def collate_segment(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, dict]:
+    """``[(image, mask)]`` → ``(images B x 3 x H x W, {"segment": masks B x H x W})``."""
+    images, masks = default_collate(batch)
+    return images, {"segment": masks}
+
+
+def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0, **_) -> TaskData:
+    """Segmentation data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
+    d = build_segment_data(data, imgsz=imgsz, val_fraction=val_fraction, seed=seed)
+    return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
+                    collate_segment, d)

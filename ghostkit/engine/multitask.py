@@ -18,10 +18,10 @@ from pathlib import Path
 
 from torch import nn
 
-from ..data.multitask import build_multitask_data, collate_multitask
+from ..data.multitask import task_data as multitask_data
 from ..data.restore import Degradation
 from ..errors import GhostkitError
-from ..tasks.registry import MULTITASK, combinable_tasks, get_task
+from ..tasks.registry import MULTITASK, combinable_tasks, default_imgsz, get_task
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, get_spec, register_multitask_spec
 
@@ -111,17 +111,15 @@ class MultiTaskSpec(TaskSpec):
         return dataclasses.replace(cfg, task=task, head=mine[0] if mine else None)
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        degradation = None
         if "restore" in self._tasks:
             if cfg.scale != 1:
                 raise GhostkitError(f"--scale {cfg.scale}: restoration in a multi-task run denoises (--scale 1), since "
                                     "every head reads the same input")
-            degradation = Degradation.parse(1, cfg.noise, cfg.jpeg)
-            if degradation.identity:
+            if Degradation.parse(1, cfg.noise, cfg.jpeg).identity:
                 raise GhostkitError("restoration in a multi-task run needs a degradation: --noise (e.g. 25) or --jpeg")
-        d = build_multitask_data(cfg.data, self._tasks, cfg.imgsz, cfg.val_fraction, cfg.seed, degradation)
-        data = TaskData(d.train, d.val, d.class_names, d.imgsz, list(d.mean), list(d.std),
-                        collate_multitask(self._tasks), d)
+        # the multi-task pipeline also for one task (min_tasks=1), so not the registry's per-task data module
+        data = multitask_data(",".join(self._tasks), cfg.data, cfg.imgsz or default_imgsz(MULTITASK.name, cfg.data),
+                              cfg.val_fraction, cfg.seed, noise=cfg.noise, jpeg=cfg.jpeg)
         self.attach_data(data)
         return data
 

@@ -19,6 +19,7 @@ from .data.tasks import inference_transform
 from .deploy.runtime import load_model_file
 from .errors import GhostkitError
 from .tasks.model import TaskModel, enable_tta
+from .tasks.registry import get_task
 
 __all__ = ["Predictor", "expand_source", "is_stream", "render_result", "to_pil", "VIDEO_EXTENSIONS"]
 
@@ -149,10 +150,6 @@ class Predictor:
             raise GhostkitError(f"{text}: no frame could be decoded")
 
 
-# order in which the heads draw onto one combined picture: masks under boxes under image-level labels
-_DRAW_ORDER = ("restore", "segment", "detect", "classify", "multilabel")
-
-
 def render_result(model: TaskModel, image: Image.Image, result: dict, class_names: dict[str, list[str]]
                   ) -> dict[str, Image.Image]:
     """Pictures of one image's ``raw`` result: name suffix → image. Single-task models give their head's pictures;
@@ -160,7 +157,7 @@ def render_result(model: TaskModel, image: Image.Image, result: dict, class_name
     picture (segment overlay, then boxes, then the class labels)."""
     pictures: dict[str, Image.Image] = {}
     combined = image
-    for task in sorted(result, key=lambda t: _DRAW_ORDER.index(t) if t in _DRAW_ORDER else len(_DRAW_ORDER)):
+    for task in sorted(result, key=lambda t: get_task(t).draw_order):  # masks under boxes under labels
         head = model.heads[task]
         drawn = head.render(image, result[task], class_names.get(task, []))
         if len(result) == 1:

@@ -46,6 +46,8 @@ class TaskEntry:
         primary: the metrics.json key that picks the best checkpoint (higher is better).
         score_metric: the key that enters a multi-task run's combined score (in [0, 1]; default ``primary``).
         combinable: may join a multi-task run (``--task a,b``).
+        draw_order: where a multi-task picture draws this head's result: lower first (masks under boxes under
+            image-level labels).
         lightning_module: ``"ghostkit.engine.<file>:<Class>"``, a LightningModule of its own for tasks whose
             training step is not "sum the heads' losses" (a GAN's two optimisers under manual optimisation);
             ``None``: the engine's ``TaskModule``.
@@ -63,6 +65,7 @@ class TaskEntry:
     primary: str
     score_metric: str | None = None
     combinable: bool = True
+    draw_order: int = 0
     lightning_module: str | None = None
 
     @property
@@ -89,20 +92,21 @@ MULTITASK = TaskEntry(
 
 register_task(TaskEntry(
     name="classify", module="classify", data="classify", engine="classify", layouts=("imagefolder",),
-    batch=64, lr=2e-3, imgsz=224, metrics=("top1", "top5", "f1_macro"), primary="top1"))
+    batch=64, lr=2e-3, imgsz=224, metrics=("top1", "top5", "f1_macro"), primary="top1",
+    draw_order=3))
 register_task(TaskEntry(
     name="multilabel", module="classify", data="classify", engine="classify", layouts=("csv",),
-    batch=64, lr=2e-3, imgsz=224, metrics=("map", "f1_macro"), primary="map"))
+    batch=64, lr=2e-3, imgsz=224, metrics=("map", "f1_macro"), primary="map", draw_order=4))
 register_task(TaskEntry(
     name="detect", module="detect", data="detect", engine="detect", layouts=("coco", "yolo", "voc", "widerface"),
     batch=16,  # more optimizer steps per epoch train faster on CPU
     lr=4e-3,  # built-in shapes, 30 epochs of 1000 images: mAP50 0.899
-    imgsz=320, metrics=("map", "map50"), primary="map"))
+    imgsz=320, metrics=("map", "map50"), primary="map", draw_order=2))
 register_task(TaskEntry(
     name="segment", module="segment", data="segment", engine="segment", layouts=("masks", "voc", "coco"),
     batch=16,  # more optimizer steps per epoch train faster on CPU
     lr=4e-3,  # built-in shapes after 500 steps: 0.53 mIoU against 0.48 with 2e-3
-    imgsz=512, metrics=("miou", "pixel_acc"), primary="miou"))
+    imgsz=512, metrics=("miou", "pixel_acc"), primary="miou", draw_order=1))
 register_task(TaskEntry(
     name="restore", module="restore", data="restore", engine="restore", layouts=("clean folders", "lr/ + hr/"),
     batch=64, lr=2e-3, imgsz=None, metrics=("psnr", "ssim", "psnr_baseline"), primary="psnr",

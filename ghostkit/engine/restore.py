@@ -1,4 +1,4 @@
-"""Image restoration (super-resolution, denoising): data, head config and PSNR / SSIM metrics for the engine.
+"""Image restoration (super-resolution, denoising): head options and PSNR / SSIM metrics for the engine.
 
 Metrics follow the super-resolution literature: PSNR and SSIM on the luma (Y, ITU-R BT.601 studio range, as
 MATLAB's ``rgb2ycbcr``) of outputs clamped to [0, 1], after cropping ``scale`` px off every border, averaged per

@@ -1,4 +1,4 @@
-"""Semantic segmentation: data, head config, torchmetrics metrics and plots for the engine.
+"""Semantic segmentation: head options, torchmetrics metrics and plots for the engine.
 
 metrics.json: ``miou`` (mean IoU over the classes present in the ground truth or the predictions), ``pixel_acc``
 (pixels, 255 excluded) and ``per_class`` ``{name: {"iou"}}`` for those classes. Validation runs at the training size

@@ -25,9 +25,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-from ghostkit.engine.detect import detect_head_config
 from ghostkit.models import reparameterize
-from ghostkit.tasks.detect import DETECT_ARCHS
+from ghostkit.tasks.detect import DETECT_ARCHS, detect_head_config
 from ghostkit.tasks.model import build_task_model
 
 
@@ -107,7 +106,7 @@ def tta_table(args: argparse.Namespace) -> None:
 
     from ghostkit.data.detect import build_detect_data, collate_detect
     from ghostkit.engine.detect import EVAL_CONF
-    from ghostkit.tasks.detect import tta_predict
+    from ghostkit.tasks.detect_results import tta_predict
     from ghostkit.tasks.model import load_task_model
 
     model = load_task_model(args.weights)

@@ -1,19 +1,18 @@
-"""The Python API, mirroring the CLI: ``train``, ``val``, ``load_model``."""
+"""The Python API, mirroring the CLI: ``train``, ``val``, ``load_model``, ``export``. Heavy modules load inside
+each call (``import ghostkit`` stays light)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .engine.config import TrainConfig
-from .predict import Predictor
-
-__all__ = ["train", "val", "load_model"]
+__all__ = ["train", "val", "load_model", "export"]
 
 
 def train(callbacks: list | None = None, **options) -> dict:
     """``ghostkit.train(task="classify", data="digits", model="ghostnet_100", epochs=30, ...)`` → the best
     checkpoint's validation metrics. Options are :class:`ghostkit.engine.TrainConfig`'s fields (as the CLI's);
     ``callbacks`` are extra Lightning callbacks."""
+    from .engine.config import TrainConfig
     from .engine.run import train as _train
 
     return _train(TrainConfig.from_kwargs(**options), callbacks)
@@ -26,8 +25,21 @@ def val(weights: str | Path, data: str, out: str | Path | None = None, **kwargs)
     return validate(weights, data, out, **kwargs)
 
 
-def load_model(path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
-    """A ready :class:`Predictor` for a ghostkit checkpoint or exported ``.onnx`` model:
-    ``load_model("runs/x/best.ckpt").predict([...])``, ``.stream("video.mp4")``. ``tta``: detection test-time
-    augmentation."""
+def load_model(path: str | Path, device: str = "cpu", tta: bool = False):
+    """A ready :class:`~ghostkit.predict.Predictor` for a ghostkit checkpoint or exported ``.onnx`` / ``.xml``
+    model: ``load_model("runs/x/best.ckpt").predict([...])``, ``.stream("video.mp4")``. ``tta``: detection
+    test-time augmentation."""
+    from .predict import Predictor
+
     return Predictor.load(path, device, tta)
+
+
+def export(weights, threshold: float = 0.5, **options):
+    """``ghostkit.export("runs/x/best.ckpt", format="onnx", int8=False, data=None, ...)`` →
+    :class:`~ghostkit.deploy.export.ExportResult`; options as :func:`ghostkit.deploy.export.export`'s. An INT8
+    export's accuracy check gets the task's metrics (as ``ghostkit val``'s; ``threshold``: multi-label)."""
+    from .deploy.export import export as _export
+    from .engine.spec import model_metrics
+
+    options.setdefault("metrics", lambda model: model_metrics(model, threshold))
+    return _export(weights, **options)

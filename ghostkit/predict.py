@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
-from .data.classify import classify_transforms
 from .data.images import IMG_EXTENSIONS, filter_readable, list_images, read_image
+from .data.tasks import inference_transform
+from .deploy.runtime import load_model_file
 from .errors import GhostkitError
-from .tasks.model import TaskModel, enable_tta, load_task_model
+from .tasks.model import TaskModel, enable_tta
+from .tasks.registry import get_task
 
 __all__ = ["Predictor", "expand_source", "is_stream", "render_result", "to_pil", "VIDEO_EXTENSIONS"]
 
@@ -85,19 +86,13 @@ class Predictor:
         cfg = model.config
         self.class_names = cfg.get("class_names", {})
         h, w = cfg["imgsz"]
-        mean, std = cfg["mean"], cfg["std"]
         modes = {head.preprocess for head in model.heads.values()}
         self.mode = "crop" if modes == {"crop"} else ("none" if modes == {"none"} else "resize")
-        if self.mode == "crop":
-            self.transform = classify_transforms(h, train=False, mean=mean, std=std)
-        else:
-            resize = [v2.Resize((h, w), antialias=True)] if self.mode == "resize" else []
-            self.transform = v2.Compose([v2.ToImage(), *resize, v2.ToDtype(torch.float32, scale=True),
-                                         v2.Normalize(mean, std)])
+        self.transform = inference_transform(modes, (h, w), cfg["mean"], cfg["std"])
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
-        model = load_task_model(path)
+        model = load_model_file(path)
         if tta:
             enable_tta(model, path)
         return cls(model, device)
@@ -155,10 +150,6 @@ class Predictor:
             raise GhostkitError(f"{text}: no frame could be decoded")
 
 
-# order in which the heads draw onto one combined picture: masks under boxes under image-level labels
-_DRAW_ORDER = ("restore", "segment", "detect", "classify", "multilabel")
-
-
 def render_result(model: TaskModel, image: Image.Image, result: dict, class_names: dict[str, list[str]]
                   ) -> dict[str, Image.Image]:
     """Pictures of one image's ``raw`` result: name suffix → image. Single-task models give their head's pictures;
@@ -166,7 +157,7 @@ def render_result(model: TaskModel, image: Image.Image, result: dict, class_name
     picture (segment overlay, then boxes, then the class labels)."""
     pictures: dict[str, Image.Image] = {}
     combined = image
-    for task in sorted(result, key=lambda t: _DRAW_ORDER.index(t) if t in _DRAW_ORDER else len(_DRAW_ORDER)):
+    for task in sorted(result, key=lambda t: get_task(t).draw_order):  # masks under boxes under labels
         head = model.heads[task]
         drawn = head.render(image, result[task], class_names.get(task, []))
         if len(result) == 1:

@@ -11,15 +11,13 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from ghostkit.data.classify import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageListDataset,
     build_classify_data,
     classify_transforms,
     read_imagefolder,
     read_multilabel_csv,
-    split_items,
 )
+from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, split_items
 from ghostkit.data.images import SkippedFilesWarning
 from ghostkit.errors import GhostkitError
 

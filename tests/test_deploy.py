@@ -14,6 +14,7 @@ import onnx
 import pytest
 import torch
 
+import ghostkit
 from ghostkit.cli import main
 from ghostkit.deploy.export import export, load_torchscript
 from ghostkit.deploy.graph import count_ops, optimize_graph
@@ -110,7 +111,7 @@ def _task_config(task: str) -> dict:
     base = {"format": 1, "backbone": {"name": "ghostnet_050", "kwargs": {"output_stride": 32}}, "imgsz": [96, 96],
             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "deployed": False}
     if task == "detect":
-        from ghostkit.engine.detect import detect_head_config
+        from ghostkit.tasks.detect import detect_head_config
 
         head = {"num_classes": 3, "arch": "fcos", **detect_head_config("fcos", 96)}
         return {**base, "heads": {"detect": head}, "class_names": {"detect": ["a", "b", "c"]}}
@@ -281,7 +282,7 @@ def test_cli_export_torchscript(digits_run, capsys):
 
 @pytest.mark.slow
 def test_int8_export_is_smaller_and_close(digits_run, digits_onnx):
-    result = export(digits_run / "best.ckpt", int8=True, data="digits", log=None)
+    result = ghostkit.export(digits_run / "best.ckpt", int8=True, data="digits", log=None)  # metrics: the task's
     assert result.path.name == "best.int8.onnx"
     assert result.path.stat().st_size < 0.6 * digits_onnx.stat().st_size
     fp32, int8 = result.int8["fp32"]["top1"], result.int8["int8"]["top1"]
@@ -298,7 +299,7 @@ def test_openvino_int8_export_runs_integer_convolutions(digits_run, tmp_path):
     the FP32 IR in OpenVINO on the validation set."""
     from ghostkit.deploy.runtime import OpenVinoSession
 
-    result = export(digits_run / "best.ckpt", format="openvino", int8=True, data="digits", log=None)
+    result = ghostkit.export(digits_run / "best.ckpt", format="openvino", int8=True, data="digits", log=None)
     assert result.path.name == "best.int8.xml" and result.path.with_suffix(".bin").is_file()
     assert sorted(p.name for p in digits_run.iterdir() if p.name.startswith(".")) == []  # temporary files gone
     fp32, int8 = result.int8["fp32"]["top1"], result.int8["int8"]["top1"]

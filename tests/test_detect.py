@@ -11,10 +11,18 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from ghostkit.cli import main
-from ghostkit.engine.detect import DetectMetrics, detect_head_config
+from ghostkit.engine.detect import DetectMetrics
 from ghostkit.errors import GhostkitError
 from ghostkit.tasks import build_head
-from ghostkit.tasks.detect import DETECT_ARCHS, DetectHead, FCOSDetect, RetinaNetDetect, SSDLiteDetect, tta_predict
+from ghostkit.tasks.detect import (
+    DETECT_ARCHS,
+    DetectHead,
+    FCOSDetect,
+    RetinaNetDetect,
+    SSDLiteDetect,
+    detect_head_config,
+)
+from ghostkit.tasks.detect_results import tta_predict
 from ghostkit.tasks.model import build_task_model
 
 ARCHS = sorted(DETECT_ARCHS)

@@ -13,19 +13,17 @@ from PIL import Image
 
 from ghostkit.cli import main
 from ghostkit.data.detect import (
-    VOC_CLASSES,
-    BoxesFixedWarning,
     DetectionDataset,
     build_detect_data,
     collate_detect,
     detect_format,
     detect_transforms,
-    read_coco,
-    read_voc,
-    read_widerface,
-    read_yolo,
-    voc_class_names,
 )
+from ghostkit.data.formats.boxes import BoxesFixedWarning
+from ghostkit.data.formats.coco import read_coco_boxes as read_coco
+from ghostkit.data.formats.voc import VOC_CLASSES, read_voc, voc_class_names
+from ghostkit.data.formats.widerface import read_widerface
+from ghostkit.data.formats.yolo import read_yolo
 from ghostkit.data.images import SkippedFilesWarning
 from ghostkit.errors import GhostkitError
 

@@ -15,11 +15,10 @@ from PIL import Image
 import ghostkit
 import ghostkit.data.segment as seg_data
 from ghostkit.cli import main
+from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD
 from ghostkit.data.images import SkippedFilesWarning
 from ghostkit.data.segment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    VOC_CLASSES,
+    VOC_SEGMENT_CLASSES,
     SegmentDataset,
     build_segment_data,
     read_mask,
@@ -206,7 +205,7 @@ def test_pascal_voc_layout(tmp_path: Path) -> None:
             Image.fromarray(image).save(voc / "JPEGImages" / f"{stem}.jpg")
             _save_mask(voc / "SegmentationClass" / f"{stem}.png", mask, palette=True)
     d = build_segment_data(tmp_path, imgsz=40)  # finds VOCdevkit/VOC2012 below the given folder
-    assert d.class_names == list(VOC_CLASSES) and len(d.class_names) == 21
+    assert d.class_names == list(VOC_SEGMENT_CLASSES) and len(d.class_names) == 21
     assert len(d.train) == 2 and len(d.val) == 1
     assert read_mask(voc / "SegmentationClass" / "2007_000003.png")[10, 20] == 15  # index, not the palette colour
     _, mask = d.val[0]
@@ -356,7 +355,7 @@ def test_bad_coco_files(tmp_path: Path) -> None:
         build_segment_data(root, imgsz=32)
     _coco_json(ann, [{"id": 7, "file_name": "val.jpg", "height": 40, "width": 60}],
                [{"id": 9, "image_id": 7, "category_id": 99, "segmentation": [[1, 1, 5, 1, 5, 5]]}])
-    with pytest.raises(GhostkitError, match=r"instances_val\.json: annotation 9: unknown category_id 99"):
+    with pytest.raises(GhostkitError, match=r"instances_val\.json: annotation 9 has category id 99"):
         build_segment_data(root, imgsz=32)
     _coco_json(ann, [{"id": 7, "file_name": "val.jpg", "height": 40, "width": 60}],
                [{"id": 9, "image_id": 7, "category_id": 3, "segmentation": [[1, 1, 5]]}])

@@ -1,20 +1,20 @@
-"""Datasets, readers and transform presets, one file per task; `synthetic` holds the built-in data.
+"""Datasets and transform presets, one file per task, on the shared format readers of `formats/`; `common` holds
+what the tasks share (normalisation, the train / val split, classes.txt), `synthetic` the built-in data.
 
-Import direction: `data` depends only on `ghostkit.errors` (never on models, tasks or engine).
+Import direction: `data` depends only on `ghostkit.errors` and the task registry's plain values
+(`ghostkit.tasks.registry`), never on models, task heads or engine.
 """
 
 from ghostkit.data.classify import (
     BUILTIN_DATA,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ClassifyData,
     ImageListDataset,
     build_classify_data,
     classify_transforms,
     read_imagefolder,
     read_multilabel_csv,
-    split_items,
 )
+from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, read_classes_txt, split_items
 from ghostkit.data.images import (
     IMG_EXTENSIONS,
     SkippedFilesWarning,
@@ -43,6 +43,7 @@ __all__ = [
     "make_shapes",
     "read_image",
     "read_imagefolder",
+    "read_classes_txt",
     "read_multilabel_csv",
     "split_items",
     "to_rgb",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,25 +29,22 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, read_classes_txt, split_items
 from ghostkit.data.images import filter_readable, list_images, read_image, to_rgb
 from ghostkit.data.synthetic import SHAPE_CLASSES, load_digits, make_shapes
 from ghostkit.errors import GhostkitError
 
 __all__ = [
     "BUILTIN_DATA",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "ClassifyData",
     "ImageListDataset",
     "build_classify_data",
     "classify_transforms",
     "read_imagefolder",
     "read_multilabel_csv",
-    "split_items",
+    "task_data",
 ]
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 BUILTIN_DATA: tuple[str, ...] = ("digits", "shapes")
 AUTO_AUGMENTS: tuple[str, ...] = ("trivial", "randaugment", "none")
 
@@ -192,22 +189,6 @@ def read_imagefolder(root: str | Path, class_names: Sequence[str] | None = None)
     return items, names
 
 
-def _read_classes_txt(path: Path) -> list[str]:
-    names: list[str] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        name = line.strip()
-        if not name:
-            continue
-        if " " in name:
-            raise GhostkitError(f"{path}:{lineno}: class name {name!r} contains a space (labels are space-separated)")
-        if name in names:
-            raise GhostkitError(f"{path}:{lineno}: duplicate class {name!r}")
-        names.append(name)
-    if not names:
-        raise GhostkitError(f"{path}: no class names")
-    return names
-
-
 def _parse_label_csv(csv_path: Path, images_dir: Path) -> list[tuple[int, Path, list[str]]]:
     """Rows of a `filename,labels` file → [(line number, image path, label names)], validated."""
     if not csv_path.is_file():
@@ -269,7 +250,7 @@ def read_multilabel_csv(
     if class_names is not None:
         names, source = list(class_names), "the training classes"
     elif classes_txt.is_file():
-        names, source = _read_classes_txt(classes_txt), str(classes_txt)
+        names, source = read_classes_txt(classes_txt, spaces=False), str(classes_txt)
     else:
         union = {label for _, _, labels in rows for label in labels}
         for other in ("train", "val"):
@@ -293,37 +274,6 @@ def read_multilabel_csv(
     if not items:
         raise GhostkitError(f"{csv_path}: none of the listed images is readable")
     return items, names
-
-
-def split_items(
-    items: Sequence[Item], val_fraction: float, seed: int = 0, stratify: bool = True
-) -> tuple[list[Item], list[Item]]:
-    """Deterministically split items into (train, val), keeping the input order within each part.
-
-    With `stratify` (int targets), each class with at least 2 items puts round(n * val_fraction) of them, but at
-    least 1 and at most n - 1, into val, so every class stays in train. Without it (multi-label targets), a
-    plain random split of round(n * val_fraction) items (at least 1, at most n - 1).
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise GhostkitError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    n = len(items)
-    if stratify:
-        by_class: dict[int, list[int]] = {}
-        for i, (_, target) in enumerate(items):
-            by_class.setdefault(int(target), []).append(i)
-        groups = [by_class[c] for c in sorted(by_class)]
-    else:
-        groups = [list(range(n))]
-    val_idx: set[int] = set()
-    for group in groups:
-        if len(group) < 2:
-            continue
-        n_val = min(max(round(len(group) * val_fraction), 1), len(group) - 1)
-        val_idx.update(group[j] for j in rng.permutation(len(group))[:n_val])
-    train = [item for i, item in enumerate(items) if i not in val_idx]
-    val = [item for i, item in enumerate(items) if i in val_idx]
-    return train, val
 
 
 @dataclass
@@ -464,3 +414,24 @@ def build_classify_data(
     else:
         train_items, val_items = split_items(train_items, val_fraction, seed)
     return make(train_items, val_items, names, False)
+
+
+def collate_classify(task: str) -> Callable:
+    """``[(image, class index or multi-hot)]`` → ``(images B x 3 x H x W, {task: targets B or B x C})``."""
+
+    def collate(batch: list[tuple]) -> tuple[torch.Tensor, dict]:
+        images = torch.stack([b[0] for b in batch])
+        targets = [b[1] for b in batch]
+        t = torch.stack(targets) if isinstance(targets[0], torch.Tensor) else torch.as_tensor(targets)
+        return images, {task: t}
+
+    return collate
+
+
+def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0,
+              auto_augment: str = "trivial", random_erasing: float = 0.0, **_) -> TaskData:
+    """``classify`` / ``multilabel`` data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
+    d = build_classify_data(data, imgsz=imgsz, multilabel=task == "multilabel", val_fraction=val_fraction,
+                            seed=seed, auto_augment=auto_augment, random_erasing=random_erasing)
+    return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
+                    collate_classify(task), d)

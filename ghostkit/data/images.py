@@ -26,6 +26,7 @@ __all__ = [
     "IMG_EXTENSIONS",
     "SkippedFilesWarning",
     "filter_readable",
+    "image_size",
     "list_images",
     "read_image",
     "to_rgb",
@@ -106,6 +107,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode.startswith("I") or mode == "F":
         return _scale_to_uint8(img).convert("RGB")
     return img.convert("RGB")
+
+
+def image_size(path: Path, exif: bool = True) -> tuple[int, int] | None:
+    """``(width, height)`` from the file header, without decoding the pixels; ``exif``: as displayed (EXIF rotation
+    applied, as ``read_image`` decodes), else as stored. ``None`` when unreadable (``filter_readable`` drops the file
+    later with the shared warning)."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(0x0112, 1) if exif else 1
+    except Exception:
+        return None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _reason(exc: BaseException) -> str:

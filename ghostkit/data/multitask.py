@@ -37,17 +37,20 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..errors import GhostkitError
-from .classify import IMAGENET_MEAN, IMAGENET_STD, build_classify_data
+from ..tasks.registry import default_imgsz
+from .classify import build_classify_data
+from .common import IMAGENET_MEAN, IMAGENET_STD, TaskData
 from .detect import build_detect_data, detect_format
+from .formats.coco import CocoMask
+from .formats.voc import find_voc_root
 from .images import read_image
 from .restore import Degradation
-from .segment import CocoMask, build_segment_data, find_voc_root, read_mask
+from .segment import build_segment_data, read_mask
 from .synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
 
 __all__ = ["MultiTaskData", "MultiTaskDataset", "build_multitask_data", "collate_multitask", "multitask_transforms",
-           "MULTITASK_TASKS"]
+           "task_data"]
 
-MULTITASK_TASKS = ("classify", "multilabel", "detect", "segment", "restore")
 SHAPES_TRAIN, SHAPES_VAL = 1000, 200
 # an item: (image path or uint8 H x W x 3 array, {task: target}); targets as the single-task readers give them
 Item = tuple[Any, dict[str, Any]]
@@ -227,7 +230,7 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
                          seed: int = 0, degradation: Degradation | None = None) -> MultiTaskData:
     """Resolve ``--data`` (one or more comma-separated sources, see the module docstring) for ``tasks``;
     ``degradation`` for a ``restore`` head (every image then has a restore target: its clean self)."""
-    imgsz = imgsz or (64 if data == "shapes" else 320)
+    imgsz = imgsz or default_imgsz("multitask", data)
     if imgsz < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
     train: list[Sequence[Item]] = []  # one part per source
@@ -268,3 +271,13 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
     return MultiTaskData(MultiTaskDataset(items, multitask_transforms(imgsz, True), degradation, train=True),
                          MultiTaskDataset(val, multitask_transforms(imgsz, False), degradation, train=False),
                          class_names, imgsz)
+
+
+def task_data(task: str, data: str, imgsz: int, val_fraction: float = 0.2, seed: int = 0, noise: str = "0",
+              jpeg: int = 0, **_) -> TaskData:
+    """A comma list of tasks' data as the engine uses it (``ghostkit.data.tasks.build_task_data``); a restore head
+    denoises (``noise``, ``jpeg``)."""
+    tasks = [t.strip() for t in task.split(",") if t.strip()]
+    degradation = Degradation.parse(1, noise, jpeg) if "restore" in tasks else None
+    d = build_multitask_data(data, tasks, imgsz, val_fraction, seed, degradation)
+    return TaskData(d.train, d.val, d.class_names, d.imgsz, list(d.mean), list(d.std), collate_multitask(tasks), d)

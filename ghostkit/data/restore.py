@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ghostkit.data.classify import split_items
+from ghostkit.data.common import TaskData, split_items
 from ghostkit.data.images import filter_readable, list_images, read_image
 from ghostkit.errors import GhostkitError
 
@@ -58,6 +58,7 @@ __all__ = [
     "load_photos",
     "parse_noise",
     "restore_collate",
+    "task_data",
 ]
 
 PHOTOS = "photos"
@@ -375,3 +376,12 @@ def build_restore_data(data: str | Path, degradation: Degradation, patch: int | 
     train = RestoreDataset(train_items, degradation, patch=patch)
     val = RestoreDataset(val_items, replace(degradation))
     return RestoreData(train, val, patch, paired_scale)
+
+
+def task_data(task: str, data: str | Path, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0,
+              scale: int = 2, noise: str = "0", jpeg: int = 0, **_) -> TaskData:
+    """Restoration data as the engine uses it (``ghostkit.data.tasks.build_task_data``); ``imgsz``: the training
+    patch (``None``: the default, see :func:`build_restore_data`). Images stay in [0, 1] (mean 0, std 1)."""
+    d = build_restore_data(data, Degradation.parse(scale, noise, jpeg), patch=imgsz, val_fraction=val_fraction,
+                           seed=seed)
+    return TaskData(d.train, d.val, {task: []}, d.patch, [0.0] * 3, [1.0] * 3, restore_collate, d)

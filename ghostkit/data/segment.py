@@ -1,5 +1,6 @@
-"""Semantic segmentation data: readers for mask folders, Pascal VOC and COCO, built-in shapes, transform presets, and
-`build_segment_data`, which turns a `--data` value into train / val datasets of (image, class-index mask).
+"""Semantic segmentation data: the mask-folder reader and mask checks, built-in shapes, transform presets, and
+`build_segment_data` (Pascal VOC and COCO through the shared readers of `ghostkit.data.formats`), which turns a
+`--data` value into train / val datasets of (image, class-index mask).
 
 Layouts (a mask holds one class index per pixel; 255 = ignore):
 
@@ -25,86 +26,47 @@ without applying EXIF orientation, so their pixels stay aligned with the masks d
 from __future__ import annotations
 
 import functools
-import json
 import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ghostkit.data.classify import IMAGENET_MEAN, IMAGENET_STD, split_items
-from ghostkit.data.images import SkippedFilesWarning, filter_readable, list_images, read_image
+from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, read_classes_txt, split_items
+from ghostkit.data.formats.coco import CocoMask, read_coco_masks
+from ghostkit.data.formats.voc import VOC_CLASSES, find_voc_root, voc_segmentation_pairs
+from ghostkit.data.images import SkippedFilesWarning, filter_readable, image_size, list_images, read_image
 from ghostkit.data.synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
 from ghostkit.errors import GhostkitError
+from ghostkit.tasks.registry import IGNORE_INDEX
 
 __all__ = [
-    "IGNORE_INDEX",
-    "VOC_CLASSES",
-    "CocoMask",
+    "VOC_SEGMENT_CLASSES",
     "SegmentData",
     "SegmentDataset",
     "build_segment_data",
-    "read_classes_txt",
-    "read_coco",
     "read_mask",
     "read_mask_folders",
     "read_voc",
     "segment_transforms",
+    "task_data",
 ]
 
-IGNORE_INDEX = 255
-VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
+# Pascal VOC's segmentation classes: background, then the 20 object classes
+VOC_SEGMENT_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
 # built-in shapes: new training images per epoch (30 epochs of 1000: 0.845 mIoU in 237 s; of 2000: see README)
 _SHAPES_TRAIN, _SHAPES_VAL = 2000, 200
 # single-channel or palette modes whose pixel values are class indices
 _INDEX_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
-
-
-@dataclass
-class CocoMask:
-    """A COCO image's annotations, rasterised on demand: ``render() -> uint8 height x width`` class indices.
-
-    ``objects``: ``(class index, segmentation, iscrowd)`` with segmentation a polygon list or an RLE dict.
-    """
-
-    height: int
-    width: int
-    objects: list[tuple[int, Any, bool]] = field(default_factory=list)
-
-    def render(self) -> np.ndarray:
-        from pycocotools import mask as mask_utils
-
-        h, w = self.height, self.width
-        label = np.zeros((h, w), dtype=np.uint8)
-        crowd = np.zeros((h, w), dtype=bool)
-        for cls, seg, iscrowd in self.objects:
-            if isinstance(seg, list):
-                m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
-            elif isinstance(seg.get("counts"), list):  # uncompressed RLE
-                m = mask_utils.decode(mask_utils.frPyObjects(seg, h, w))
-            else:
-                m = mask_utils.decode(seg)
-            m = m.astype(bool)
-            if iscrowd:
-                crowd |= m
-                continue
-            conflict = m & (label != 0) & (label != cls)  # two classes claim the pixel: neither is right
-            label[m & (label == 0)] = cls
-            label[conflict] = IGNORE_INDEX
-        label[crowd & (label == 0)] = IGNORE_INDEX
-        return label
 
 
 # An image source (path or uint8 H x W x 3 array) and its mask source (path, uint8 H x W array or CocoMask).
@@ -140,22 +102,6 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
     if num_classes is not None:
         _check_values(arr, num_classes, path)
     return arr
-
-
-def read_classes_txt(path: Path) -> list[str]:
-    """Class names, one per line (blank lines skipped; names may contain spaces); duplicates are an error."""
-    names: list[str] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        name = line.strip()
-        if name and name in names:
-            raise GhostkitError(f"{path}:{lineno}: duplicate class {name!r}")
-        if name:
-            names.append(name)
-    if not names:
-        raise GhostkitError(f"{path}: no class names")
-    if len(names) >= IGNORE_INDEX:
-        raise GhostkitError(f"{path}: {len(names)} classes; segmentation supports at most {IGNORE_INDEX - 1}")
-    return names
 
 
 def _check_values(mask: np.ndarray, num_classes: int, where: Any) -> None:
@@ -240,15 +186,6 @@ def _map(fn, args: list, num_threads: int = 8) -> list:
         return list(pool.map(fn, args))
 
 
-def _image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header, None when unreadable."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except Exception:
-        return None
-
-
 def _check_pairs(pairs: list[tuple[Path, Path]], folder: Path, num_classes: int | None) -> tuple[list[Item], int]:
     """Keep readable (image, mask file) pairs after checking every mask; returns them and the largest class index.
 
@@ -268,7 +205,7 @@ def _check_pairs(pairs: list[tuple[Path, Path]], folder: Path, num_classes: int 
             mask = read_mask(mask_path, num_classes)
         except _UnreadableMask:
             return None
-        size = _image_size(image)
+        size = image_size(image, exif=False)
         if size is not None and (mask.shape[1], mask.shape[0]) != size:
             raise GhostkitError(f"{mask_path}: mask is {mask.shape[1]} x {mask.shape[0]}, but its image {image.name} "
                                 f"is {size[0]} x {size[1]}")
@@ -303,121 +240,10 @@ def read_mask_folders(root: str | Path, split: str | None, class_names: Sequence
     return _check_pairs(pairs, images_dir, None if class_names is None else len(class_names))
 
 
-def find_voc_root(root: Path) -> Path | None:
-    for cand in (root, *sorted(root.glob("VOC*")), *sorted(root.glob("*/VOC*"))):
-        if (cand / "JPEGImages").is_dir() and (cand / "SegmentationClass").is_dir():
-            return cand
-    return None
-
-
 def read_voc(root: str | Path, split: str) -> list[Item]:
-    """A Pascal VOC folder (``JPEGImages``, ``SegmentationClass``, ``ImageSets/Segmentation/<split>.txt``) →
-    [(image path, mask path)] with masks checked against VOC's 21 classes."""
+    """A Pascal VOC folder's ``split`` → [(image path, mask path)] with masks checked against VOC's 21 classes."""
     root = Path(root)
-    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not listing.is_file():
-        raise GhostkitError(f"{listing}: no such file (the Pascal VOC {split} list)")
-    pairs = []
-    for lineno, line in enumerate(listing.read_text().splitlines(), start=1):
-        stem = line.strip().split(" ")[0] if line.strip() else ""
-        if not stem:
-            continue
-        image = root / "JPEGImages" / f"{stem}.jpg"
-        if not image.is_file():
-            raise GhostkitError(f"{listing}:{lineno}: {image} does not exist")
-        pairs.append((image, root / "SegmentationClass" / f"{stem}.png"))
-    if not pairs:
-        raise GhostkitError(f"{listing}: lists no images")
-    return _check_pairs(pairs, root / "JPEGImages", len(VOC_CLASSES))[0]
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GhostkitError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-    except OSError as exc:
-        raise GhostkitError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "categories")):
-        raise GhostkitError(f"{path}: not a COCO instances file (needs lists 'images', 'annotations', 'categories')")
-    return data
-
-
-def _coco_categories(data: dict, path: Path) -> list[tuple[int, str]]:
-    try:
-        cats = sorted((int(c["id"]), str(c["name"])) for c in data["categories"])
-    except (KeyError, TypeError, ValueError):
-        raise GhostkitError(f"{path}: every category needs an integer 'id' and a 'name'") from None
-    if not cats:
-        raise GhostkitError(f"{path}: no categories")
-    if len(cats) >= IGNORE_INDEX:
-        raise GhostkitError(f"{path}: {len(cats)} categories; segmentation supports at most {IGNORE_INDEX - 1}")
-    return cats
-
-
-def _check_segmentation(seg: Any, where: str) -> None:
-    if isinstance(seg, list):
-        if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in seg):
-            raise GhostkitError(f"{where}: a polygon needs an even number (>= 6) of coordinates")
-        if not all(isinstance(v, (int, float)) for p in seg for v in p):
-            raise GhostkitError(f"{where}: polygon coordinates must be numbers")
-    elif not (isinstance(seg, dict) and "counts" in seg and "size" in seg):
-        raise GhostkitError(f"{where}: segmentation must be a polygon list or an RLE {{'counts', 'size'}}")
-
-
-def read_coco(root: str | Path, split: str, categories: list[tuple[int, str]] | None = None
-              ) -> tuple[list[Item], list[tuple[int, str]]]:
-    """``root/annotations/instances_<split>.json`` with images under ``root/images/`` → ([(image path, CocoMask)],
-    categories (id, name) sorted by id). ``categories`` (the training set's) must match the file's."""
-    root = Path(root)
-    path = root / "annotations" / f"instances_{split}.json"
-    if not path.is_file():
-        raise GhostkitError(f"{path}: no such file")
-    data = _load_json(path)
-    cats = _coco_categories(data, path)
-    if categories is not None and cats != categories:
-        raise GhostkitError(f"{path}: its categories differ from the training set's")
-    index = {cid: i + 1 for i, (cid, _) in enumerate(cats)}
-    masks: dict[Any, tuple[Path, CocoMask]] = {}
-    images_dir = root / "images"
-    for k, im in enumerate(data["images"]):
-        try:
-            image_id, name, h, w = im["id"], str(im["file_name"]), int(im["height"]), int(im["width"])
-        except (KeyError, TypeError, ValueError):
-            raise GhostkitError(f"{path}: images[{k}] needs 'id', 'file_name', 'height' and 'width'") from None
-        cands = [images_dir / name, images_dir / split / name, images_dir / f"{split}2017" / name]
-        image = next((c for c in cands if c.is_file()), None)
-        if image is None:
-            raise GhostkitError(f"{path}: image {name} (id {image_id}) does not exist in {images_dir}")
-        masks[image_id] = (image, CocoMask(h, w))
-    for k, ann in enumerate(data.get("annotations") or []):
-        where = f"{path}: annotation {ann.get('id', k) if isinstance(ann, dict) else k}"
-        if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
-            raise GhostkitError(f"{where}: needs 'image_id', 'category_id' and 'segmentation'")
-        if ann["image_id"] not in masks:
-            raise GhostkitError(f"{where}: unknown image_id {ann['image_id']}")
-        if ann["category_id"] not in index:
-            raise GhostkitError(f"{where}: unknown category_id {ann['category_id']}")
-        seg = ann.get("segmentation")
-        _check_segmentation(seg, where)
-        masks[ann["image_id"]][1].objects.append((index[ann["category_id"]], seg, bool(ann.get("iscrowd", 0))))
-    pairs = list(masks.values())
-    if not pairs:
-        raise GhostkitError(f"{path}: no images")
-    good, _ = filter_readable([img for img, _ in pairs], folder=images_dir)
-    good_set = set(good)
-    items = []
-    for image, mask in pairs:
-        if image not in good_set:
-            continue
-        size = _image_size(image)
-        if size != (mask.width, mask.height):
-            raise GhostkitError(f"{path}: image {image.name} is {size[0]} x {size[1]}, the file says "
-                                f"{mask.width} x {mask.height}")
-        items.append((image, mask))
-    if not items:
-        raise GhostkitError(f"{path}: none of the images is readable")
-    return items, cats
+    return _check_pairs(voc_segmentation_pairs(root, split), root / "JPEGImages", len(VOC_SEGMENT_CLASSES))[0]
 
 
 def _shape_item(sample: ShapeSample) -> tuple[np.ndarray, np.ndarray]:
@@ -458,16 +284,17 @@ def build_segment_data(data: str | Path, imgsz: int, val_fraction: float = 0.2, 
         raise GhostkitError(f"{root}: no such data folder (built-in data: shapes)")
     voc = find_voc_root(root)
     if voc is not None:
-        return make(read_voc(voc, "train"), read_voc(voc, "val"), VOC_CLASSES)
+        return make(read_voc(voc, "train"), read_voc(voc, "val"), VOC_SEGMENT_CLASSES)
     if any((root / "annotations").glob("instances_*.json")):
-        train, cats = read_coco(root, "train")
-        val, _ = read_coco(root, "val", cats)
+        train, cats = read_coco_masks(root, "train")
+        val, _ = read_coco_masks(root, "val", cats)
         return make(train, val, ["background", *(n for _, n in cats)])
     if not (root / "images").is_dir():
         raise GhostkitError(f"{root}: no images/ folder (expected images/{{train,val}} + masks/{{train,val}}, Pascal "
                             f"VOC's JPEGImages/ + SegmentationClass/, or COCO's images/ + annotations/)")
     classes_txt = root / "classes.txt"
-    names = read_classes_txt(classes_txt) if classes_txt.is_file() else None
+    names = read_classes_txt(classes_txt, max_classes=IGNORE_INDEX - 1, task="segmentation") if (
+        classes_txt.is_file()) else None
     if (root / "images" / "train").is_dir():
         train, top = read_mask_folders(root, "train", names)
         if not (root / "images" / "val").is_dir():
@@ -480,3 +307,16 @@ def build_segment_data(data: str | Path, imgsz: int, val_fraction: float = 0.2, 
         train, val = split_items(everything, val_fraction, seed, stratify=False)
         top_val = 0
     return make(train, val, names or [f"class_{i}" for i in range(max(top, top_val) + 1)])
+
+
+def collate_segment(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, dict]:
+    """``[(image, mask)]`` → ``(images B x 3 x H x W, {"segment": masks B x H x W})``."""
+    images, masks = default_collate(batch)
+    return images, {"segment": masks}
+
+
+def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0, **_) -> TaskData:
+    """Segmentation data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
+    d = build_segment_data(data, imgsz=imgsz, val_fraction=val_fraction, seed=seed)
+    return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
+                    collate_segment, d)

@@ -1,27 +1,26 @@
-"""Deployment: export (ONNX, INT8 ONNX, TorchScript), ONNX Runtime inference and the benchmark.
+"""Deployment: export (ONNX, INT8 ONNX, OpenVINO, TorchScript), runtime models, evaluation and the benchmark.
 
 ``export(weights, format="onnx")`` writes a re-parameterised, graph-optimised model carrying its pre-processing in
-its metadata; ``OnnxTaskModel(path)`` runs it like a ``TaskModel`` (``Predictor(OnnxTaskModel("best.onnx"))``);
-``benchmark(...)`` times every runtime side by side. onnx / onnxruntime are imported only when needed.
+its metadata; ``load_model_file(path)`` opens a checkpoint or an exported ``.onnx`` / ``.xml`` model
+(``OnnxTaskModel``, the same interface as ``TaskModel``); ``evaluate(model, data, metrics)`` is the Lightning-free
+validation loop; ``benchmark(...)`` times every runtime side by side.
+
+This layer depends on tasks, models and data only: never on the engine (no Lightning), never on the Predictor.
+onnx / onnxruntime / openvino are imported only when needed.
 """
 
 from __future__ import annotations
 
-__all__ = ["export", "OnnxTaskModel", "benchmark"]
+import importlib
+
+__all__ = ["export", "OnnxTaskModel", "load_model_file", "evaluate", "benchmark"]
+
+# lazy: `import ghostkit.deploy` must not import onnx, onnxruntime or timm
+_LAZY = {"export": "export", "OnnxTaskModel": "runtime", "load_model_file": "runtime", "evaluate": "evaluate",
+         "benchmark": "benchmark"}
 
 
 def __getattr__(name: str):
-    # lazy: `import ghostkit.deploy` (e.g. by the CLI) must not import onnx, onnxruntime or timm
-    if name == "export":
-        from .export import export
-
-        return export
-    if name == "OnnxTaskModel":
-        from .runtime import OnnxTaskModel
-
-        return OnnxTaskModel
-    if name == "benchmark":
-        from .benchmark import benchmark
-
-        return benchmark
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(name)

@@ -21,7 +21,6 @@ ONNX Runtime's blocked-layout optimiser must prove operand shapes equal, which a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -38,7 +37,9 @@ from torch import nn
 from ..errors import GhostkitError
 from ..models import reparameterize
 from ..tasks.model import TaskModel, load_task_model
+from .evaluate import MetricsFactory
 from .runtime import INPUT_NAME, flatten_outputs, make_session, run_session
+from .samples import sample_images
 
 __all__ = ["export", "ExportResult", "FORMATS", "sample_images", "default_out", "parity", "load_torchscript"]
 
@@ -90,55 +91,6 @@ class FlatOutputs(nn.Module):
         for task, out in self.model(images).items():
             flat.update(dict(flatten_outputs(out, task)[1]))
         return tuple(flat[n] for n in self.names)
-
-
-def _task_data(config: dict, data: str, imgsz: int):
-    """The task's data (as ``ghostkit val`` builds it) at ``imgsz``; class names must match the model's."""
-    from ..engine.config import TrainConfig
-    from ..engine.spec import get_spec
-
-    task = next(iter(config["heads"]))
-    head = config["heads"][task]
-    same = {k: head[k] for k in ("scale", "noise", "conf", "iou", "max_det") if k in head}  # data follows the head
-    backbone = (config.get("backbone") or {}).get("name", "ghostnet_100")
-    cfg = TrainConfig(task=task, data=data, model=backbone, imgsz=imgsz, workers=0, **same).validate()
-    td = get_spec(task).build_data(cfg)
-    if td.class_names.get(task) != config.get("class_names", {}).get(task):
-        raise GhostkitError(f"{data}: its classes {td.class_names.get(task, [])[:5]} differ from the model's "
-                            f"{config.get('class_names', {}).get(task, [])[:5]}")
-    return task, td
-
-
-def sample_images(model: TaskModel, imgsz: tuple[int, int], data: str | None = None, n: int = 8,
-                  split: str = "val") -> tuple[torch.Tensor, str]:
-    """``n`` pre-processed images ``n x 3 x H x W`` and where they came from: ``data``'s ``split`` (``"val"``, or
-    ``"train"`` with validation transforms, for calibration), else built-in synthetic shapes."""
-    h, w = imgsz
-    if data is not None:
-        _, td = _task_data(model.config, data, max(h, w))
-        ds = td.val
-        if split == "train" and td.train is not None and hasattr(td.train, "transform") and hasattr(ds, "transform"):
-            ds = copy.copy(td.train)
-            ds.transform = td.val.transform  # no augmentation for calibration
-        images = [ds[i][0] for i in range(min(n, len(ds)))]
-        source = f"{data} {split}"
-    else:
-        from ..data.synthetic import make_shapes
-        from ..predict import Predictor
-
-        predictor = Predictor(_with_imgsz(model, imgsz))
-        images = [predictor.transform(s.image) for s in make_shapes(n, imgsz=max(h, w), seed=7)]
-        source = "synthetic shapes"
-    batch = torch.stack([torch.as_tensor(x) for x in images]).float()
-    if tuple(batch.shape[-2:]) != (h, w):
-        batch = nn.functional.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
-    return batch, source
-
-
-def _with_imgsz(model: TaskModel, imgsz: tuple[int, int]) -> TaskModel:
-    shallow = copy.copy(model)
-    shallow.config = {**model.config, "imgsz": list(imgsz)}
-    return shallow
 
 
 def parity(reference: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> tuple[float, float]:
@@ -242,6 +194,7 @@ def export(
     align: int | str = "auto",
     optimize: bool | tuple[str, ...] = True,
     log: Callable[[str], None] | None = print,
+    metrics: MetricsFactory | None = None,
 ) -> ExportResult:
     """Export the checkpoint ``weights`` (a path, or a ``TaskModel`` with ``out``; see the module docstring).
 
@@ -250,10 +203,16 @@ def export(
     kernels (``"auto"``: this CPU's, where the padding costs at most ``MAX_PADDED_MACS``; 0: off);
     ``optimize``: the graph rewrites of :mod:`ghostkit.deploy.graph` (True: all, or the names of some); ``int8``:
     static INT8 quantisation calibrated on ``data``'s training images (ONNX only), reporting the validation metric
-    and speed of FP32 vs INT8. ``log``: where progress lines go (None: nowhere)."""
+    and speed of FP32 vs INT8. ``log``: where progress lines go (None: nowhere). ``metrics``: ``model → {task:
+    metric module}`` for that INT8 accuracy check (needed with ``int8``); the task metrics live in the engine, which
+    deploy does not import, so the caller passes them: ``ghostkit.export`` and ``ghostkit export`` give
+    :func:`ghostkit.engine.spec.model_metrics`."""
     log = log or (lambda _: None)
     start = time.perf_counter()
     _check_options(format, int8, data, batch, opset)
+    if int8 and metrics is None:
+        raise GhostkitError("an INT8 export needs metrics= for its accuracy check (ghostkit.export and the ghostkit "
+                            "export command pass the task's)")
     block = _resolve_align(align) if format == "onnx" and not int8 else 0
     if format == "openvino" and not int8:  # OpenVINO does its own layout work; ORT's rewrites would get in its way
         optimize = False
@@ -295,7 +254,7 @@ def export(
         result.macs = count_macs(FlatOutputs(net, names), (h, w))
         result.params = sum(int(np.prod(t.dims)) for t in onnx_model.graph.initializer)
         if int8:
-            result.int8 = _write_int8(onnx_model, out, model, data, (h, w), log, format, meta)
+            result.int8 = _write_int8(onnx_model, out, model, data, (h, w), log, format, meta, metrics)
         elif format == "openvino":
             _write_openvino(onnx_model, out, meta)
         else:
@@ -348,7 +307,7 @@ def _reference_outputs(model: TaskModel, images: torch.Tensor, dynamic: bool):
 
 
 def _write_int8(onnx_model, out: Path, model: TaskModel, data: str, imgsz: tuple[int, int], log, format: str,
-                meta: dict) -> dict:
+                meta: dict, metrics: MetricsFactory) -> dict:
     """Quantise the FP32 ``onnx_model`` into ``out``: a QDQ ONNX model, or for OpenVINO that QDQ model converted to
     IR (OpenVINO turns the Q/DQ pairs into FakeQuantize and runs the convolutions in INT8, no NNCF needed). The FP32
     model (for OpenVINO: its IR) only lives for the comparison, which runs in the same runtime as the INT8 one."""
@@ -361,12 +320,12 @@ def _write_int8(onnx_model, out: Path, model: TaskModel, data: str, imgsz: tuple
     try:
         quantize_calibrated(fp32, qdq, model, data, imgsz, log=log)
         if format == "onnx":
-            return compare_int8(fp32, out, model, data, imgsz, log=log)
+            return compare_int8(fp32, out, model, data, imgsz, metrics, log=log)
         import onnx
 
         _write_openvino(onnx.load(str(qdq)), out, meta)
         _write_openvino(onnx_model, fp32_ir, meta)
-        return compare_int8(fp32_ir, out, model, data, imgsz, log=log)
+        return compare_int8(fp32_ir, out, model, data, imgsz, metrics, log=log)
     finally:
         for f in (fp32, fp32_ir, fp32_ir.with_suffix(".bin"), *([qdq] if qdq != out else [])):
             f.unlink(missing_ok=True)

@@ -24,75 +24,17 @@ gate multiplies with channel broadcasting, which ORT never does blocked. These p
 from __future__ import annotations
 
 import collections
-import itertools
 from collections.abc import Iterable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
+
+from .graph_base import UNARY, count_ops, node_attrs, prune, static_shapes
+from .graph_split import split_concats
 
 __all__ = ["optimize_graph", "fold_constants", "lift_pooled_vectors", "reduce_mean_to_pool", "broadcast_gates",
            "split_concats", "count_ops", "prune"]
-
-# per-channel ops: run on channel parts independently (their extra inputs, if any, are not per channel)
-_CHANNELWISE = {"Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "LeakyRelu", "Tanh", "Identity",
-                "GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool", "Resize", "Upsample"}
-_BINARY = {"Add", "Mul", "Sub", "Div"}
-_UNARY = {"Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "LeakyRelu", "Tanh", "Identity"}
-
-
-def count_ops(model: onnx.ModelProto) -> dict[str, int]:
-    """Node count per op type, most frequent first."""
-    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    """Static shapes of every tensor ONNX shape inference can tell (``None`` for symbolic dimensions)."""
-    inferred = shape_inference.infer_shapes(model)
-    out: dict[str, list[int | None]] = {}
-    for vi in itertools.chain(inferred.graph.value_info, inferred.graph.input, inferred.graph.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-    for t in model.graph.initializer:
-        out[t.name] = list(t.dims)
-    return out
-
-
-def prune(graph: onnx.GraphProto) -> None:
-    """Drop nodes and initializers nothing reaches from the graph outputs, and sort the nodes topologically."""
-    producer = {o: n for n in graph.node for o in n.output}
-    needed, stack, keep = set(), [o.name for o in graph.output], set()
-    while stack:
-        name = stack.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        node = producer.get(name)
-        if node is not None and id(node) not in keep:
-            keep.add(id(node))
-            stack.extend(node.input)
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, order = [n for n in graph.node if id(n) in keep], []
-    while pending:  # Kahn's algorithm; the graph is small (hundreds of nodes)
-        rest = []
-        for n in pending:
-            if all(i in ready for i in n.input):
-                order.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise RuntimeError(f"graph has a cycle or a missing input at {rest[0].name}")
-        pending = rest
-    inits = [t for t in graph.initializer if t.name in needed]
-    del graph.node[:], graph.initializer[:]
-    graph.node.extend(order)
-    graph.initializer.extend(inits)
 
 
 def fold_constants(model: onnx.ModelProto) -> int:
@@ -128,7 +70,7 @@ def fold_constants(model: onnx.ModelProto) -> int:
 
 
 def _unsqueeze_axes(node: onnx.NodeProto, inits: dict) -> list[int] | None:
-    axes = _attrs(node).get("axes")
+    axes = node_attrs(node).get("axes")
     if axes is None and len(node.input) > 1 and node.input[1] in inits:
         axes = numpy_helper.to_array(inits[node.input[1]]).tolist()
     return None if axes is None else [int(a) for a in axes]
@@ -154,7 +96,7 @@ def lift_pooled_vectors(model: onnx.ModelProto) -> int:
     ``B x C x 1 x 1`` becomes ``GlobalAveragePool`` → (1x1 ``Conv`` | unary op)* (module docstring). Returns the
     number of pooled vectors lifted."""
     graph, done = model.graph, 0
-    shapes = _shapes(model)
+    shapes = static_shapes(model)
     inits = {t.name: t for t in graph.initializer}
     uses = collections.defaultdict(list)
     for n in graph.node:
@@ -162,7 +104,7 @@ def lift_pooled_vectors(model: onnx.ModelProto) -> int:
             uses[i].append(n)
     outputs = {o.name for o in graph.output}
     for pool in [n for n in graph.node if n.op_type == "ReduceMean"]:
-        a = _attrs(pool)
+        a = node_attrs(pool)
         axes = _unsqueeze_axes(pool, inits) if "axes" not in a else a["axes"]
         if a.get("keepdims", 1) != 0 or len(shapes.get(pool.input[0], ())) != 4 or axes is None \
                 or sorted(x % 4 for x in axes) != [2, 3]:
@@ -173,13 +115,13 @@ def lift_pooled_vectors(model: onnx.ModelProto) -> int:
             if name in outputs:
                 ok = False
             for use in uses[name]:
-                ua = _attrs(use)
+                ua = node_attrs(use)
                 if use.op_type == "Gemm" and use.input[0] == name and use.input[1] in inits \
                         and ua.get("transA", 0) == 0 and ua.get("alpha", 1.0) == 1.0 and ua.get("beta", 1.0) == 1.0 \
                         and (len(use.input) < 3 or (use.input[2] in inits and len(inits[use.input[2]].dims) == 1)):
                     region.append(use)
                     stack.append(use.output[0])
-                elif use.op_type in _UNARY and use.input[0] == name:
+                elif use.op_type in UNARY and use.input[0] == name:
                     region.append(use)
                     stack.append(use.output[0])
                 elif use.op_type == "Unsqueeze" and _unsqueeze_to_4d(use, inits, uses) is not None:
@@ -193,7 +135,7 @@ def lift_pooled_vectors(model: onnx.ModelProto) -> int:
             if node.op_type != "Gemm":
                 continue
             w = numpy_helper.to_array(inits[node.input[1]])
-            w = (w if _attrs(node).get("transB", 0) else w.T)[:, :, None, None]
+            w = (w if node_attrs(node).get("transB", 0) else w.T)[:, :, None, None]
             name = f"{node.input[1]}_as_conv"
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w), name))
             node.CopyFrom(helper.make_node("Conv", [node.input[0], name, *node.input[2:3]], list(node.output),
@@ -223,12 +165,12 @@ def _remove_identities(graph: onnx.GraphProto) -> None:
 
 def reduce_mean_to_pool(model: onnx.ModelProto) -> int:
     """``ReduceMean(x, axes=[2, 3], keepdims=1)`` on 4-D ``x`` → ``GlobalAveragePool(x)``. Returns the count."""
-    shapes, graph, done = _shapes(model), model.graph, 0
+    shapes, graph, done = static_shapes(model), model.graph, 0
     inits = {t.name: t for t in graph.initializer}
     for i, node in enumerate(graph.node):
         if node.op_type != "ReduceMean" or len(shapes.get(node.input[0], ())) != 4:
             continue
-        a = _attrs(node)
+        a = node_attrs(node)
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1] in inits:  # opset 18: axes is an input
             axes = numpy_helper.to_array(inits[node.input[1]]).tolist()
@@ -245,7 +187,7 @@ def broadcast_gates(model: onnx.ModelProto, align: int) -> int:
     ``B x C x 1 x 1`` → ``Mul(x, Resize(gate, nearest, scales 1 x 1 x H x W))``. Returns the count."""
     if align <= 0:
         return 0
-    shapes, graph, done = _shapes(model), model.graph, 0
+    shapes, graph, done = static_shapes(model), model.graph, 0
     for node in list(graph.node):
         if node.op_type != "Mul":
             continue
@@ -265,202 +207,6 @@ def broadcast_gates(model: onnx.ModelProto, align: int) -> int:
         graph.node.insert(list(graph.node).index(node), resize)
         node.input[1 - big] = full
         done += 1
-    return done
-
-
-class _Splitter:
-    """State of :func:`split_concats`: producers, uses and channel counts of the graph, and the plan (nodes and
-    initializers to add, nodes to drop) of the rewrite being tried, committed only when the whole rewrite works."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.graph = model.graph
-        shapes = _shapes(model)
-        self.rank4 = {k for k, v in shapes.items() if len(v) == 4}
-        self.chans = {k: v[1] for k, v in shapes.items() if len(v) == 4 and v[1] is not None}
-        self.counter = itertools.count()
-        self.refresh()
-
-    def refresh(self) -> None:
-        self.inits = {t.name: t for t in self.graph.initializer}
-        self.producer = {o: n for n in self.graph.node for o in n.output}
-        self.uses: dict[str, list] = collections.defaultdict(list)
-        for n in self.graph.node:
-            for i in n.input:
-                self.uses[i].append(n)
-        for o in self.graph.output:
-            self.uses[o.name].append(None)  # a graph output can never be replaced by parts
-        self.new_nodes: list[onnx.NodeProto] = []
-        self.new_inits: list[onnx.TensorProto] = []
-        self.drop: set[int] = set()
-
-    def commit(self) -> None:
-        kept = [n for n in self.graph.node if id(n) not in self.drop]
-        del self.graph.node[:]
-        self.graph.node.extend(kept + self.new_nodes)
-        self.graph.initializer.extend(self.new_inits)
-        prune(self.graph)
-        self.refresh()
-
-    def name(self, base: str) -> str:
-        return f"{base}/part{next(self.counter)}"
-
-    def const(self, array: np.ndarray, base: str) -> str:
-        name = self.name(base)
-        self.new_inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def node(self, op: str, inputs: list[str], base: str, chans: int | None, out: str | None = None, **attrs) -> str:
-        out = out or self.name(base)
-        self.new_nodes.append(helper.make_node(op, inputs, [out], name=self.name(base), **attrs))
-        self.rank4.add(out)
-        if chans is not None:
-            self.chans[out] = chans
-        return out
-
-    def weights(self, conv: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray | None] | None:
-        if conv.input[1] not in self.inits or (len(conv.input) > 2 and conv.input[2] not in self.inits):
-            return None
-        w = numpy_helper.to_array(self.inits[conv.input[1]])
-        b = numpy_helper.to_array(self.inits[conv.input[2]]) if len(conv.input) > 2 and conv.input[2] else None
-        return w, b
-
-    def is_dense_conv(self, conv: onnx.NodeProto) -> bool:
-        return conv.op_type == "Conv" and _attrs(conv).get("group", 1) == 1 and self.weights(conv) is not None
-
-    def is_depthwise(self, conv: onnx.NodeProto) -> bool:
-        wb = self.weights(conv) if conv.op_type == "Conv" else None
-        group = _attrs(conv).get("group", 1)
-        return wb is not None and group > 1 and wb[0].shape[1] == 1 and wb[0].shape[0] == group
-
-    def depthwise_parts(self, conv: onnx.NodeProto, parts: list[str], sizes: list[int]) -> list[str]:
-        w, b = self.weights(conv)
-        attrs, out, off = _attrs(conv), [], 0
-        for x, size in zip(parts, sizes):
-            args = [x, self.const(w[off:off + size], conv.input[1])]
-            if b is not None:
-                args.append(self.const(b[off:off + size], conv.input[2]))
-            out.append(self.node("Conv", args, conv.output[0], size, **{**attrs, "group": size}))
-            off += size
-        return out
-
-    def split(self, name: str, sizes: list[int]) -> list[str] | None:
-        """``name`` as channel parts of ``sizes`` without copying, or ``None`` when that is not possible."""
-        if name not in self.rank4:
-            return None
-        chans = self.chans.get(name)
-        if chans == 1:  # broadcast over channels: every part uses it as it is
-            return [name] * len(sizes)
-        if chans != sum(sizes):
-            return None
-        if name in self.inits:
-            arr, out, off = numpy_helper.to_array(self.inits[name]), [], 0
-            for size in sizes:
-                out.append(self.const(arr[:, off:off + size], name))
-                off += size
-            return out
-        p = self.producer.get(name)
-        if p is None or id(p) in self.drop:
-            return None
-        if p.op_type == "Concat" and _attrs(p).get("axis") == 1 and [self.chans.get(i) for i in p.input] == sizes:
-            return list(p.input)
-        parts = self._split_producer(p, name, sizes)
-        if parts is not None and len(self.uses[name]) > 1:
-            # other users get the parts concatenated: a concat to push on later, never extra computation
-            self.drop.add(id(p))
-            self.node("Concat", parts, name, chans, out=name, axis=1)
-        return parts
-
-    def _split_producer(self, p: onnx.NodeProto, name: str, sizes: list[int]) -> list[str] | None:
-        attrs = _attrs(p)
-        if self.is_dense_conv(p):
-            w, b = self.weights(p)
-            out, off = [], 0
-            for size in sizes:  # one conv per block of output channels (rows of the weight): no extra work
-                args = [p.input[0], self.const(w[off:off + size], p.input[1])]
-                if b is not None:
-                    args.append(self.const(b[off:off + size], p.input[2]))
-                out.append(self.node("Conv", args, name, size, **attrs))
-                off += size
-            return out
-        if self.is_depthwise(p):
-            parts = self.split(p.input[0], sizes)
-            return None if parts is None else self.depthwise_parts(p, parts, sizes)
-        if p.op_type in _CHANNELWISE:
-            parts = self.split(p.input[0], sizes)
-            if parts is None:
-                return None
-            return [self.node(p.op_type, [x, *p.input[1:]], name, s, **attrs) for x, s in zip(parts, sizes)]
-        if p.op_type in _BINARY:
-            left = self.split(p.input[0], sizes)
-            right = self.split(p.input[1], sizes) if left is not None else None
-            if right is None:
-                return None
-            return [self.node(p.op_type, [x, y], name, s) for x, y, s in zip(left, right, sizes)]
-        return None
-
-    def rewrite_use(self, use: onnx.NodeProto | None, concat: str, parts: list[str], sizes: list[int]) -> bool:
-        """Plan ``use`` (a consumer of ``concat``) in terms of ``parts``; False when it cannot be."""
-        if use is None:
-            return False
-        attrs, out = _attrs(use), None
-        first_only = use.input[0] == concat and concat not in use.input[1:]
-        if first_only and self.is_dense_conv(use):
-            w, _ = self.weights(use)
-            partial, off = [], 0
-            for k, (x, size) in enumerate(zip(parts, sizes)):  # conv(concat(a, b)) = conv_a(a) + conv_b(b)
-                args = [x, self.const(w[:, off:off + size], use.input[1])] + ([use.input[2]] if k == 0 and
-                                                                              len(use.input) > 2 else [])
-                partial.append(self.node("Conv", args, use.output[0], w.shape[0], **attrs))
-                off += size
-            total = partial[0]
-            for k, x in enumerate(partial[1:], 1):
-                total = self.node("Add", [total, x], use.output[0], w.shape[0],
-                                  out=use.output[0] if k == len(partial) - 1 else None)
-            return True
-        if use.op_type == "Concat" and attrs.get("axis") == 1:  # flatten nested concats
-            inputs = [x for i in use.input for x in (parts if i == concat else [i])]
-            self.node("Concat", inputs, use.output[0], self.chans.get(use.output[0]), out=use.output[0], axis=1)
-            return True
-        if first_only and self.is_depthwise(use):
-            out = self.depthwise_parts(use, parts, sizes)
-        elif first_only and use.op_type in _CHANNELWISE:
-            out = [self.node(use.op_type, [x, *use.input[1:]], use.output[0], s, **attrs) for x, s in zip(parts, sizes)]
-        elif use.op_type in _BINARY and list(use.input).count(concat) == 1:
-            k = list(use.input).index(concat)
-            other = self.split(use.input[1 - k], sizes)
-            if other is None:
-                return False
-            out = [self.node(use.op_type, [x, y] if k == 0 else [y, x], use.output[0], s)
-                   for x, y, s in zip(parts, other, sizes)]
-        if out is None:
-            return False
-        # the parts stay separate until their own consumers are rewritten (or a graph output needs them whole)
-        self.node("Concat", out, use.output[0], self.chans.get(use.output[0]), out=use.output[0], axis=1)
-        return True
-
-
-def split_concats(model: onnx.ModelProto, max_rewrites: int = 10_000) -> int:
-    """Push channel concats into their consumers (module docstring) until none can move. Returns the rewrites."""
-    s = _Splitter(model)
-    done, stuck = 0, set()
-    while done < max_rewrites:
-        for concat in list(s.graph.node):
-            out = concat.output[0]
-            if concat.op_type != "Concat" or _attrs(concat).get("axis") != 1 or out in stuck:
-                continue
-            sizes = [s.chans.get(i) for i in concat.input]
-            uses = list({id(u): u for u in s.uses[out]}.values())  # a node using the concat twice is planned once
-            s.drop = {id(u) for u in uses if u is not None} | {id(concat)}
-            if None in sizes or not all(s.rewrite_use(u, out, list(concat.input), sizes) for u in uses):
-                stuck.add(out)
-                s.refresh()  # forget the partial plan
-                continue
-            s.commit()
-            stuck.clear()  # a rewrite can make another concat's partner splittable
-            done += 1
-            break
-        else:
-            break
     return done
 
 

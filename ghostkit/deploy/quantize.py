@@ -16,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 
+from ..data.tasks import data_for_model
 from ..errors import GhostkitError
-from .runtime import INPUT_NAME, make_session, run_session
+from ..tasks.registry import get_task
+from .evaluate import MetricsFactory, evaluate
+from .runtime import INPUT_NAME, OnnxTaskModel, make_session, run_session
+from .samples import sample_images
 
 __all__ = ["Int8Options", "DEFAULT_INT8", "cpu_has_vnni", "quantize_onnx", "quantize_calibrated", "compare_int8",
            "evaluate_onnx", "time_session"]
@@ -153,32 +156,19 @@ def time_session(session, images: np.ndarray, runs: int = 20, warmup: int = 3) -
     return float(np.median(times))
 
 
-def evaluate_onnx(path: str | Path, td, task: str, limit: int | None = None) -> dict:
-    """The task's metrics (``metrics.json`` keys) of the ONNX model ``path`` on ``td.val``, batch by batch."""
-    from ..engine.config import TrainConfig
-    from ..engine.spec import get_spec
-    from .runtime import OnnxTaskModel
-
+def evaluate_onnx(path: str | Path, td, metrics: MetricsFactory, limit: int | None = None) -> dict:
+    """The metrics (``metrics.json`` keys, scalars) of the exported model ``path`` on ``td.val``; ``metrics``
+    builds the metric modules for it (see :func:`ghostkit.deploy.export.export`)."""
     model = OnnxTaskModel(path)
-    cfg = TrainConfig(task=task)
-    metrics = get_spec(task).metrics(td.class_names.get(task, []), cfg, model.heads[task])
-    loader = torch.utils.data.DataLoader(td.val, batch_size=64, shuffle=False, collate_fn=td.collate)
-    seen = 0
-    with torch.inference_mode():
-        for images, targets in loader:
-            metrics.update(model(images)[task], targets[task])
-            seen += len(images)
-            if limit is not None and seen >= limit:
-                break
-    return {k: v for k, v in metrics.compute().items() if isinstance(v, (int, float))}
+    values = evaluate(model, td.val, metrics(model), collate=td.collate, limit=limit)
+    task = next(iter(values))
+    return {k: v for k, v in values[task].items() if isinstance(v, (int, float))}
 
 
 def quantize_calibrated(fp32: Path, out: Path, model, data: str, imgsz: tuple[int, int], calib: int = 256,
                         opts: Int8Options = DEFAULT_INT8, log: Callable[[str], None] = print) -> Path:
     """Quantise the ONNX model ``fp32`` into the QDQ model ``out``, calibrated on ``calib`` training images of
     ``data``."""
-    from .export import sample_images
-
     images, _ = sample_images(model, imgsz, data, n=calib, split="train")
     b = _batch_of(fp32)
     x = images.numpy()
@@ -194,23 +184,21 @@ def _batch_of(path: Path) -> int:
     return b if isinstance(b, int) else 1
 
 
-def compare_int8(fp32: Path, int8: Path, model, data: str, imgsz: tuple[int, int],
+def compare_int8(fp32: Path, int8: Path, model, data: str, imgsz: tuple[int, int], metrics: MetricsFactory,
                  log: Callable[[str], None] = print) -> dict:
     """The validation metric on ``data`` and the batch-1 latency of the FP32 and INT8 exports (both ONNX, or both
     OpenVINO IR: the same runtime). Returns ``{"fp32": {...}, "int8": {...}, "metric": key}``."""
-    from .export import _task_data, sample_images
-
-    task, td = _task_data(model.config, data, max(imgsz))
+    td = data_for_model(model.config, data, max(imgsz))
     b = _batch_of(fp32)
     one = sample_images(model, imgsz, data, n=b, split="train")[0].numpy()
     report = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
-        values = evaluate_onnx(path, td, task)
+        values = evaluate_onnx(path, td, metrics)
         values["latency_ms"] = time_session(make_session(path), one)
         files = [Path(path)] + ([Path(path).with_suffix(".bin")] if Path(path).suffix == ".xml" else [])
         values["size_mb"] = sum(f.stat().st_size for f in files) / 2**20  # IR: its .bin of weights too
         report[name] = values
-    key = next(k for k in ("top1", "map", "miou", "psnr") if k in report["fp32"]) if report["fp32"] else None
+    key = get_task(next(iter(model.config["heads"]))).primary if report["fp32"] else None
     if key is None:
         raise GhostkitError(f"{data}: no validation metric to compare FP32 and INT8 with")
     f, q = report["fp32"], report["int8"]

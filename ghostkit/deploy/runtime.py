@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from ..errors import GhostkitError
-from ..tasks.model import TaskModel
+from ..tasks.model import TaskModel, load_task_model
 
-__all__ = ["OnnxTaskModel", "make_session", "read_onnx_config", "flatten_outputs", "unflatten_outputs", "run_session"]
+__all__ = ["OnnxTaskModel", "load_model_file", "make_session", "read_onnx_config", "flatten_outputs",
+           "unflatten_outputs", "run_session"]
 
 INPUT_NAME = "images"
 
@@ -222,3 +223,15 @@ class OnnxTaskModel(nn.Module):
     loss = TaskModel.loss
     task_weights: dict = {}  # validation loss: the plain sum
     log_vars = None
+
+
+EXPORTED_SUFFIXES = (".onnx", ".xml")
+
+
+def load_model_file(path: str | Path) -> nn.Module:
+    """A model for inference from any file ghostkit writes: a checkpoint (``TaskModel``, eval mode) or an exported
+    ``.onnx`` (ONNX Runtime) / OpenVINO ``.xml`` model (:class:`OnnxTaskModel`, the same interface). What
+    ``ghostkit.load_model``, ``ghostkit val`` and ``ghostkit predict`` open."""
+    if Path(path).suffix.lower() in EXPORTED_SUFFIXES:
+        return OnnxTaskModel(path)
+    return load_task_model(path)

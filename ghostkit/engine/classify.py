@@ -1,4 +1,4 @@
-"""Classification (single- and multi-label): data, head config, torchmetrics metrics and plots for the engine."""
+"""Classification (single- and multi-label): torchmetrics metrics and plots for the engine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torchmetrics import classification as tmc
 
-from ..data.classify import build_classify_data
+from ..data.tasks import build_task_data
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
 
@@ -76,28 +76,14 @@ class MultilabelMetrics(nn.Module):
             m.reset()
 
 
-def _collate(task: str):
-    def collate(batch: list[tuple]) -> tuple[torch.Tensor, dict]:
-        images = torch.stack([b[0] for b in batch])
-        targets = [b[1] for b in batch]
-        t = torch.stack(targets) if isinstance(targets[0], torch.Tensor) else torch.as_tensor(targets)
-        return images, {task: t}
-
-    return collate
-
-
 class ClassifySpec(TaskSpec):
     def __init__(self, multilabel: bool) -> None:
         self.name = "multilabel" if multilabel else "classify"
         self.multilabel = multilabel
-        self.monitor = "map" if multilabel else "top1"
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        d = build_classify_data(cfg.data, imgsz=cfg.imgsz or _default_imgsz(cfg.data), multilabel=self.multilabel,
-                                val_fraction=cfg.val_fraction, seed=cfg.seed, auto_augment=cfg.auto_augment,
-                                random_erasing=cfg.random_erasing)
-        return TaskData(d.train, d.val, {self.name: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
-                        _collate(self.name))
+        return build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed,
+                               auto_augment=cfg.auto_augment, random_erasing=cfg.random_erasing)
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
         return {"num_classes": len(data.class_names[self.name]), "multilabel": self.multilabel,
@@ -114,10 +100,6 @@ class ClassifySpec(TaskSpec):
         from .plots import plot_confusion_matrix
 
         return [plot_confusion_matrix(values["confusion_matrix"], class_names, out_dir / "confusion_matrix.png")]
-
-
-def _default_imgsz(data: str) -> int:
-    return {"digits": 32, "shapes": 64}.get(data, 224)
 
 
 register_spec(ClassifySpec(multilabel=False))

@@ -1,16 +1,19 @@
-"""Training options: one dataclass shared by the CLI (``ghostkit train --help``) and ``ghostkit.train(...)``."""
+"""Training options: one dataclass shared by the CLI (``ghostkit train --help``) and ``ghostkit.train(...)``.
+
+Import-light: reading the fields and their help needs no torch (``ghostkit train --help`` answers at once); the
+task names and defaults come from the task registry.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import GhostkitError
-from ..models import list_models
-from ..models.hub import check_hub_weights, hub_revision
+from ..tasks.registry import BUILTIN_IMGSZ, MULTITASK, TASKS, task_names
 
 __all__ = ["TrainConfig", "TASK_NAMES"]
 
-TASK_NAMES = ("classify", "multilabel", "detect", "segment", "restore")
+TASK_NAMES = task_names()
 
 
 @dataclass
@@ -21,9 +24,9 @@ class TrainConfig:
     data: str = "digits"
     model: str = "ghostnet_100"
     epochs: int = 30
-    batch: int | None = None  # default: the task's (64 classify / multilabel / restore, 16 detect / segment / multi)
-    imgsz: int | None = None  # default: 32 for digits, 64 for shapes, 224 for folders
-    lr: float | None = None  # default: the task's (2e-3; 4e-3 detect, segment, multi-task)
+    batch: int | None = None  # default: the task registry's
+    imgsz: int | None = None  # default: the task registry's (built-in data: their own size)
+    lr: float | None = None  # default: the task registry's
     optimizer: str = "adamw"  # adamw | sgd | rmsprop
     momentum: float = 0.9
     nesterov: bool = True
@@ -95,7 +98,7 @@ class TrainConfig:
             (self.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {self.output_stride}"),
             (0 < self.threshold < 1, f"--threshold must be in (0, 1), got {self.threshold}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
-            (self.model in list_models(), None),
+            (self._known_model(), None),
         ]
         for ok, message in checks:
             if not ok:
@@ -104,9 +107,16 @@ class TrainConfig:
 
                     model_entrypoint(self.model)
                 raise GhostkitError(message)
+        from ..models.hub import check_hub_weights, hub_revision
+
         if hub_revision(self.pretrained) is not None:
             check_hub_weights(self.model)  # a variant without hub weights fails before the data are read
         return self
+
+    def _known_model(self) -> bool:
+        from ..models import list_models
+
+        return self.model in list_models()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,10 +135,13 @@ HELP: dict[str, str] = {
     "data": "data folder, or built-in data: digits, shapes",
     "model": "backbone name (ghostkit info --list)",
     "epochs": "training epochs",
-    "batch": "batch size per device (default: 64 for classify, multilabel and restore; 16 for detect, segment and "
-             "multi-task runs, whose short CPU runs need more optimizer steps per epoch)",
-    "imgsz": "input size in pixels (default: 32 for digits, 64 for shapes, 224 for folders)",
-    "lr": "peak learning rate (default: 2e-3; 4e-3 for detect, segment and multi-task runs)",
+    "batch": "batch size per device (default: the task's: " + ", ".join(f"{t} {e.batch}" for t, e in TASKS.items())
+             + f", multi-task {MULTITASK.batch})",
+    "imgsz": "input size in pixels (default: " + ", ".join(f"{s} for {d}" for d, s in BUILTIN_IMGSZ.items())
+             + "; on folders the task's: " + ", ".join(f"{t} {e.imgsz}" for t, e in TASKS.items() if e.imgsz)
+             + f", multi-task {MULTITASK.imgsz}; restore: a patch of 24 px x --scale)",
+    "lr": "peak learning rate (default: the task's: " + ", ".join(f"{t} {e.lr:g}" for t, e in TASKS.items())
+          + f", multi-task {MULTITASK.lr:g})",
     "optimizer": "adamw, sgd or rmsprop",
     "momentum": "momentum (sgd, rmsprop)",
     "nesterov": "Nesterov momentum (sgd)",

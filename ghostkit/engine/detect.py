@@ -1,15 +1,11 @@
-"""Object detection: data, head config, COCO mAP (torchmetrics + pycocotools) and plots for the engine.
+"""Object detection: head options, COCO mAP (torchmetrics + pycocotools) and plots for the engine.
 
 metrics.json keys: ``map`` (COCO AP at IoU 0.50:0.95), ``map50``, ``map75``, ``mar100`` and ``per_class``
 (``ap``, ``ap50``, ``recall`` of each class that has validation objects). The best checkpoint is the one with the
 highest ``map``: COCO's primary metric, which also rewards tight boxes (``map50`` rises with it on every run we
 made). Validation decodes with a 0.001 score threshold (COCO practice: low-scoring boxes only add to the tail of
 the precision-recall curve), not the prediction threshold ``--conf``.
-
-Head defaults follow the input size (``head_config``): small inputs (built-in 64 px shapes) use the stride 8-32
-maps (FCOS under 128 px: stride 4-16 with 2-conv towers, which trained to a higher mAP50 on shapes),
-a smaller FCOS size range, smaller RetinaNet anchors and fewer SSDLite extra blocks; from 256 px on, the
-papers' settings (P6/P7, FCOS ranges of 64 px on P3, RetinaNet anchors of 4 strides, SSDLite on strides 16 / 32).
+Head defaults follow the input size: :func:`ghostkit.tasks.detect.detect_head_config`.
 """
 
 from __future__ import annotations
@@ -23,13 +19,13 @@ import torch
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
-from ..data.detect import build_detect_data, collate_detect
+from ..data.tasks import build_task_data
 from ..errors import GhostkitError
-from ..tasks.detect import DEFAULT_ARCH, DETECT_ARCHS
+from ..tasks.detect import DEFAULT_ARCH, DETECT_ARCHS, detect_head_config
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
 
-__all__ = ["DetectMetrics", "DetectSpec", "detect_head_config", "plot_pr_curves", "plot_val_predictions"]
+__all__ = ["DetectMetrics", "DetectSpec", "plot_pr_curves", "plot_val_predictions"]
 
 EVAL_CONF = 0.001
 
@@ -100,25 +96,6 @@ class DetectMetrics(nn.Module):
         self._samples = []
 
 
-def detect_head_config(arch: str, imgsz: int) -> dict:
-    """Architecture settings for an ``imgsz`` input (see the module docstring)."""
-    small = imgsz < 256
-    if arch == "fcos":  # under 128 px: the stride 4-16 maps (8 x 8 at stride 8 is too coarse for 10 px objects) and
-        # 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in 559 s with FCOS's 4)
-        tiny = imgsz < 128
-        return {"strides": [4, 8, 16] if tiny else [8, 16, 32], "fpn_chs": 64, "p6p7": not small,
-                "num_convs": 2 if tiny else 4,
-                "scale_range": min(4.0, max(1.0, imgsz / 64))}
-    if arch == "retinanet":
-        return {"strides": [8, 16, 32], "fpn_chs": 64, "p6p7": not small,
-                "anchor_scale": min(4.0, max(1.5, imgsz / 64))}
-    # ssdlite: extra blocks until the last map is 1 px
-    strides = [16, 32] if not small else [8, 16, 32]
-    n_extra = max(0, math.ceil(math.log2(max(1.0, imgsz / 32))))
-    extra = ([512, 256, 256, 128] + [128] * n_extra)[:n_extra]
-    return {"strides": strides, "extra_chs": extra, "min_ratio": 0.2, "max_ratio": 0.95}
-
-
 def plot_pr_curves(pr: dict[str, list[float]], per_class: dict, out: Path) -> Path:
     """Precision against recall at IoU 0.5 for each class (101 COCO recall points) and their mean."""
     from .plots import plt
@@ -143,7 +120,7 @@ def plot_val_predictions(dataset, samples: list[dict], class_names: list[str], o
     """A grid of validation images with their predicted boxes (score >= the head's ``conf``)."""
     from PIL import Image
 
-    from ..tasks.detect import draw_detections
+    from ..tasks.detect_results import draw_detections
 
     cols = min(4, len(samples))
     rows = math.ceil(len(samples) / cols)
@@ -162,9 +139,6 @@ def plot_val_predictions(dataset, samples: list[dict], class_names: list[str], o
 
 class DetectSpec(TaskSpec):
     name = "detect"
-    monitor = "map"
-    default_batch = 16  # more optimizer steps per epoch train faster on CPU
-    default_lr = 4e-3  # as segment (built-in shapes, 30 epochs of 1000 images: mAP50 0.899)
 
     def __init__(self) -> None:
         # the plots need the validation images and the metric's curves; both are kept weakly between the calls
@@ -172,14 +146,13 @@ class DetectSpec(TaskSpec):
         self._metric = lambda: None
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        d = build_detect_data(cfg.data, imgsz=cfg.imgsz, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        self.attach_val(d.val)
-        return TaskData(d.train, d.val, {self.name: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
-                        collate_detect)
+        data = build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed)
+        self.attach_data(data)
+        return data
 
-    def attach_val(self, dataset) -> None:
+    def attach_data(self, data: TaskData) -> None:
         """The validation set whose images the plots draw on (``dataset.load(index)``), kept weakly."""
-        self._val = weakref.ref(dataset)
+        self._val = weakref.ref(data.val)
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
         arch = cfg.head or DEFAULT_ARCH

@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 
 from ..tasks.model import TaskModel
 from .config import TrainConfig
+from .spec import combined_score
 
 __all__ = ["TaskModule"]
 
@@ -86,8 +87,8 @@ class TaskModule(L.LightningModule):
             prefix = "val/" if len(self.metrics) == 1 else f"val/{task}/"
             scalars = {prefix + k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
             self.log_dict(scalars, prog_bar=len(self.metrics) == 1, sync_dist=False)
-        if len(self.metrics) > 1:
-            self.last_score = sum(float(self.last_metrics[t][k]) for t, k in self.monitors.items()) / len(self.monitors)
+        self.last_score = combined_score(self.last_metrics, self.monitors)
+        if self.last_score is not None:
             self.log("val/score", self.last_score, prog_bar=True, sync_dist=False)
 
     def configure_optimizers(self):

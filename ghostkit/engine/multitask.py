@@ -18,11 +18,12 @@ from pathlib import Path
 
 from torch import nn
 
-from ..data.multitask import MULTITASK_TASKS, build_multitask_data, collate_multitask
+from ..data.multitask import task_data as multitask_data
 from ..data.restore import Degradation
 from ..errors import GhostkitError
+from ..tasks.registry import MULTITASK, combinable_tasks, default_imgsz, get_task
 from .config import TrainConfig
-from .spec import TaskData, TaskSpec, get_spec
+from .spec import TaskData, TaskSpec, get_spec, register_multitask_spec
 
 __all__ = ["MultiTaskSpec", "parse_tasks", "parse_task_weights"]
 
@@ -31,8 +32,8 @@ def parse_tasks(value: str, min_tasks: int = 2) -> list[str]:
     """``"classify,detect"`` → ``["classify", "detect"]``, checked (known, combinable, no repeats)."""
     tasks = [t.strip() for t in value.split(",") if t.strip()]
     for t in tasks:
-        if t not in MULTITASK_TASKS:
-            raise GhostkitError(f"--task: {t!r} is not a task; combinable: {', '.join(MULTITASK_TASKS)}")
+        if t not in combinable_tasks():
+            raise GhostkitError(f"--task: {t!r} is not a task; combinable: {', '.join(combinable_tasks())}")
     if len(set(tasks)) != len(tasks):
         raise GhostkitError(f"--task names a task twice: {value}")
     if {"classify", "multilabel"} <= set(tasks):
@@ -71,12 +72,15 @@ def parse_task_weights(value: str | None, tasks: list[str]) -> dict[str, float] 
     return weights
 
 
+@register_multitask_spec
 class MultiTaskSpec(TaskSpec):
     """The spec of a multi-task run. ``min_tasks=1`` gives a single-task run on the multi-task data pipeline (the
-    same images and transforms as the joint run: the fair baseline of ``benchmarks/multitask.py``)."""
+    same images and transforms as the joint run: the fair baseline of ``benchmarks/multitask.py``). Its defaults
+    are the registry's ``MULTITASK`` entry's."""
 
-    default_batch = 16
-    default_lr = 4e-3  # as detect and segment (6-epoch benchmark: every joint score above 2e-3's)
+    default_batch = MULTITASK.batch
+    default_lr = MULTITASK.lr
+    monitor = MULTITASK.primary
 
     def __init__(self, task: str, min_tasks: int = 2) -> None:
         self.name = task
@@ -90,8 +94,8 @@ class MultiTaskSpec(TaskSpec):
 
     @property
     def monitors(self) -> dict[str, str]:
-        # restoration's primary metric, PSNR, is in dB; its SSIM (in [0, 1] like the others) enters the score
-        return {t: "ssim" if t == "restore" else s.monitor for t, s in self.specs.items()}
+        # the registry's score_metric: in [0, 1] for every task (restoration's SSIM rather than its PSNR in dB)
+        return {t: get_task(t).score_key for t in self.specs}
 
     def task_cfg(self, cfg: TrainConfig, task: str) -> TrainConfig:
         """``cfg`` as the single-task spec of ``task`` should see it (its own ``--head``)."""
@@ -107,19 +111,21 @@ class MultiTaskSpec(TaskSpec):
         return dataclasses.replace(cfg, task=task, head=mine[0] if mine else None)
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        degradation = None
         if "restore" in self._tasks:
             if cfg.scale != 1:
                 raise GhostkitError(f"--scale {cfg.scale}: restoration in a multi-task run denoises (--scale 1), since "
                                     "every head reads the same input")
-            degradation = Degradation.parse(1, cfg.noise, cfg.jpeg)
-            if degradation.identity:
+            if Degradation.parse(1, cfg.noise, cfg.jpeg).identity:
                 raise GhostkitError("restoration in a multi-task run needs a degradation: --noise (e.g. 25) or --jpeg")
-        d = build_multitask_data(cfg.data, self._tasks, cfg.imgsz, cfg.val_fraction, cfg.seed, degradation)
+        # the multi-task pipeline also for one task (min_tasks=1), so not the registry's per-task data module
+        data = multitask_data(",".join(self._tasks), cfg.data, cfg.imgsz or default_imgsz(MULTITASK.name, cfg.data),
+                              cfg.val_fraction, cfg.seed, noise=cfg.noise, jpeg=cfg.jpeg)
+        self.attach_data(data)
+        return data
+
+    def attach_data(self, data: TaskData) -> None:
         if "detect" in self.specs:  # its plots draw on the validation images
-            self.specs["detect"].attach_val(d.val)
-        return TaskData(d.train, d.val, d.class_names, d.imgsz, list(d.mean), list(d.std),
-                        collate_multitask(self._tasks))
+            self.specs["detect"].attach_data(data)
 
     def head_configs(self, cfg: TrainConfig, data: TaskData) -> dict[str, dict]:
         configs = {t: s.head_config(self.task_cfg(cfg, t), data) for t, s in self.specs.items()}

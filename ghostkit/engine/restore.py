@@ -1,4 +1,4 @@
-"""Image restoration (super-resolution, denoising): data, head config and PSNR / SSIM metrics for the engine.
+"""Image restoration (super-resolution, denoising): head options and PSNR / SSIM metrics for the engine.
 
 Metrics follow the super-resolution literature: PSNR and SSIM on the luma (Y, ITU-R BT.601 studio range, as
 MATLAB's ``rgb2ycbcr``) of outputs clamped to [0, 1], after cropping ``scale`` px off every border, averaged per
@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from ..data.restore import Degradation, RestoreDataset, build_restore_data, parse_noise, restore_collate
+from ..data.restore import Degradation, RestoreDataset, parse_noise
+from ..data.tasks import build_task_data
 from ..errors import GhostkitError
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
@@ -89,16 +90,18 @@ class RestoreSpec(TaskSpec):
     ``--imgsz`` the training patch in high-resolution px. Images stay in [0, 1] (mean 0, std 1)."""
 
     name = "restore"
-    monitor = "psnr"
 
     def __init__(self) -> None:
         self._data = None  # the last data built, for metrics() (see there)
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        d = build_restore_data(cfg.data, Degradation.parse(cfg.scale, cfg.noise, cfg.jpeg), patch=cfg.imgsz,
-                               val_fraction=cfg.val_fraction, seed=cfg.seed)
-        self._data = d
-        return TaskData(d.train, d.val, {self.name: []}, d.patch, [0.0] * 3, [1.0] * 3, restore_collate)
+        data = build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed, scale=cfg.scale,
+                               noise=cfg.noise, jpeg=cfg.jpeg)
+        self.attach_data(data)
+        return data
+
+    def attach_data(self, data: TaskData) -> None:
+        self._data = data.source
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
         if cfg.pretrained:

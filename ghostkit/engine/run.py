@@ -1,4 +1,8 @@
-"""``train`` and ``validate``: a run from options to a run directory, the loop being Lightning's."""
+"""``train`` and ``validate``: a run from options to a run directory, the loop being Lightning's.
+
+``validate`` (``ghostkit val``) needs no Lightning: it runs :func:`ghostkit.deploy.evaluate.evaluate` on the
+checkpoint's validation data (:func:`ghostkit.data.tasks.data_for_model`). Lightning is imported by ``train`` only.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,20 @@ import logging
 import warnings
 from pathlib import Path
 
-import lightning as L
+import torch
 import yaml
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ..data.tasks import data_for_model
+from ..deploy.evaluate import evaluate
+from ..deploy.runtime import load_model_file
 from ..errors import GhostkitError
 from ..models.weights import read_checkpoint
 from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_task_model
 from .config import TrainConfig
-from .module import TaskModule
 from .multitask import parse_task_weights
-from .spec import TaskData, TaskSpec, get_spec
-from .trainer import build_trainer
+from .spec import TaskData, TaskSpec, combined_score, get_spec
 
 __all__ = ["train", "validate", "write_metrics"]
 
@@ -108,6 +113,10 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     """Train per ``cfg`` into ``cfg.out`` (best.ckpt, last.ckpt, metrics.json/csv, plots, config.yaml) and return
     the best checkpoint's validation metrics. ``callbacks``: extra Lightning callbacks; ``spec``: the task spec
     (default: ``cfg.task``'s)."""
+    import lightning as L
+
+    from .trainer import build_trainer
+
     cfg.validate()
     _quiet_lightning()
     run_dir = Path(cfg.out)
@@ -140,7 +149,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     model = build_task_model(config)
     if cfg.pretrained and not cfg.resume:
         load_pretrained(model, cfg.pretrained)
-    module = TaskModule(model, cfg, spec.task_metrics(data.class_names, cfg, model.heads), spec.monitors)
+    module = _lightning_module(cfg)(model, cfg, spec.task_metrics(data.class_names, cfg, model.heads), spec.monitors)
     train_loader, val_loader = _loaders(data, cfg)
     trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=callbacks)
     if trainer.is_global_zero:
@@ -163,33 +172,42 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     return _result(values, module.last_score)
 
 
+def _lightning_module(cfg: TrainConfig):
+    """The LightningModule class of ``cfg.task``: its registry entry's ``lightning_module``, else ``TaskModule``."""
+    import importlib
+
+    from ..tasks.registry import get_task
+
+    target = get_task(cfg.task).lightning_module
+    if target is None:
+        from .module import TaskModule
+
+        return TaskModule
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def validate(weights: str | Path, data: str, out: str | Path | None = None, batch: int = 64, workers: int = 2,
              threshold: float = 0.5, tta: bool = False) -> dict:
-    """Evaluate a checkpoint on ``data``'s validation set; writes ``metrics.json`` into ``out`` (default: ``val/``
-    beside the weights) and returns the metrics. ``tta``: detection test-time augmentation (flips and scales)."""
-    _quiet_lightning()
-    model = load_task_model(weights)
+    """Evaluate a checkpoint (or exported model) on ``data``'s validation set; writes ``metrics.json`` into ``out``
+    (default: ``val/`` beside the weights) and returns the metrics. ``tta``: detection test-time augmentation
+    (flips and scales). No Lightning: the loop is :func:`ghostkit.deploy.evaluate.evaluate`."""
+    model = load_model_file(weights)
     if tta:
         enable_tta(model, weights)
     config = model.config
     task = ",".join(config["heads"])
     spec = get_spec(task)
-    restore = {k: config["heads"]["restore"][k] for k in ("scale", "noise", "jpeg")
-               if k in config["heads"].get("restore", {})}  # rebuild the degradation the model was trained on
+    td = data_for_model(config, data)
+    spec.attach_data(td)
     cfg = TrainConfig(task=task, data=data, model=config["backbone"]["name"], batch=batch, workers=workers,
-                      imgsz=config["imgsz"][0], threshold=threshold, **restore).validate()
-    td = spec.build_data(cfg)
-    for t in spec.tasks:
-        if td.class_names.get(t) != config["class_names"].get(t):
-            raise GhostkitError(f"{weights}: its {t} head was trained for {len(config['class_names'][t])} classes "
-                                f"{config['class_names'][t][:5]}, but {data} has {len(td.class_names.get(t, []))} "
-                                f"{td.class_names.get(t, [])[:5]}")
-    module = TaskModule(model, cfg, spec.task_metrics(td.class_names, cfg, model.heads), spec.monitors)
+                      imgsz=config["imgsz"][0], threshold=threshold).validate()
+    metrics = spec.task_metrics(td.class_names, cfg, model.heads)
     _, val_loader = _loaders(TaskData(None, td.val, td.class_names, td.imgsz, td.mean, td.std, td.collate), cfg)
-    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.validate(module, val_loader, verbose=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    values = evaluate(model, val_loader, metrics, device=device)
+    score = combined_score(values, spec.monitors)
     out_dir = Path(out) if out else Path(weights).parent / "val"
-    write_metrics(module.last_metrics, out_dir, module.last_score)
-    spec.task_plots(module.last_metrics, td.class_names, out_dir)
-    return _result(module.last_metrics, module.last_score)
+    write_metrics(values, out_dir, score)
+    spec.task_plots(values, td.class_names, out_dir)
+    return _result(values, score)

@@ -1,4 +1,4 @@
-"""Semantic segmentation: data, head config, torchmetrics metrics and plots for the engine.
+"""Semantic segmentation: head options, torchmetrics metrics and plots for the engine.
 
 metrics.json: ``miou`` (mean IoU over the classes present in the ground truth or the predictions), ``pixel_acc``
 (pixels, 255 excluded) and ``per_class`` ``{name: {"iou"}}`` for those classes. Validation runs at the training size
@@ -15,12 +15,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import default_collate
 from torchmetrics import classification as tmc
 
-from ..data.segment import build_segment_data
+from ..data.tasks import build_task_data
 from ..errors import GhostkitError
-from ..tasks.segment import IGNORE_INDEX, SEGMENT_HEADS, color_palette
+from ..tasks.segment import DEFAULT_HEAD, IGNORE_INDEX, SEGMENT_HEADS, color_palette, segment_head_config
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
 
@@ -73,34 +72,21 @@ class SegmentMetrics(nn.Module):
         self._pending = []
 
 
-def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, dict]:
-    images, masks = default_collate(batch)
-    return images, {"segment": masks}
-
-
 class SegmentSpec(TaskSpec):
     name = "segment"
-    monitor = "miou"
-    default_batch = 16  # more optimizer steps per epoch train faster on CPU
-    default_lr = 4e-3  # built-in shapes after 500 steps: 0.53 mIoU against 0.48 with 2e-3
 
     def __init__(self) -> None:
         self._metrics: weakref.ref | None = None  # the latest metrics module, whose samples plots() draws
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        head = cfg.head or "lraspp"
+        head = cfg.head or DEFAULT_HEAD
         if head not in SEGMENT_HEADS:
             raise GhostkitError(f"--head must be one of {', '.join(SEGMENT_HEADS)} for segment, got {head!r}")
-        d = build_segment_data(cfg.data, imgsz=cfg.imgsz or (64 if str(cfg.data) == "shapes" else 512),
-                               val_fraction=cfg.val_fraction, seed=cfg.seed)
-        return TaskData(d.train, d.val, {self.name: d.class_names}, d.imgsz, list(d.mean), list(d.std), _collate)
+        return build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed)
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
-        return {"num_classes": len(data.class_names[self.name]), "head": cfg.head or "lraspp",
-                "aux_loss": bool(cfg.aux_loss), "output_stride": cfg.output_stride,
-                # small inputs: stride 4 details and stride 16 context (a 64 px image is 2 x 2 at stride 32; on
-                # built-in shapes 0.336 mIoU after 6 epochs against 0.285 with stride 32)
-                "low_stride": 4 if data.imgsz < 256 else 8, "high_stride": 16 if data.imgsz < 256 else 32}
+        return {"num_classes": len(data.class_names[self.name]), "aux_loss": bool(cfg.aux_loss),
+                "output_stride": cfg.output_stride, **segment_head_config(cfg.head or DEFAULT_HEAD, data.imgsz)}
 
     def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
         metrics = SegmentMetrics(class_names)

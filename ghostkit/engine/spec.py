@@ -1,49 +1,60 @@
-"""What the generic engine needs from each task: data, head config, metrics, plots."""
+"""What the generic engine needs from each task: data, head config, metrics, plots.
+
+The spec of a task lives in the engine module its registry entry names (:mod:`ghostkit.tasks.registry`); that
+module registers it on import. A comma list of tasks gets the multi-task spec, which the registry's ``MULTITASK``
+entry names the same way (so this module does not import the multi-task one: no circle).
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
-from torch.utils.data import Dataset
 
-from ..errors import GhostkitError
+from ..data.tasks import TaskData
+from ..tasks.registry import MULTITASK, get_task
 
-__all__ = ["TaskData", "TaskSpec", "register_spec", "get_spec"]
-
-
-@dataclass
-class TaskData:
-    train: Dataset | None
-    val: Dataset
-    class_names: dict[str, list[str]]  # task → class names
-    imgsz: int
-    mean: list[float]
-    std: list[float]
-    collate: Callable  # list of (image, target) → (images B x 3 x H x W, {task: batched targets})
+__all__ = ["TaskData", "TaskSpec", "register_spec", "register_multitask_spec", "get_spec", "model_metrics",
+           "combined_score"]
 
 
 class TaskSpec:
     """One per task, in ``ghostkit/engine/<task>.py``, registered on import with :func:`register_spec`.
 
-    ``monitor`` is the metrics.json key that picks the best checkpoint and drives early stopping (higher is better).
+    ``monitor`` (from the task registry) is the metrics.json key that picks the best checkpoint and drives early
+    stopping (higher is better).
     ``metrics(...)`` returns an ``nn.Module`` with ``update(outputs, targets)`` (raw head outputs and the batch's
     targets for this task), ``compute() -> dict`` (metrics.json keys; non-scalar extras allowed) and ``reset()``.
     """
 
     name: str
-    monitor: str
-    default_batch = 64  # --batch when not given
-    default_lr = 2e-3  # --lr when not given
+
+    @property
+    def monitor(self) -> str:
+        """The primary metric (the task registry's)."""
+        return get_task(self.name).primary
+
+    @property
+    def default_batch(self) -> int:
+        """--batch when not given (the task registry's)."""
+        return get_task(self.name).batch
+
+    @property
+    def default_lr(self) -> float:
+        """--lr when not given (the task registry's)."""
+        return get_task(self.name).lr
 
     def build_data(self, cfg) -> TaskData:
         raise NotImplementedError
 
     def head_config(self, cfg, data: TaskData) -> dict:
         raise NotImplementedError
+
+    def attach_data(self, data: TaskData) -> None:
+        """Keep what ``metrics`` / ``plots`` need of the data being evaluated (``build_data`` calls it; so does
+        ``validate``, whose data comes from the checkpoint's config)."""
 
     def metrics(self, class_names: list[str], cfg, head: nn.Module) -> nn.Module:
         raise NotImplementedError
@@ -72,6 +83,7 @@ class TaskSpec:
 
 
 _SPECS: dict[str, TaskSpec] = {}
+_MULTITASK: list[Callable[[str], TaskSpec]] = []  # the multi-task spec's class, registered by its module
 
 
 def register_spec(spec: TaskSpec) -> TaskSpec:
@@ -79,16 +91,37 @@ def register_spec(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
+def register_multitask_spec(factory: Callable[[str], TaskSpec]) -> Callable[[str], TaskSpec]:
+    """Register the class that builds a multi-task run's spec from its comma list of tasks."""
+    _MULTITASK[:] = [factory]
+    return factory
+
+
 def get_spec(task: str) -> TaskSpec:
     """The spec of ``task``, or of a multi-task run for a comma-separated list of tasks."""
-    if "," in task:
-        from .multitask import MultiTaskSpec
-
-        return MultiTaskSpec(task)
+    entry = get_task(task)
+    if entry is MULTITASK:
+        if not _MULTITASK:
+            importlib.import_module(f"{__package__}.{MULTITASK.engine}")
+        return _MULTITASK[0](task)
     if task not in _SPECS:
-        from ..tasks import TASK_MODULES
-
-        if task not in TASK_MODULES:
-            raise GhostkitError(f"unknown task {task!r}; available: {', '.join(TASK_MODULES)}")
-        importlib.import_module(f"{__package__}.{TASK_MODULES[task]}")
+        importlib.import_module(f"{__package__}.{entry.engine}")
     return _SPECS[task]
+
+
+def model_metrics(model: nn.Module, threshold: float = 0.5) -> dict[str, nn.Module]:
+    """Fresh metric modules ``{task: module}`` for a trained ``model`` (``TaskModel`` or ``OnnxTaskModel``), as
+    ``ghostkit val`` computes them: what export's INT8 accuracy check is given (``ghostkit.deploy.evaluate``)."""
+    from .config import TrainConfig
+
+    config = model.config
+    task = ",".join(config["heads"])
+    cfg = TrainConfig(task=task, threshold=threshold)
+    return get_spec(task).task_metrics(config.get("class_names", {}), cfg, model.heads)
+
+
+def combined_score(values: dict[str, dict], monitors: dict[str, str]) -> float | None:
+    """A multi-task run's ``score``: the mean of the tasks' primary metrics (``None`` for one task)."""
+    if len(values) < 2:
+        return None
+    return sum(float(values[t][k]) for t, k in monitors.items()) / len(monitors)

@@ -13,23 +13,24 @@
 * ``head.render(image: PIL.Image, result, class_names) -> dict[str, PIL.Image]``: pictures of the result for
   ``ghostkit predict --save DIR`` (name suffix → image, e.g. ``{"": annotated}`` or ``{"mask": ..., "overlay": ...}``).
 
-No training loop and no Lightning here.
+No training loop and no Lightning here. Which module defines a task's head, and the task's defaults, is in the task
+registry (:mod:`ghostkit.tasks.registry`). Importing this package imports no torch: the CLI reads the registry
+without it.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from torch import nn
+from .registry import get_task
 
-from ..errors import GhostkitError
+if TYPE_CHECKING:
+    from torch import nn
 
-__all__ = ["HEADS", "TASK_MODULES", "build_head", "get_head_class", "register_head"]
+__all__ = ["HEADS", "build_head", "get_head_class", "register_head"]
 
-# task name → the module (in this package) that defines its head; modules register their heads on import
-TASK_MODULES = {"classify": "classify", "multilabel": "classify", "detect": "detect", "segment": "segment",
-                "restore": "restore"}
-HEADS: dict[str, type[nn.Module]] = {}
+HEADS: dict[str, type[nn.Module]] = {}  # task → head class; task modules register their heads on import
 
 
 def register_head(*tasks: str):
@@ -43,9 +44,7 @@ def register_head(*tasks: str):
 
 def get_head_class(task: str) -> type[nn.Module]:
     if task not in HEADS:
-        if task not in TASK_MODULES:
-            raise GhostkitError(f"unknown task {task!r}; available: {', '.join(TASK_MODULES)}")
-        importlib.import_module(f"{__name__}.{TASK_MODULES[task]}")
+        importlib.import_module(f"{__name__}.{get_task(task).module}")
     return HEADS[task]
 
 

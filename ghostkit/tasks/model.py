@@ -50,7 +50,7 @@ class TaskModel(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, object]:
         outputs = self._forward(images)
         if self.tta and not self.training and "detect" in self.heads:
-            from .detect import tta_outputs
+            from .detect_results import tta_outputs
 
             outputs["detect"] = tta_outputs(self, images)
         return outputs
@@ -131,12 +131,8 @@ def build_task_model(config: dict) -> TaskModel:
 def load_task_model(path: str | Path) -> TaskModel:
     """Rebuild a :class:`TaskModel` from a ghostkit checkpoint (a training run's ``best.ckpt`` / ``last.ckpt`` or a
     saved model file) without the training code. Raises :class:`GhostkitError` for files that are not ghostkit task
-    checkpoints or whose weights do not fit their config. An exported ``.onnx`` (ONNX Runtime) or OpenVINO ``.xml``
-    file gives an :class:`~ghostkit.deploy.OnnxTaskModel` with the same interface."""
-    if Path(path).suffix.lower() in (".onnx", ".xml"):
-        from ..deploy.runtime import OnnxTaskModel
-
-        return OnnxTaskModel(path)
+    checkpoints or whose weights do not fit their config. Exported models (``.onnx``, ``.xml``) load through
+    :func:`ghostkit.deploy.runtime.load_model_file`."""
     state, config, _ = read_checkpoint(path)
     if not config or "heads" not in config:
         raise GhostkitError(f"{path}: not a ghostkit task checkpoint (no task config); for backbone weights use "

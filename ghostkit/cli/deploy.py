@@ -1,7 +1,5 @@
-"""The ``ghostkit export`` and ``ghostkit benchmark`` commands (registered in ``ghostkit.cli``).
-
-Import-light on purpose: onnx, onnxruntime, openvino and timm load only when a command runs.
-"""
+"""``ghostkit export`` and ``ghostkit benchmark``. onnx, onnxruntime, openvino and timm load only when a command
+runs. An INT8 export's accuracy check gets the task's metrics through ``ghostkit.api.export``."""
 
 from __future__ import annotations
 
@@ -31,7 +29,7 @@ def export(
     optimize: bool = typer.Option(True, "--optimize/--no-optimize", help="exact graph rewrites for ONNX Runtime"),
 ) -> None:
     """Export a checkpoint to ONNX (optionally INT8) or TorchScript, checked against PyTorch on sample images."""
-    from .export import export as run_export
+    from ..api import export as run_export
 
     size = tuple(imgsz) if imgsz else None
     result = run_export(weights, format=format.lower(), imgsz=size, batch=batch, dynamic=dynamic, int8=int8, data=data,
@@ -56,7 +54,7 @@ def benchmark(
 ) -> None:
     """Params, MACs, latency p50/p90, throughput and peak memory of every runtime of a model, with timm's model as
     the reference (CPU)."""
-    from .benchmark import benchmark as run_benchmark
+    from ..deploy.benchmark import benchmark as run_benchmark
 
     if threads is not None and threads <= 0:
         raise GhostkitError(f"--threads must be positive, got {threads}")

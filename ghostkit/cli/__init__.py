@@ -1,0 +1,60 @@
+"""The ``ghostkit`` command: one file per command group, registered here. ``main(argv)`` runs in-process and returns
+the exit code.
+
+A user mistake (``GhostkitError``, bad option values) prints one line and exits with code 2, never a traceback.
+Start-up imports only typer, rich and the plain option tables (``TrainConfig``, the task registry): ``--help`` and
+usage errors answer without torch; each command imports what it needs when it runs. A new command: a function in
+the group's file (or a new ``cli/<group>.py``), listed in ``COMMANDS`` below.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from ..errors import GhostkitError
+from .app import serve_app
+from .deploy import benchmark, export
+from .info import info
+from .predict import predict
+from .train import train, val
+
+__all__ = ["main", "app", "COMMANDS"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="GhostNet toolkit: train, val, predict, export, benchmark, info, app.")
+COMMANDS = (train, val, predict, info, export, benchmark)
+for command in COMMANDS:
+    app.command()(command)
+app.command(name="app")(serve_app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            result = app(args=argv, prog_name="ghostkit", standalone_mode=False)
+    except GhostkitError as e:
+        print(f"ghostkit: error: {e}", file=sys.stderr)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        print("ghostkit: aborted", file=sys.stderr)
+        return 1
+    except typer.exceptions.TyperException as e:  # usage errors: bad option values, unknown commands
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            return 0
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ghostkit: interrupted; the last checkpoint is intact (resume with --resume RUN/last.ckpt)",
+              file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0

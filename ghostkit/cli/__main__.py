@@ -1,0 +1,7 @@
+"""``python -m ghostkit.cli``: the ``ghostkit`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""``ghostkit predict``: images, folders, globs, videos and cameras through the Predictor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..errors import GhostkitError
+from .common import console, summary
+
+__all__ = ["predict"]
+
+
+def predict(
+    weights: str = typer.Option(..., help="checkpoint (best.ckpt) or exported .onnx model"),
+    source: str = typer.Option(..., help="image file, folder or glob; a video file; or a camera index such as 0"),
+    topk: int = typer.Option(5, help="classes to show per image"),
+    threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
+    tta: bool = typer.Option(False, "--tta", help="detection: test-time augmentation (flips x scales 1, 0.83, 1.2)"),
+    conf: float = typer.Option(None, help="detection: score threshold (default: the one trained with)"),
+    iou: float = typer.Option(None, help="detection: NMS IoU threshold (default: the one trained with)"),
+    max_frames: int = typer.Option(0, help="video / camera: stop after this many frames (0: until the end)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
+    save: str = typer.Option(None, help="folder to save pictures of the results in (annotated images, masks, "
+                                        "videos, ...)"),
+) -> None:
+    """Predict on images, videos or a camera: classes, boxes, masks or restored images, per the model's task(s)."""
+    from ..api import load_model
+    from ..predict import expand_source, is_stream, render_result
+
+    if topk <= 0:
+        raise GhostkitError(f"--topk must be positive, got {topk}")
+    if max_frames < 0:
+        raise GhostkitError(f"--max-frames must not be negative, got {max_frames}")
+    if conf is not None and not 0 <= conf < 1:
+        raise GhostkitError(f"--conf must be in [0, 1), got {conf}")
+    if iou is not None and not 0 < iou <= 1:
+        raise GhostkitError(f"--iou must be in (0, 1], got {iou}")
+    predictor = load_model(weights, tta=tta)
+    detect = predictor.model.heads["detect"] if "detect" in predictor.model.heads else None
+    if (conf is not None or iou is not None) and detect is None:
+        raise GhostkitError(f"{weights}: --conf and --iou apply to detection models")
+    if detect is not None:
+        detect.conf = detect.conf if conf is None else conf
+        detect.iou = detect.iou if iou is None else iou
+    if is_stream(source):
+        _predict_stream(predictor, source, max_frames, as_json, save, topk=topk, threshold=threshold)
+        return
+    paths = expand_source(source)
+    results = predictor.predict(paths, topk=topk, threshold=threshold, raw=save is not None)
+    if save is not None:
+        from PIL import Image
+
+        out_dir = Path(save)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, r in zip(paths, results):
+            image = Image.open(path).convert("RGB")
+            for suffix, picture in render_result(predictor.model, image, r.pop("raw"), predictor.class_names).items():
+                picture.save(out_dir / f"{path.stem}{'_' + suffix if suffix else ''}.png")
+        console.print(f"results saved to {out_dir}")
+    if as_json:
+        for r in results:
+            print(json.dumps(r))
+        return
+    table = Table(title=f"predictions ({weights})")
+    table.add_column("image")
+    table.add_column("prediction")
+    for r in results:
+        table.add_row(r["source"], summary(r))
+    console.print(table)
+
+
+def _predict_stream(predictor, source: str, max_frames: int, as_json: bool, save: str | None, **options) -> None:
+    """Frames one at a time: JSON lines or a short line per frame, an annotated video with ``--save``, and the
+    frames per second at the end (inference, drawing and encoding included)."""
+    import time
+
+    import numpy as np
+
+    from ..predict import render_result
+
+    writer, frames, t0 = None, 0, time.perf_counter()
+    out_path = None
+    try:
+        for image, result in predictor.stream(source, max_frames=max_frames, **options):
+            raw = result.pop("raw")
+            frames += 1
+            if save is not None:
+                import cv2
+
+                pictures = render_result(predictor.model, image, raw, predictor.class_names)
+                picture = pictures.get("all", pictures.get("overlay", pictures.get("", image)))
+                if writer is None:
+                    Path(save).mkdir(parents=True, exist_ok=True)
+                    stem = f"camera{source}" if source.isdigit() else Path(source).stem
+                    out_path = Path(save) / f"{stem}_pred.mp4"
+                    size = picture.size
+                    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
+                frame = np.asarray(picture.convert("RGB").resize(size))
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if as_json:
+                print(json.dumps(result), flush=True)
+            else:
+                console.print(f"frame {result['frame']}: {summary(result)}")
+    finally:
+        if writer is not None:
+            writer.release()
+    seconds = time.perf_counter() - t0
+    console.print(f"{frames} frames in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} frames/s"
+                  + (f"; saved {out_path}" if out_path else ""))

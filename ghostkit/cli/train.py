@@ -1,0 +1,62 @@
+"""``ghostkit train`` and ``ghostkit val``. The options of ``train`` are ``TrainConfig``'s fields (read without
+torch); the engine loads when a command runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+
+import typer
+
+from ..errors import GhostkitError
+from .common import console, print_metrics
+
+__all__ = ["train", "val"]
+
+
+def _train_signature() -> inspect.Signature:
+    """One ``--option`` per TrainConfig field with its default and help, so the CLI and the API never drift."""
+    from ..engine.config import HELP, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    params = []
+    for f in dataclasses.fields(TrainConfig):
+        hint = hints[f.name]
+        base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+        option = typer.Option(f.default, help=HELP.get(f.name), show_default=True)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=typing.Optional[base] if f.default is None else base))  # noqa: UP045
+    return inspect.Signature(params)
+
+
+def train(**options) -> None:
+    """Train a task model (default: classification on built-in digits) into a run directory."""
+    from ..engine.config import TrainConfig
+    from ..engine.run import train as run_training
+
+    cfg = TrainConfig(**options)
+    metrics = run_training(cfg)
+    print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
+    console.print(f"run saved to {cfg.out}")
+
+
+train.__signature__ = _train_signature()
+
+
+def val(
+    weights: str = typer.Option(..., help="checkpoint (best.ckpt / last.ckpt)"),
+    data: str = typer.Option(..., help="data folder or built-in data (digits, shapes)"),
+    out: str = typer.Option(None, help="output folder for metrics.json (default: val/ beside the weights)"),
+    batch: int = typer.Option(64, help="batch size"),
+    workers: int = typer.Option(2, help="data loader workers"),
+    threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
+    tta: bool = typer.Option(False, "--tta", help="detection: test-time augmentation (flips x scales 1, 0.83, 1.2)"),
+) -> None:
+    """Evaluate a checkpoint (or exported .onnx model) on a data set's validation split and write metrics.json."""
+    from ..engine.run import validate
+
+    if batch <= 0:
+        raise GhostkitError(f"--batch must be positive, got {batch}")
+    metrics = validate(weights, data, out, batch=batch, workers=workers, threshold=threshold, tta=tta)
+    print_metrics(f"validation of {weights} on {data}", metrics)

@@ -63,9 +63,14 @@ def available() -> bool:
 
 
 def _fast_op_works() -> bool:
-    """One-time check that the fused oneDNN op exists here and agrees with ``F.conv2d``."""
+    """One-time check that the fused oneDNN ops and the private helpers used here exist in this PyTorch build (any
+    version: none of them is public API) and that the op agrees with ``F.conv2d``."""
     try:
         if not torch.backends.mkldnn.is_available():
+            return False
+        private = [(torch._C, "_len_torch_dispatch_stack"), (torch._C, "_get_mkldnn_enabled"),
+                   (torch.ops.mkldnn, "_convolution_pointwise_"), (torch.ops.mkldnn, "_reorder_convolution_weight")]
+        if not all(hasattr(owner, name) for owner, name in private):
             return False
         op = torch.ops.mkldnn._convolution_pointwise
         g = torch.Generator().manual_seed(0)
@@ -111,13 +116,14 @@ def fast_inference(x: torch.Tensor) -> bool:
     again."""
     if getattr(_LOCAL, "trusted", False):
         return True
+    if not available():  # first: the private calls below exist where the fast path is available
+        return False
     if torch.is_grad_enabled() or type(x) is not torch.Tensor or not x.is_cpu or x.dtype != torch.float32:
         return False
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or x.dim() != 4:
         return False
-    if torch._C._len_torch_dispatch_stack() > 0:  # FlopCounterMode, FakeTensorMode, ...: let them see aten ops
-        return False
-    return available()
+    # FlopCounterMode, FakeTensorMode, ...: let them see aten ops
+    return torch._C._len_torch_dispatch_stack() == 0
 
 
 class fast_scope:

@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from .data.classify import classify_transforms
 from .data.images import IMG_EXTENSIONS, filter_readable, list_images, read_image
 from .errors import GhostkitError
+from .models import fastpath
 from .tasks.model import TaskModel, enable_tta, load_task_model
 
 __all__ = ["Predictor", "expand_source", "is_stream", "render_result", "to_pil", "VIDEO_EXTENSIONS"]
@@ -98,6 +99,8 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
         model = load_task_model(path)
+        if isinstance(model, TaskModel):  # a PyTorch checkpoint, ours alone: CPU inference on the fast path
+            fastpath.enable(model)
         if tta:
             enable_tta(model, path)
         return cls(model, device)

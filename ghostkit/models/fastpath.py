@@ -29,9 +29,10 @@ squeeze-excite gates and of the classifier head (run as matrix products): forwar
 on blocks (``GhostBottleneck``, ``GhostModule``, ``ConvBnAct``, ``nn.Sequential``) and on the model do. For hooks
 everywhere use the plain model, ``reparameterize(model, fast=False)`` or ``disable(model)``.
 
-How it is switched. ``enable`` changes the class of each ``nn.Sequential``, ``ConvBnAct``, ``SqueezeExcite``,
-``GhostBottleneck`` and ``GhostNet`` in the tree to a subclass defined here whose forward runs the fast path (as
-``torch.nn.utils.parametrize`` does): parameters, state-dict keys and module structure stay the same.
+How it is switched. ``enable`` changes the class of each ``ConvBnAct``, ``SqueezeExcite``, ``GhostBottleneck`` and
+``GhostNet`` in the tree, and of the ``nn.Sequential`` conv runs inside ghost modules and bottlenecks, to a subclass
+defined here whose forward runs the fast path (as ``torch.nn.utils.parametrize`` does): parameters, state-dict keys
+and module structure stay the same. Other modules (task heads' own layers) run as written.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from .fastconv import (
     fast_scope,
     sequential_act,
 )
-from .ghostnet import GhostBottleneck, GhostModule, GhostNet
+from .ghostnet import GhostBottleneck, GhostModule, GhostModuleV3, GhostNet
 from .layers import ConvBnAct, SqueezeExcite, dfc_gate
 
 __all__ = ["enable", "disable", "is_enabled", "available"]
@@ -65,11 +66,16 @@ PARTS_MIN_NUMEL = 1 << 20
 
 
 def enable(model: nn.Module) -> nn.Module:
-    """Switch the fast path on for ``model`` and every module in it, in place; returns ``model``."""
+    """Switch the fast path on for ``model`` and every ghostkit module in it, in place; returns ``model``."""
     for m in model.modules():
         twin = _TWINS.get(type(m))
         if twin is not None:
             m.__class__ = twin
+        if isinstance(m, (GhostModule, GhostModuleV3, GhostBottleneck)):
+            # their conv runs; other nn.Sequential (task heads) keep their output layout: NCHW in, NCHW out
+            for child in m.children():
+                if type(child) is nn.Sequential:
+                    child.__class__ = _FastSequential
     return model
 
 
@@ -200,7 +206,6 @@ class _FastGhostNet(GhostNet):
             return super().forward(x)
 
 
-_TWINS: dict[type, type] = {nn.Sequential: _FastSequential, ConvBnAct: _FastConvBnAct,
-                            SqueezeExcite: _FastSqueezeExcite, GhostBottleneck: _FastGhostBottleneck,
-                            GhostNet: _FastGhostNet}
-_PLAIN = {twin: plain for plain, twin in _TWINS.items()}
+_TWINS: dict[type, type] = {ConvBnAct: _FastConvBnAct, SqueezeExcite: _FastSqueezeExcite,
+                            GhostBottleneck: _FastGhostBottleneck, GhostNet: _FastGhostNet}
+_PLAIN = {twin: plain for plain, twin in [*_TWINS.items(), (nn.Sequential, _FastSequential)]}

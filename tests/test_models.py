@@ -243,8 +243,8 @@ def test_inference_fast_path_matches_and_tracks_weight_updates():
 
 
 def test_eval_model_is_a_plain_pytorch_module():
-    """``create_model(...).eval()`` runs its modules as written: forward hooks on BN, ReLU and the SE / head convs
-    fire and no fast-path plan is made. ``fastpath.enable`` switches the fast path on (same numbers, same state-dict
+    """``create_model(...).eval()`` runs its modules as written: forward hooks on convs, BN and ReLU fire and no
+    fast-path plan is made. ``fastpath.enable`` switches the fast path on (same numbers, same state-dict
     keys; the fused modules are not called), ``fastpath.disable`` back off (every hook fires again)."""
     from ghostkit.models import fastconv, fastpath
 
@@ -252,8 +252,8 @@ def test_eval_model_is_a_plain_pytorch_module():
     block = m.blocks[3][0]  # downsampling, SE, DFC attention
     watched = {"stem bn": m.bn1, "stem relu": m.act1, "ghost bn": block.ghost1.primary_conv[1],
                "ghost relu": block.ghost1.primary_conv[2], "dfc bn": block.ghost1.short_conv[1], "dw bn": block.bn_dw,
-               "se conv": block.se.conv_reduce, "se relu": block.se.act1, "last relu": m.blocks[9][0].act1,
-               "head conv": m.conv_head}
+               "dw conv": block.conv_dw, "se relu": block.se.act1, "last relu": m.blocks[9][0].act1,
+               "head relu": m.act2}
     fired: set[str] = set()
     for name, module in watched.items():
         module.register_forward_hook(lambda *_, name=name: fired.add(name))
@@ -270,7 +270,7 @@ def test_eval_model_is_a_plain_pytorch_module():
     assert fastpath.is_enabled(m) and list(m.state_dict()) == keys
     torch.testing.assert_close(fast, plain, atol=1e-5 * float(plain.abs().max()), rtol=1e-4)
     if fastpath.available():
-        assert not fired & {"stem bn", "ghost bn", "ghost relu", "dw bn", "se conv", "head conv"}
+        assert not fired & {"stem bn", "stem relu", "ghost bn", "ghost relu", "dw conv", "dw bn"}
     fired.clear()
     with torch.no_grad():
         torch.testing.assert_close(fastpath.disable(m)(x), plain, rtol=0, atol=0)

@@ -24,13 +24,13 @@ When it steps aside. Under autograd, tracing, ``torch.compile`` / ``torch.export
 running statistics, an enabled model runs its modules as written (exporters see standard convolutions). If the
 private op is missing from this PyTorch build or fails a one-time self-check (:func:`available`), it is never tried.
 
-Hooks. Where it runs, the convolution, BatchNorm and ReLU modules it fuses are not called, nor the 1x1 convs of
-squeeze-excite gates and of the classifier head (run as matrix products): forward hooks on those do not fire. Hooks
-on blocks (``GhostBottleneck``, ``GhostModule``, ``ConvBnAct``, ``nn.Sequential``) and on the model do. For hooks
-everywhere use the plain model, ``reparameterize(model, fast=False)`` or ``disable(model)``.
+Hooks. Where it runs, the convolution, BatchNorm and ReLU modules it fuses are not called: forward hooks on those
+do not fire. Hooks on blocks (``GhostBottleneck``, ``GhostModule``, ``ConvBnAct``, ``SqueezeExcite``,
+``nn.Sequential``) and on the model do. For hooks everywhere use the plain model, ``reparameterize(model,
+fast=False)`` or ``disable(model)``.
 
-How it is switched. ``enable`` changes the class of each ``ConvBnAct``, ``SqueezeExcite``, ``GhostBottleneck`` and
-``GhostNet`` in the tree, and of the ``nn.Sequential`` conv runs inside ghost modules and bottlenecks, to a subclass
+How it is switched. ``enable`` changes the class of each ``ConvBnAct``, ``GhostBottleneck`` and ``GhostNet`` in the
+tree, and of the ``nn.Sequential`` conv runs inside ghost modules and bottlenecks, to a subclass
 defined here whose forward runs the fast path (as ``torch.nn.utils.parametrize`` does): parameters, state-dict keys
 and module structure stay the same. Other modules (task heads' own layers) run as written.
 """
@@ -38,7 +38,6 @@ and module structure stay the same. Other modules (task heads' own layers) run a
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .fastconv import (
@@ -51,7 +50,7 @@ from .fastconv import (
     sequential_act,
 )
 from .ghostnet import GhostBottleneck, GhostModule, GhostModuleV3, GhostNet
-from .layers import ConvBnAct, SqueezeExcite, dfc_gate
+from .layers import ConvBnAct, dfc_gate
 
 __all__ = ["enable", "disable", "is_enabled", "available"]
 
@@ -126,15 +125,6 @@ def _ghost_from_parts(m: GhostModule, parts: list[torch.Tensor]) -> torch.Tensor
     return out[:, : m.out_chs] if m.trim else out
 
 
-def _se_gate(se: SqueezeExcite, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-    """``se.gate`` of ``x`` or of the channel concatenation of the list ``x``, its 1x1 convs on the pooled
-    ``B x C`` vector as matrix products."""
-    s = torch.cat([p.mean((2, 3)) for p in x], 1) if isinstance(x, list) else x.mean((2, 3))
-    s = F.relu(F.linear(s, se.conv_reduce.weight.flatten(1), se.conv_reduce.bias))
-    s = F.linear(s, se.conv_expand.weight.flatten(1), se.conv_expand.bias)
-    return F.hardsigmoid(s)[:, :, None, None]
-
-
 def _bottleneck_parts(block: GhostBottleneck, x: torch.Tensor) -> torch.Tensor:
     """``block(x)`` without its shortcut: ghost1's intrinsic and ghost maps stay two tensors up to ghost2's primary
     conv (its input channels split in two), so the block's widest concat is never made."""
@@ -142,7 +132,7 @@ def _bottleneck_parts(block: GhostBottleneck, x: torch.Tensor) -> torch.Tensor:
     if block.conv_dw is not None:
         parts = conv_bn_act_parts(block.conv_dw, block.bn_dw, parts)
     if block.se is not None:
-        gate = _se_gate(block.se, parts)
+        gate = block.se.pooled_gate(torch.cat([p.mean((2, 3)) for p in parts], 1))
         lo = 0
         for p in parts:  # every part is this block's own fresh tensor
             p.mul_(gate[:, lo : lo + p.shape[1]])
@@ -163,11 +153,6 @@ class _FastConvBnAct(ConvBnAct):
         return conv_bn_act_modules(self.conv, self.bn1, self.act1, x)
 
 
-class _FastSqueezeExcite(SqueezeExcite):
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        return _se_gate(self, x)
-
-
 class _FastGhostBottleneck(GhostBottleneck):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not _use_parts(self, x):
@@ -182,16 +167,10 @@ class _FastGhostBottleneck(GhostBottleneck):
 
 
 class _FastGhostNet(GhostNet):
-    """One :class:`fast_scope` per forward; the stem fused; the head's 1x1 conv on the pooled vector a matmul."""
+    """One :class:`fast_scope` per forward; the stem fused."""
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return conv_bn_act_modules(self.conv_stem, self.bn1, self.act1, x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if not fast_inference(x):
-            return super().forward_head(x, pre_logits)
-        x = self.act2(F.linear(x.mean((2, 3)), self.conv_head.weight.flatten(1), self.conv_head.bias))
-        return x if pre_logits else self.classifier(x)  # dropout: identity at inference
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         with fast_scope(x):
@@ -206,6 +185,5 @@ class _FastGhostNet(GhostNet):
             return super().forward(x)
 
 
-_TWINS: dict[type, type] = {ConvBnAct: _FastConvBnAct, SqueezeExcite: _FastSqueezeExcite,
-                            GhostBottleneck: _FastGhostBottleneck, GhostNet: _FastGhostNet}
+_TWINS: dict[type, type] = {ConvBnAct: _FastConvBnAct, GhostBottleneck: _FastGhostBottleneck, GhostNet: _FastGhostNet}
 _PLAIN = {twin: plain for plain, twin in [*_TWINS.items(), (nn.Sequential, _FastSequential)]}

@@ -335,7 +335,8 @@ class GhostNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``B x num_features x h x w`` → ``B x num_classes`` (``B x 1280`` with ``pre_logits``)."""
-        x = self.act2(self.conv_head(x.mean((2, 3), keepdim=True))).flatten(1)
+        # the 1x1 conv acts on a pooled B x C vector: a matrix product (conv_head's own hooks do not fire)
+        x = self.act2(F.linear(x.mean((2, 3)), self.conv_head.weight.flatten(1), self.conv_head.bias))
         if self.drop_rate > 0.0:
             x = F.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.classifier(x)

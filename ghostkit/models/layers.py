@@ -90,8 +90,8 @@ class ConvBnAct(nn.Module):
 class SqueezeExcite(nn.Module):
     """Channel gate: global average pool → 1x1 reduce → ReLU → 1x1 expand → hard-sigmoid (GhostNet's SE).
 
-    ``B x C x H x W → B x C x H x W``. The 1x1 convs (``nn.Conv2d`` for checkpoint compatibility) act on the pooled
-    ``B x C x 1 x 1`` map; the fast path runs them as matrix products.
+    ``B x C x H x W → B x C x H x W``. The 1x1 convs (``nn.Conv2d`` for checkpoint compatibility) act on a pooled
+    ``B x C`` vector, so they run as matrix products (their own forward hooks do not fire; ``act1``'s do).
     """
 
     def __init__(self, chs: int, rd_ratio: float = 0.25, divisor: int = 4) -> None:
@@ -103,9 +103,14 @@ class SqueezeExcite(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The ``B x C x 1 x 1`` gate in [0, 1] of ``x``."""
-        s = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return self.pooled_gate(x.mean((2, 3)))
+
+    def pooled_gate(self, s: torch.Tensor) -> torch.Tensor:
+        """The ``B x C x 1 x 1`` gate of the ``B x C`` channel means ``s``."""
+        s = self.act1(F.linear(s, self.conv_reduce.weight.flatten(1), self.conv_reduce.bias))
+        s = F.linear(s, self.conv_expand.weight.flatten(1), self.conv_expand.bias)
         # F.hardsigmoid is exactly relu6(x + 3) / 6, the paper's hard sigmoid, in one kernel
-        return F.hardsigmoid(s)
+        return F.hardsigmoid(s)[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)

@@ -116,14 +116,15 @@ def fast_inference(x: torch.Tensor) -> bool:
     again."""
     if getattr(_LOCAL, "trusted", False):
         return True
-    if not available():  # first: the private calls below exist where the fast path is available
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False
-    if torch.is_grad_enabled() or type(x) is not torch.Tensor or not x.is_cpu or x.dtype != torch.float32:
+    if type(x) is not torch.Tensor or not x.is_cpu or x.dtype != torch.float32 or x.dim() != 4:
         return False
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or x.dim() != 4:
+    # available() after the tracing check: its one-time self-check runs ops a tracer would record. Before the
+    # dispatch-stack check: that private call exists where available() says yes
+    if not available():
         return False
-    # FlopCounterMode, FakeTensorMode, ...: let them see aten ops
-    return torch._C._len_torch_dispatch_stack() == 0
+    return torch._C._len_torch_dispatch_stack() == 0  # FlopCounterMode, FakeTensorMode, ...: let them see aten ops
 
 
 class fast_scope:

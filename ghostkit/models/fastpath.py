@@ -24,15 +24,15 @@ When it steps aside. Under autograd, tracing, ``torch.compile`` / ``torch.export
 running statistics, an enabled model runs its modules as written (exporters see standard convolutions). If the
 private op is missing from this PyTorch build or fails a one-time self-check (:func:`available`), it is never tried.
 
-Hooks. Where it runs, the convolution, BatchNorm and ReLU modules it fuses are not called: forward hooks on those
-do not fire. Hooks on blocks (``GhostBottleneck``, ``GhostModule``, ``ConvBnAct``, ``SqueezeExcite``,
-``nn.Sequential``) and on the model do. For hooks everywhere use the plain model, ``reparameterize(model,
+Hooks. Where it runs, the convolution, BatchNorm and ReLU modules it fuses (and the ``nn.Sequential`` runs holding
+them) are not called: forward hooks on those do not fire. Hooks on blocks (``GhostBottleneck``, ``GhostModule``,
+``ConvBnAct``, ``SqueezeExcite``) and on the model do. For hooks everywhere use the plain model, ``reparameterize(model,
 fast=False)`` or ``disable(model)``.
 
-How it is switched. ``enable`` changes the class of each ``ConvBnAct``, ``GhostBottleneck`` and ``GhostNet`` in the
-tree, and of the ``nn.Sequential`` conv runs inside ghost modules and bottlenecks, to a subclass
-defined here whose forward runs the fast path (as ``torch.nn.utils.parametrize`` does): parameters, state-dict keys
-and module structure stay the same. Other modules (task heads' own layers) run as written.
+How it is switched. ``enable`` changes the class of each ``ConvBnAct``, ``GhostModule``, ``GhostBottleneck`` and
+``GhostNet`` in the tree to a subclass defined here whose forward runs the fast path (as
+``torch.nn.utils.parametrize`` does): parameters, state-dict keys and module structure stay the same. Other modules
+(task heads' own layers, ``GhostModuleV3``'s training branches apart from their ``ConvBnAct``) run as written.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from .fastconv import (
     fast_scope,
     sequential_act,
 )
-from .ghostnet import GhostBottleneck, GhostModule, GhostModuleV3, GhostNet
+from .ghostnet import GhostBottleneck, GhostModule, GhostNet
 from .layers import ConvBnAct, dfc_gate
 
 __all__ = ["enable", "disable", "is_enabled", "available"]
@@ -70,11 +70,6 @@ def enable(model: nn.Module) -> nn.Module:
         twin = _TWINS.get(type(m))
         if twin is not None:
             m.__class__ = twin
-        if isinstance(m, (GhostModule, GhostModuleV3, GhostBottleneck)):
-            # their conv runs; other nn.Sequential (task heads) keep their output layout: NCHW in, NCHW out
-            for child in m.children():
-                if type(child) is nn.Sequential:
-                    child.__class__ = _FastSequential
     return model
 
 
@@ -110,7 +105,7 @@ def _ghost_parts(m: GhostModule, x: torch.Tensor) -> list[torch.Tensor]:
     x1 = sequential_act(m.primary_conv, x)
     x2 = sequential_act(m.cheap_operation, x1)
     if m.short_conv is not None:
-        gate = dfc_gate(x, m.short_conv, x1.shape[-2:])
+        gate = dfc_gate(x, m.short_conv, x1.shape[-2:], sequential_act)
         x1.mul_(gate[:, : x1.shape[1]])
         x2.mul_(gate[:, x1.shape[1] :])
     return [x1, x2]
@@ -143,33 +138,54 @@ def _bottleneck_parts(block: GhostBottleneck, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------- fast twins
 
 
-class _FastSequential(nn.Sequential):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sequential_act(self, x)
+# Each twin runs its plain parent's forward, module by module, wherever fast_inference says no (autograd, tracing, ...)
 
 
 class _FastConvBnAct(ConvBnAct):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not fast_inference(x):
+            return super().forward(x)
         return conv_bn_act_modules(self.conv, self.bn1, self.act1, x)
+
+
+class _FastGhostModule(GhostModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not fast_inference(x):
+            return super().forward(x)
+        x1 = sequential_act(self.primary_conv, x)
+        out = torch.cat([x1, sequential_act(self.cheap_operation, x1)], dim=1)
+        if self.trim:
+            out = out[:, : self.out_chs]
+        if self.short_conv is not None:
+            out.mul_(dfc_gate(x, self.short_conv, out.shape[-2:], sequential_act))
+        return out
 
 
 class _FastGhostBottleneck(GhostBottleneck):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _use_parts(self, x):
+        if not fast_inference(x):
             return super().forward(x)
-        residual = self.shortcut(x)
-        x = _bottleneck_parts(self, x)
+        residual = sequential_act(self.shortcut, x) if type(self.shortcut) is nn.Sequential else self.shortcut(x)
+        if _use_parts(self, x):
+            x = _bottleneck_parts(self, x)
+        else:
+            x = self.depthwise(self.ghost1(x))
+            x = self.ghost2(x if self.se is None else self.se(x))
         x += residual
         return x
 
     def depthwise(self, x: torch.Tensor) -> torch.Tensor:
-        return super().depthwise(x) if self.conv_dw is None else conv_bn_act(self.conv_dw, self.bn_dw, x)
+        if self.conv_dw is None or not fast_inference(x):
+            return super().depthwise(x)
+        return conv_bn_act(self.conv_dw, self.bn_dw, x)
 
 
 class _FastGhostNet(GhostNet):
     """One :class:`fast_scope` per forward; the stem fused."""
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if not fast_inference(x):
+            return super().forward_stem(x)
         return conv_bn_act_modules(self.conv_stem, self.bn1, self.act1, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -185,5 +201,7 @@ class _FastGhostNet(GhostNet):
             return super().forward(x)
 
 
-_TWINS: dict[type, type] = {ConvBnAct: _FastConvBnAct, GhostBottleneck: _FastGhostBottleneck, GhostNet: _FastGhostNet}
-_PLAIN = {twin: plain for plain, twin in [*_TWINS.items(), (nn.Sequential, _FastSequential)]}
+# plain class -> its fast twin (a subclass)
+_TWINS: dict[type, type] = {ConvBnAct: _FastConvBnAct, GhostModule: _FastGhostModule,
+                            GhostBottleneck: _FastGhostBottleneck, GhostNet: _FastGhostNet}
+_PLAIN = {twin: plain for plain, twin in _TWINS.items()}

@@ -10,6 +10,8 @@ and activation fire. The CPU inference fast path (BN folded on the fly, fused on
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,8 +134,10 @@ def dfc_branch(in_chs: int, out_chs: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-def dfc_gate(x: torch.Tensor, branch: nn.Module, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Sigmoid attention map of ``branch`` computed on ``x`` pooled 2x2, resized (nearest) to ``size``.
+def dfc_gate(x: torch.Tensor, branch: nn.Module, size: tuple[int, int] | torch.Size,
+             run: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Sigmoid attention map of ``branch`` computed on ``x`` pooled 2x2, resized (nearest) to ``size``; ``run(branch,
+    pooled)`` instead of ``branch(pooled)`` where given (the fast path's fused runner).
 
     The official code pools with a fixed 2x2 window, which fails once a feature map is 1 pixel high or wide
     (32 px inputs, thin images). The window shrinks to 1 along such a side; elsewhere results are identical.
@@ -141,7 +145,7 @@ def dfc_gate(x: torch.Tensor, branch: nn.Module, size: tuple[int, int] | torch.S
     h, w = x.shape[-2:]
     k = (min(2, h), min(2, w))
     pooled = F.avg_pool2d(x, k, k)
-    gate = branch(pooled)
+    gate = branch(pooled) if run is None else run(branch, pooled)
     gate = torch.sigmoid(gate) if torch.is_grad_enabled() else gate.sigmoid_()
     return F.interpolate(gate, size=size, mode="nearest")
 

@@ -5,10 +5,11 @@ Contenders for each model and batch size (images per second, higher is better):
 * ``timm eager NCHW`` / ``timm eager channels_last``: ``timm.create_model(name)`` in eval mode, input (and model)
   in that memory layout;
 * ``ghostkit eager NCHW`` / ``ghostkit eager channels_last``: ``ghostkit.create_model(name)`` (training structure,
-  BN not folded) with timm's state dict loaded, same input layouts. On CPU in eval mode ghostkit runs channels-last
-  inside whatever the input layout (``channels_last=None``, see ``ghostkit/models/ghostnet.py``);
+  BN not folded) with timm's state dict loaded, same input layouts: plain modules, as any PyTorch model (no fast
+  path). On CPU in eval mode ghostkit runs channels-last inside whatever the input layout (``channels_last=None``,
+  see ``ghostkit/models/ghostnet.py``);
 * ``ghostkit deploy channels_last`` / ``ghostkit deploy NCHW``: ``ghostkit.reparameterize(model)`` (BN folded,
-  GhostNetV3 branches merged), input in that layout;
+  GhostNetV3 branches merged, CPU fast path on: ``ghostkit/models/fastpath.py``), input in that layout;
 * ``ghostkit deploy TorchScript channels_last``: the deploy model traced and frozen (``torch.jit.freeze``), as
   ``ghostkit export --format torchscript`` writes it, and ``timm TorchScript channels_last``, timm's model treated
   the same way, so the gain that freezing gives any model is visible.

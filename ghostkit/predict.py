@@ -18,6 +18,7 @@ from .data.images import IMG_EXTENSIONS, filter_readable, list_images, read_imag
 from .data.tasks import inference_transform
 from .deploy.runtime import load_model_file
 from .errors import GhostkitError
+from .models import fastpath
 from .tasks.model import TaskModel, enable_tta
 from .tasks.registry import get_task
 
@@ -93,6 +94,8 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", tta: bool = False) -> Predictor:
         model = load_model_file(path)
+        if isinstance(model, TaskModel):  # a PyTorch checkpoint, ours alone: CPU inference on the fast path
+            fastpath.enable(model)
         if tta:
             enable_tta(model, path)
         return cls(model, device)

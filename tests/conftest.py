@@ -26,19 +26,20 @@ def realistic_bn(model: nn.Module, sizes: list[tuple[int, int]] | tuple = ((96, 
 
 
 def fast_and_plain(model: nn.Module, x: torch.Tensor) -> tuple:
-    """``model(x)`` without autograd through ghostkit's oneDNN fast path (checked to have run; the packed-weight
-    cache is left as it is, so stale entries would show) and again with the path switched off. Skips the test where
-    this PyTorch build lacks the fused op."""
-    from ghostkit.models import layers
+    """``model(x)`` without autograd with ghostkit's CPU fast path switched on (``fastpath.enable``; checked to have
+    run: plans made for this model's convs; the plan cache is left as it is, so stale entries would show) and again
+    with it switched off (``fastpath.disable``). The model's switch is restored afterwards. Skips the test where this
+    PyTorch build lacks the fused op."""
+    from ghostkit.models import fastconv, fastpath
 
-    if not layers.fast_path_enabled():
+    if not fastpath.available():
         pytest.skip("no oneDNN fused convolution in this PyTorch build")
-    with torch.no_grad():
-        fast = model(x)
-        assert len(layers._PACKED) > 0  # the fast path did run
-        try:
-            layers.fast_path_enabled(False)
-            plain = model(x)
-        finally:
-            layers.fast_path_enabled(True)
+    was_on = fastpath.is_enabled(model)
+    try:
+        with torch.no_grad():
+            fast = fastpath.enable(model)(x)
+            assert any(m in fastconv._PACKED for m in model.modules())  # the fast path did run
+            plain = fastpath.disable(model)(x)
+    finally:
+        (fastpath.enable if was_on else fastpath.disable)(model)
     return fast, plain

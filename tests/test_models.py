@@ -219,8 +219,9 @@ def test_memory_layout_follows_the_input():
 
 
 def test_inference_fast_path_matches_and_tracks_weight_updates():
-    """CPU inference folds BN into pre-packed oneDNN convolutions on the fly (ghostkit/models/layers.py): the same
-    numbers as the modules themselves, and never stale after an optimizer step or a state-dict load."""
+    """With the fast path on, CPU inference folds BN into pre-packed oneDNN convolutions on the fly
+    (ghostkit/models/fastconv.py): the same numbers as the modules themselves, and never stale after an optimizer
+    step or a state-dict load."""
 
     def both(model, x):
         fast, plain = fast_and_plain(model, x)
@@ -241,15 +242,53 @@ def test_inference_fast_path_matches_and_tracks_weight_updates():
     assert (both(m, x) - after).abs().max() > 1e-3
 
 
+def test_eval_model_is_a_plain_pytorch_module():
+    """``create_model(...).eval()`` runs its modules as written: forward hooks on convs, BN and ReLU fire and no
+    fast-path plan is made. ``fastpath.enable`` switches the fast path on (same numbers, same state-dict
+    keys; the fused modules are not called), ``fastpath.disable`` back off (every hook fires again)."""
+    from ghostkit.models import fastconv, fastpath
+
+    m = calibrate_bn(seeded("ghostnetv2_100", num_classes=10))
+    block = m.blocks[3][0]  # downsampling, SE, DFC attention
+    watched = {"stem bn": m.bn1, "stem relu": m.act1, "ghost bn": block.ghost1.primary_conv[1],
+               "ghost relu": block.ghost1.primary_conv[2], "dfc bn": block.ghost1.short_conv[1], "dw bn": block.bn_dw,
+               "dw conv": block.conv_dw, "se relu": block.se.act1, "last relu": m.blocks[9][0].act1,
+               "head relu": m.act2}
+    fired: set[str] = set()
+    for name, module in watched.items():
+        module.register_forward_hook(lambda *_, name=name: fired.add(name))
+    x = torch.randn(2, 3, 64, 64)
+    keys = list(m.state_dict())
+    with torch.no_grad():
+        plain = m(x)
+    assert fired == set(watched)
+    assert not fastpath.is_enabled(m) and not any(c in fastconv._PACKED for c in m.modules())
+
+    fired.clear()
+    with torch.no_grad():
+        fast = fastpath.enable(m)(x)
+    assert fastpath.is_enabled(m) and list(m.state_dict()) == keys
+    torch.testing.assert_close(fast, plain, atol=1e-5 * float(plain.abs().max()), rtol=1e-4)
+    if fastpath.available():
+        assert not fired & {"stem bn", "stem relu", "ghost bn", "ghost relu", "dw conv", "dw bn"}
+    fired.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(fastpath.disable(m)(x), plain, rtol=0, atol=0)
+    assert fired == set(watched) and not fastpath.is_enabled(m)
+
+
 @torch.no_grad()
 def _routes(model: nn.Module, x: torch.Tensor) -> set[tuple[str, bool]]:
-    """(route, split) of every fast-path plan made for ``model``'s convs on ``x`` (see ghostkit/models/layers.py)."""
-    from ghostkit.models import layers
+    """(route, split) of every fast-path plan made for ``model``'s convs on ``x`` (see ghostkit/models/fastconv.py)."""
+    from ghostkit.models import fastconv, fastpath
 
-    layers._PACKED.clear()
-    model(x)
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m in layers._PACKED]
-    return {(entry[1][0], part is not None) for m in convs for part, entry in layers._PACKED[m].items() if entry[1]}
+    fastconv._PACKED.clear()
+    was_on = fastpath.is_enabled(model)
+    fastpath.enable(model)(x)
+    if not was_on:
+        fastpath.disable(model)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m in fastconv._PACKED]
+    return {(plan.route, part is not None) for m in convs for part, (_, plan) in fastconv._PACKED[m].items() if plan}
 
 
 @pytest.mark.parametrize("name", ["ghostnet_050", "ghostnetv2_100", "ghostnetv3_050"])
@@ -257,12 +296,12 @@ def test_split_ghost_path_matches(name, monkeypatch):
     """Large maps skip the expanded concat of each bottleneck (ghost1's halves go on as two tensors through the
     depthwise conv, SE and DFC gates into ghost2's split 1x1 conv): the same numbers as the plain modules. v3 runs
     its training structure as is; its deploy form (v2's layout) takes the split path."""
-    from ghostkit.models import ghostnet
+    from ghostkit.models import fastpath, ghostnet
 
-    monkeypatch.setattr(ghostnet, "PARTS_MIN_NUMEL", 0)  # every block, even on this small input
+    monkeypatch.setattr(fastpath, "PARTS_MIN_NUMEL", 0)  # every block, even on this small input
     calls = []
-    split = ghostnet.GhostBottleneck._forward_parts
-    monkeypatch.setattr(ghostnet.GhostBottleneck, "_forward_parts", lambda self, x: calls.append(1) or split(self, x))
+    split = fastpath._bottleneck_parts
+    monkeypatch.setattr(fastpath, "_bottleneck_parts", lambda block, x: calls.append(1) or split(block, x))
     m = calibrate_bn(seeded(name, num_classes=10))
     x = torch.randn(16, 3, 32, 48)  # batch 16: oneDNN also runs 1x1 convs with one thread (PyTorch's rule)
     for model in (m, ghostkit.reparameterize(m)):
@@ -282,14 +321,14 @@ def test_split_ghost_path_matches(name, monkeypatch):
 
 def test_small_1x1_convs_run_as_matrix_products():
     """1x1 convs on small maps take the matrix-product route, larger ones oneDNN; both equal the plain modules."""
-    from ghostkit.models import layers
+    from ghostkit.models import fastconv
 
     m = calibrate_bn(seeded("ghostnet_100", num_classes=10))
     x = torch.randn(16, 3, 64, 64)  # 1x1 convs from 32 x 32 maps (16384 rows: oneDNN) to 2 x 2 (64 rows: matmul)
     fast, plain = fast_and_plain(m, x)
     torch.testing.assert_close(fast, plain, atol=1e-5 * float(plain.abs().max()), rtol=1e-4)
     assert {("matmul", False), ("onednn", False)} <= _routes(m, x)
-    assert layers.MATMUL_MAX_ROWS < 16 * 32 * 32
+    assert fastconv.MATMUL_MAX_ROWS < 16 * 32 * 32
 
 
 # --------------------------------------------------------------------------------------------------- sizes

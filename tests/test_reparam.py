@@ -138,12 +138,12 @@ def test_plain_sequential_folds():
 
 def test_fast_path_equals_plain_convolutions():
     """Deploy-mode convs run as fused, pre-packed oneDNN ops on CPU inference; results equal plain F.conv2d."""
-    from ghostkit.models import layers
+    from ghostkit.models import fastconv
 
     torch.manual_seed(0)
     deployed = reparameterize(realistic_bn(create_model("ghostnetv3_050")))
     x = torch.randn(2, 3, *SIZE)
-    layers._PACKED.clear()  # entries from other tests must not stand in for this model's
+    fastconv._PACKED.clear()  # entries from other tests must not stand in for this model's
     fast, plain = fast_and_plain(deployed, x)
     assert max_diff(fast, plain) <= 1e-5
     # autograd on: the plain path (the packed op has no backward); the same numbers
@@ -156,10 +156,33 @@ def test_fast_path_equals_plain_convolutions():
     assert max_diff(changed, fast) > 1e-3
 
 
-def test_deployed_model_traces_to_plain_ops():
+def test_deploy_switches_the_fast_path_on():
+    """``reparameterize`` returns a model with the CPU fast path on (its ReLU modules fused, their hooks silent);
+    ``fast=False`` a plain deploy model whose hooks fire; the input model stays plain."""
+    from ghostkit.models import fastpath
+
+    torch.manual_seed(0)
+    model = realistic_bn(create_model("ghostnet_050"))
+    fast, plain = reparameterize(model), reparameterize(model, fast=False)
+    assert fastpath.is_enabled(fast) and not fastpath.is_enabled(plain) and not fastpath.is_enabled(model)
+    assert not fastpath.is_enabled(reparameterize(fast, fast=False))
+    fired = []
+    for m in (fast, plain):
+        m.act1.register_forward_hook(lambda mod, *_: fired.append(mod))
+    x = torch.randn(2, 3, *SIZE)
+    with torch.no_grad():
+        assert max_diff(fast(x), plain(x)) <= 1e-5
+    assert fired[-1] is plain.act1
+    assert fired == [plain.act1] or not fastpath.available()
+
+
+def test_deployed_model_traces_to_plain_ops(monkeypatch):
+    from ghostkit.models import fastconv
+
     torch.manual_seed(0)
     deployed = reparameterize(realistic_bn(create_model("ghostnetv2_100", features_only=True)))
     x = torch.randn(1, 3, 64, 64)
+    monkeypatch.setitem(fastconv._FAST, "ok", None)  # the op's self-check not made yet: the tracer must not see it
     with torch.no_grad():
         traced = torch.jit.trace(deployed, x, check_trace=False)
         plain, fast = traced(x), deployed(x)

@@ -1,6 +1,6 @@
 """GhostNet backbones (no task code here)."""
 
-from . import ghostnet  # noqa: F401  (registers the variants)
+from . import fastpath, ghostnet  # noqa: F401  (ghostnet registers the variants; fastpath.enable / disable)
 from .ghostnet import GhostBottleneck, GhostModule, GhostModuleV3, GhostNet
 from .registry import create_model, list_models, register_model
 from .reparam import is_deployed, reparameterize

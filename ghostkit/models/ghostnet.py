@@ -26,9 +26,10 @@ the spatial convolutions that follow (DFC attention keeps its 2x2 pooling), so p
 
 Speed (CPU inference). The model picks its memory layout: on CPU in eval mode it runs channels-last (NHWC), which
 oneDNN's convolutions need to avoid re-ordering every activation (``channels_last=False`` / ``True`` forces either);
-feature maps are handed back in the caller's layout. Without autograd every conv → BN → ReLU run goes through
-:func:`~ghostkit.models.layers.conv_bn_act`: BN folded on the fly, ReLU fused, weights pre-packed for oneDNN. Gates
-and residual sums are applied in place where no gradient can need the overwritten values.
+feature maps are handed back in the caller's layout. Gates and residual sums are applied in place where no gradient
+can need the overwritten values. Otherwise every module runs as written, so forward hooks fire as on any PyTorch
+model. The fused oneDNN fast path (:mod:`ghostkit.models.fastpath`) is switched on by deploy mode
+(:func:`~ghostkit.models.reparameterize`) or ``fastpath.enable(model)``.
 """
 
 from __future__ import annotations
@@ -41,74 +42,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .layers import (
-    ConvBnAct,
-    SqueezeExcite,
-    conv_bn_act,
-    conv_bn_act_parts,
-    dfc_branch,
-    dfc_gate,
-    fast_inference,
-    fast_scope,
-    make_divisible,
-    sequential_act,
-)
+from .layers import ConvBnAct, SqueezeExcite, branch_sum, dfc_branch, dfc_gate, fused_conv, make_divisible, maybe_relu
 from .registry import register_model
-from .reparam import fuse_branches
 
 __all__ = ["GhostModule", "GhostModuleV3", "GhostBottleneck", "GhostNet", "GHOSTNET_CFGS"]
 
-# One inner list per stage (nn.Sequential in ``blocks``); the final 1x1 ConvBnAct stage is appended by GhostNet.
-# k: depthwise kernel, exp: expansion (mid) channels, out: output channels, se: SE ratio (0 = none), stride
-GHOSTNET_CFGS: list[list[tuple[int, int, int, float, int]]] = [
-    # k, exp, out, se, stride
-    [(3, 16, 16, 0, 1)],
-    [(3, 48, 24, 0, 2)],
-    [(3, 72, 24, 0, 1)],
-    [(5, 72, 40, 0.25, 2)],
-    [(5, 120, 40, 0.25, 1)],
-    [(3, 240, 80, 0, 2)],
-    [(3, 200, 80, 0, 1), (3, 184, 80, 0, 1), (3, 184, 80, 0, 1), (3, 480, 112, 0.25, 1), (3, 672, 112, 0.25, 1)],
-    [(5, 672, 160, 0.25, 2)],
-    [(5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1)],
-]
 NUM_HEAD_FEATURES = 1280
-# Ghost bottlenecks skip their expanded concat (GhostBottleneck._forward_parts) from this many elements on: timed
-# block by block on a 2-core AVX2 VM (ghostnet_100, 224 px), the split path won every block at batch 32 (1.2M
-# elements and more; up to 4x on the widest), won at batch 4 from 0.75M elements on, and lost 2-12% on every block at
-# batch 1 (0.6M and less), where the extra op calls cost more than the copy saves.
-PARTS_MIN_NUMEL = 1 << 20
 DEFAULT_CFG = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-
-
-def _act(act: bool) -> nn.Module:
-    return nn.ReLU(inplace=True) if act else nn.Identity()
-
-
-def _run(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``, with plain ``nn.Sequential`` runs of convs going through :func:`sequential_act`."""
-    return sequential_act(module, x) if type(module) is nn.Sequential else module(x)
-
-
-def _conv_bn_relu(seq: nn.Sequential) -> tuple[nn.Conv2d, nn.BatchNorm2d | None, bool]:
-    """The parts of a ``Conv2d [→ BatchNorm2d] → ReLU | Identity`` run (a ghost module's primary conv)."""
-    bn = seq[1] if isinstance(seq[1], nn.BatchNorm2d) else None
-    return seq[0], bn, type(seq[-1]) is nn.ReLU
-
-
-def _branch_sum(branches: nn.ModuleList, x: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
-    """``start + sum(branch(x))``, accumulated in place when autograd is off."""
-    total = start
-    for branch in branches:
-        y = branch(x)
-        if total is None:
-            total = y
-        elif torch.is_grad_enabled():
-            total = total + y
-        else:
-            total += y
-    return total
 
 
 class GhostModule(nn.Module):
@@ -118,17 +59,8 @@ class GhostModule(nn.Module):
     ghost maps from them; both are concatenated and cut to ``out_chs``. ``B x in_chs x H x W → B x out_chs x H x W``.
     """
 
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        ratio: int = 2,
-        dw_size: int = 3,
-        stride: int = 1,
-        act: bool = True,
-        attn: bool = False,
-        dilation: int = 1,
-    ) -> None:
+    def __init__(self, in_chs: int, out_chs: int, ratio: int = 2, dw_size: int = 3, stride: int = 1, act: bool = True,
+                 attn: bool = False, dilation: int = 1) -> None:
         super().__init__()
         self.out_chs = out_chs
         init_chs = math.ceil(out_chs / ratio)
@@ -136,44 +68,24 @@ class GhostModule(nn.Module):
         self.trim = init_chs + new_chs != out_chs  # a static flag, not a shape test: tracers see no branch
         pad = dilation * (dw_size - 1) // 2
         self.primary_conv = nn.Sequential(
-            nn.Conv2d(in_chs, init_chs, 1, stride, 0, bias=False), nn.BatchNorm2d(init_chs), _act(act)
+            nn.Conv2d(in_chs, init_chs, 1, stride, 0, bias=False), nn.BatchNorm2d(init_chs), maybe_relu(act)
         )
         self.cheap_operation = nn.Sequential(
             nn.Conv2d(init_chs, new_chs, dw_size, 1, pad, dilation=dilation, groups=init_chs, bias=False),
             nn.BatchNorm2d(new_chs),
-            _act(act),
+            maybe_relu(act),
         )
         self.short_conv = dfc_branch(in_chs, out_chs, stride) if attn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = _run(self.primary_conv, x)
-        out = torch.cat([x1, _run(self.cheap_operation, x1)], dim=1)
+        x1 = self.primary_conv(x)
+        out = torch.cat([x1, self.cheap_operation(x1)], dim=1)
         if self.trim:
             out = out[:, : self.out_chs]
         if self.short_conv is not None:
             gate = dfc_gate(x, self.short_conv, out.shape[-2:])
             out = out * gate if torch.is_grad_enabled() else out.mul_(gate)
         return out
-
-    def forward_parts(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Inference only: :meth:`forward`'s output as ``[intrinsic maps, ghost maps]``, not concatenated (the
-        consumer takes the parts, see :func:`~ghostkit.models.layers.conv_bn_act_parts`); one part if trimmed."""
-        if self.trim:
-            return [self(x)]
-        x1 = _run(self.primary_conv, x)
-        x2 = _run(self.cheap_operation, x1)
-        if self.short_conv is not None:
-            gate = dfc_gate(x, self.short_conv, x1.shape[-2:])
-            x1.mul_(gate[:, : x1.shape[1]])
-            x2.mul_(gate[:, x1.shape[1] :])
-        return [x1, x2]
-
-    def forward_from_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        """Inference only: :meth:`forward` of ``torch.cat(parts, 1)`` (no DFC attention, which needs the input)."""
-        conv, bn, relu = _conv_bn_relu(self.primary_conv)
-        x1 = conv_bn_act_parts(conv, bn, parts, relu)[0]
-        out = torch.cat([x1, _run(self.cheap_operation, x1)], dim=1)
-        return out[:, : self.out_chs] if self.trim else out
 
 
 class GhostModuleV3(nn.Module):
@@ -182,18 +94,8 @@ class GhostModuleV3(nn.Module):
     identity branch for the cheap op. :meth:`reparameterize` returns the equivalent plain :class:`GhostModule`.
     """
 
-    def __init__(
-        self,
-        in_chs: int,
-        out_chs: int,
-        ratio: int = 2,
-        dw_size: int = 3,
-        stride: int = 1,
-        act: bool = True,
-        attn: bool = False,
-        dilation: int = 1,
-        num_branches: int = 3,
-    ) -> None:
+    def __init__(self, in_chs: int, out_chs: int, ratio: int = 2, dw_size: int = 3, stride: int = 1, act: bool = True,
+                 attn: bool = False, dilation: int = 1, num_branches: int = 3) -> None:
         super().__init__()
         if ratio != 2:
             raise ValueError("GhostModuleV3's identity branch needs ratio=2")
@@ -204,21 +106,21 @@ class GhostModuleV3(nn.Module):
         self.primary_rpr_conv = nn.ModuleList(
             [ConvBnAct(in_chs, init_chs, 1, stride, act=False) for _ in range(num_branches)]
         )
-        self.primary_activation = _act(act)
+        self.primary_activation = maybe_relu(act)
         self.cheap_rpr_skip = nn.BatchNorm2d(init_chs)
         self.cheap_rpr_conv = nn.ModuleList(
             [ConvBnAct(init_chs, init_chs, dw_size, dilation=dilation, groups=init_chs, act=False)
              for _ in range(num_branches)]
         )
         self.cheap_rpr_scale = ConvBnAct(init_chs, init_chs, 1, groups=init_chs, act=False)
-        self.cheap_activation = _act(act)
+        self.cheap_activation = maybe_relu(act)
         self.short_conv = dfc_branch(in_chs, out_chs, stride) if attn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = self.primary_activation(_branch_sum(self.primary_rpr_conv, x))
+        x1 = self.primary_activation(branch_sum(self.primary_rpr_conv, x))
         x2 = self.cheap_rpr_scale(x1)
         x2 = x2 + self.cheap_rpr_skip(x1) if torch.is_grad_enabled() else x2.add_(self.cheap_rpr_skip(x1))
-        x2 = self.cheap_activation(_branch_sum(self.cheap_rpr_conv, x1, x2))
+        x2 = self.cheap_activation(branch_sum(self.cheap_rpr_conv, x1, x2))
         out = torch.cat([x1, x2], dim=1)
         if self.trim:
             out = out[:, : self.out_chs]
@@ -231,23 +133,13 @@ class GhostModuleV3(nn.Module):
     def reparameterize(self) -> GhostModule:
         deploy = GhostModule(self.in_chs, self.out_chs, 2, self.dw_size, self.stride, self.act,
                              self.short_conv is not None, self.dilation)
-        primary, cheap = deploy.primary_conv[0], deploy.cheap_operation[0]
-        w, b = fuse_branches([(m.conv, m.bn1) for m in self.primary_rpr_conv], primary.kernel_size, primary.in_channels)
-        deploy.primary_conv = nn.Sequential(_conv_with(primary, w, b), _act(self.act))
+        primary = fused_conv(deploy.primary_conv[0], [(m.conv, m.bn1) for m in self.primary_rpr_conv])
+        deploy.primary_conv = nn.Sequential(primary, maybe_relu(self.act))
         branches = [(m.conv, m.bn1) for m in [*self.cheap_rpr_conv, self.cheap_rpr_scale]]
-        w, b = fuse_branches(branches + [(None, self.cheap_rpr_skip)], cheap.kernel_size, 1)
-        deploy.cheap_operation = nn.Sequential(_conv_with(cheap, w, b), _act(self.act))
+        cheap = fused_conv(deploy.cheap_operation[0], branches + [(None, self.cheap_rpr_skip)])
+        deploy.cheap_operation = nn.Sequential(cheap, maybe_relu(self.act))
         deploy.short_conv = self.short_conv
-        return deploy.to(w.device).eval()
-
-
-def _conv_with(template: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    """A biased copy of ``template``'s geometry carrying the given (fused) weight and bias."""
-    t = template
-    conv = nn.Conv2d(t.in_channels, t.out_channels, t.kernel_size, t.stride, t.padding, t.dilation, t.groups, True)
-    conv.weight.data.copy_(weight)
-    conv.bias.data.copy_(bias)
-    return conv
+        return deploy.to(cheap.weight.device).eval()
 
 
 class GhostBottleneck(nn.Module):
@@ -258,20 +150,9 @@ class GhostBottleneck(nn.Module):
     module (they differ in the block whose stride was replaced by dilation for output strides 16 / 8).
     """
 
-    def __init__(
-        self,
-        in_chs: int,
-        mid_chs: int,
-        out_chs: int,
-        dw_kernel: int = 3,
-        stride: int = 1,
-        se_ratio: float = 0.0,
-        version: str = "v1",
-        attn: bool = False,
-        dilation: int = 1,
-        out_dilation: int | None = None,
-        downsample: bool | None = None,
-    ) -> None:
+    def __init__(self, in_chs: int, mid_chs: int, out_chs: int, dw_kernel: int = 3, stride: int = 1,
+                 se_ratio: float = 0.0, version: str = "v1", attn: bool = False, dilation: int = 1,
+                 out_dilation: int | None = None, downsample: bool | None = None) -> None:
         super().__init__()
         out_dilation = out_dilation or dilation
         downsample = stride > 1 if downsample is None else downsample
@@ -303,52 +184,28 @@ class GhostBottleneck(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = _run(self.shortcut, x)
-        if self._use_parts(x):
-            x = self._forward_parts(x)
-        else:
-            x = self._forward_full(x)
+        residual = self.shortcut(x)
+        x = self.depthwise(self.ghost1(x))
+        if self.se is not None:
+            x = self.se(x)
+        x = self.ghost2(x)
         x += residual  # x is this block's own fresh tensor (cat output): safe in place, also under autograd
         return x
 
-    def _use_parts(self, x: torch.Tensor) -> bool:
-        """Inference on a map whose expanded (ghost1) output has at least ``PARTS_MIN_NUMEL`` elements."""
-        if type(self.ghost1) is not GhostModule or type(self.ghost2) is not GhostModule:
-            return False
-        # fast_inference first: under tracing, shape arithmetic would make tensors (and tracer warnings)
-        return fast_inference(x) and x.shape[0] * self.ghost1.out_chs * x.shape[-2] * x.shape[-1] >= PARTS_MIN_NUMEL
-
-    def _forward_parts(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference: ghost1's intrinsic and ghost maps stay two tensors up to ghost2's primary conv (its input
-        channels split in two), so the block's widest concat is never made; same result as :meth:`_forward_full`."""
-        parts = self.ghost1.forward_parts(x)
+    def depthwise(self, x: torch.Tensor) -> torch.Tensor:
+        """The downsampling depthwise conv (→ BN) of the expanded map, or ``x`` itself where the block has none."""
         if self.conv_dw is not None:
-            parts = conv_bn_act_parts(self.conv_dw, self.bn_dw, parts)
-        if self.se is not None:
-            gate = self.se.gate(parts)
-            lo = 0
-            for p in parts:  # every part is this block's own fresh tensor
-                p.mul_(gate[:, lo : lo + p.shape[1]])
-                lo += p.shape[1]
-        return self.ghost2.forward_from_parts(parts)
-
-    def _forward_full(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.ghost1(x)
-        if self.conv_dw is not None:
-            x = conv_bn_act(self.conv_dw, self.bn_dw, x)
-        elif self.dw_rpr_conv is not None:
-            x = _branch_sum(self.dw_rpr_conv, x, self.dw_rpr_scale(x))
-        if self.se is not None:
-            x = self.se(x)
-        return self.ghost2(x)
+            x = self.conv_dw(x)
+            return x if self.bn_dw is None else self.bn_dw(x)
+        if self.dw_rpr_conv is not None:
+            return branch_sum(self.dw_rpr_conv, x, self.dw_rpr_scale(x))
+        return x
 
     @torch.no_grad()
     def reparameterize(self) -> None:
         if self.dw_rpr_conv is not None:
-            template = self.dw_rpr_conv[0].conv
             branches = [(m.conv, m.bn1) for m in [*self.dw_rpr_conv, self.dw_rpr_scale]]
-            w, b = fuse_branches(branches, template.kernel_size, 1)
-            self.conv_dw = _conv_with(template, w, b).to(w.device)
+            self.conv_dw = fused_conv(self.dw_rpr_conv[0].conv, branches)
             self.dw_rpr_conv = self.dw_rpr_scale = None
         elif self.bn_dw is not None:
             self.conv_dw = fuse_conv_bn_eval(self.conv_dw, self.bn_dw)
@@ -363,24 +220,17 @@ class GhostNet(nn.Module):
     1280 → ReLU → dropout → linear). With ``features_only=True`` the head is left out and ``forward(x)`` returns the
     list of feature maps selected by ``out_indices`` (see the module docstring for the stages).
 
-    ``channels_last``: the memory layout used inside (``None``: channels-last on CPU in eval mode, the input's
-    layout otherwise). It changes speed only, never results; returned feature maps keep the input's layout.
+    ``cfgs``: the architecture table (default :data:`GHOSTNET_CFGS`). ``channels_last``: the memory layout inside
+    (``None``: channels-last on CPU in eval mode, the input's layout otherwise). It changes speed only, never
+    results; returned feature maps keep the input's layout.
     """
 
-    def __init__(
-        self,
-        cfgs: Sequence[Sequence[tuple[int, int, int, float, int]]] = GHOSTNET_CFGS,
-        width: float = 1.0,
-        version: str = "v1",
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.2,
-        output_stride: int = 32,
-        features_only: bool = False,
-        out_indices: Sequence[int] = (1, 2, 3, 4),
-        channels_last: bool | None = None,
-    ) -> None:
+    def __init__(self, cfgs: Sequence[Sequence[tuple[int, int, int, float, int]]] | None = None, width: float = 1.0,
+                 version: str = "v1", num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.2,
+                 output_stride: int = 32, features_only: bool = False, out_indices: Sequence[int] = (1, 2, 3, 4),
+                 channels_last: bool | None = None) -> None:
         super().__init__()
+        cfgs = GHOSTNET_CFGS if cfgs is None else cfgs
         if version not in ("v1", "v2", "v3"):
             raise ValueError(f"unknown GhostNet version {version!r} (v1, v2, v3)")
         if output_stride not in (8, 16, 32):
@@ -439,8 +289,8 @@ class GhostNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # The official initialisation. Zero-initialising each bottleneck's last BN (Goyal et al., 2017), tried in
-        # session 1, slowed learning from scratch: 0.40 against 0.48 mIoU after 500 steps on built-in shapes.
+        # The official initialisation. Zero-initialising each bottleneck's last BN (Goyal et al., 2017) slowed
+        # learning from scratch: 0.40 against 0.48 mIoU after 500 steps on built-in shapes.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -473,13 +323,11 @@ class GhostNet(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if cl and x.dim() == 4 else x
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        relu = type(self.act1) is nn.ReLU
-        x = conv_bn_act(self.conv_stem, self.bn1, x, relu)
-        return x if relu else self.act1(x)
+        x = self.conv_stem(x)
+        return self.act1(x if self.bn1 is None else self.bn1(x))
 
     def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        with fast_scope(x):
-            return self.blocks(self.forward_stem(self._internal_layout(x)))
+        return self.blocks(self.forward_stem(self._internal_layout(x)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x H x W`` → ``B x num_features x ceil(H/os) x ceil(W/os)`` (os: output_stride)."""
@@ -487,7 +335,7 @@ class GhostNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``B x num_features x h x w`` → ``B x num_classes`` (``B x 1280`` with ``pre_logits``)."""
-        # the 1x1 conv acts on a pooled B x C vector: a matrix product
+        # the 1x1 conv acts on a pooled B x C vector: a matrix product (conv_head's own hooks do not fire)
         x = self.act2(F.linear(x.mean((2, 3)), self.conv_head.weight.flatten(1), self.conv_head.bias))
         if self.drop_rate > 0.0:
             x = F.dropout(x, self.drop_rate, self.training)
@@ -496,13 +344,12 @@ class GhostNet(nn.Module):
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at ``out_indices``: each ``B x feature_info[i]['num_chs'] x H/r x W/r``."""
         taps = {self._stage_ends[i] for i in self.out_indices}
-        with fast_scope(x):
-            inp, x = x, self.forward_stem(self._internal_layout(x))
-            feats = [x] if -1 in taps else []
-            for idx, stage in enumerate(self.blocks):
-                x = stage(x)
-                if idx in taps:
-                    feats.append(x)
+        inp, x = x, self.forward_stem(self._internal_layout(x))
+        feats = [x] if -1 in taps else []
+        for idx, stage in enumerate(self.blocks):
+            x = stage(x)
+            if idx in taps:
+                feats.append(x)
         return [_layout_like(f, inp) for f in feats]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -522,65 +369,77 @@ def _layout_like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return y.contiguous() if x.is_contiguous() else y
 
 
-def _ghostnet(version: str, width: float, **kwargs) -> GhostNet:
-    return GhostNet(GHOSTNET_CFGS, width=width, version=version, **kwargs)
+# One inner list per stage (nn.Sequential in ``blocks``); the final 1x1 ConvBnAct stage is appended by GhostNet.
+# k: depthwise kernel, exp: expansion (mid) channels, out: output channels, se: SE ratio (0 = none), stride
+GHOSTNET_CFGS: list[list[tuple[int, int, int, float, int]]] = [
+    # k, exp, out, se, stride
+    [(3, 16, 16, 0, 1)],
+    [(3, 48, 24, 0, 2)],
+    [(3, 72, 24, 0, 1)],
+    [(5, 72, 40, 0.25, 2)],
+    [(5, 120, 40, 0.25, 1)],
+    [(3, 240, 80, 0, 2)],
+    [(3, 200, 80, 0, 1), (3, 184, 80, 0, 1), (3, 184, 80, 0, 1), (3, 480, 112, 0.25, 1), (3, 672, 112, 0.25, 1)],
+    [(5, 672, 160, 0.25, 2)],
+    [(5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1)],
+]
 
 
 @register_model
 def ghostnet_050(**kwargs) -> GhostNet:
     """GhostNet 0.5x (2.59M params, ~42M MACs at 224)."""
-    return _ghostnet("v1", 0.5, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 0.5, "v1", **kwargs)
 
 
 @register_model
 def ghostnet_100(**kwargs) -> GhostNet:
     """GhostNet 1.0x (5.18M params, ~141M MACs at 224)."""
-    return _ghostnet("v1", 1.0, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 1.0, "v1", **kwargs)
 
 
 @register_model
 def ghostnet_130(**kwargs) -> GhostNet:
     """GhostNet 1.3x (7.36M params, ~226M MACs at 224)."""
-    return _ghostnet("v1", 1.3, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 1.3, "v1", **kwargs)
 
 
 @register_model
 def ghostnetv2_100(**kwargs) -> GhostNet:
     """GhostNetV2 1.0x with DFC attention."""
-    return _ghostnet("v2", 1.0, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 1.0, "v2", **kwargs)
 
 
 @register_model
 def ghostnetv2_130(**kwargs) -> GhostNet:
     """GhostNetV2 1.3x with DFC attention."""
-    return _ghostnet("v2", 1.3, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 1.3, "v2", **kwargs)
 
 
 @register_model
 def ghostnetv2_160(**kwargs) -> GhostNet:
     """GhostNetV2 1.6x with DFC attention."""
-    return _ghostnet("v2", 1.6, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 1.6, "v2", **kwargs)
 
 
 @register_model
 def ghostnetv3_050(**kwargs) -> GhostNet:
     """GhostNetV3 0.5x: re-parameterisable branches + DFC attention."""
-    return _ghostnet("v3", 0.5, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 0.5, "v3", **kwargs)
 
 
 @register_model
 def ghostnetv3_100(**kwargs) -> GhostNet:
     """GhostNetV3 1.0x: re-parameterisable branches + DFC attention."""
-    return _ghostnet("v3", 1.0, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 1.0, "v3", **kwargs)
 
 
 @register_model
 def ghostnetv3_130(**kwargs) -> GhostNet:
     """GhostNetV3 1.3x: re-parameterisable branches + DFC attention."""
-    return _ghostnet("v3", 1.3, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 1.3, "v3", **kwargs)
 
 
 @register_model
 def ghostnetv3_160(**kwargs) -> GhostNet:
     """GhostNetV3 1.6x: re-parameterisable branches + DFC attention."""
-    return _ghostnet("v3", 1.6, **kwargs)
+    return GhostNet(GHOSTNET_CFGS, 1.6, "v3", **kwargs)

@@ -4,8 +4,13 @@
 with no BatchNorm and no training-only branch left. It works on any module tree built from ghostkit parts
 and plain ``nn.Sequential`` (conv, bn, ...) runs, so task heads fold too.
 
-Modules take part by defining ``reparameterize(self) -> nn.Module | None``: it is called after the module's
-children were processed, and may fold itself in place (return ``None``) or return a replacement module.
+Modules take part by defining ``reparameterize(self) -> nn.Module | None``: it is called before the module's
+children are processed (a module that merges branches must see their BatchNorms), and may fold itself in place
+(return ``None``) or return a replacement module. The branch arithmetic: :func:`~ghostkit.models.layers.fuse_branches`.
+
+Deploy mode is also where speed is switched on: the returned model runs the CPU inference fast path
+(:func:`ghostkit.models.fastpath.enable`; ``fast=False`` leaves it off), so forward hooks on its ReLU modules do not
+fire on CPU inference. ``fastpath.disable(model)`` turns the deployed model back into plain modules.
 """
 
 from __future__ import annotations
@@ -14,36 +19,11 @@ import copy
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["reparameterize", "fuse_branches", "fold_sequential", "is_deployed"]
+from . import fastpath
 
-
-def fuse_branches(
-    branches: list[tuple[nn.Conv2d | None, nn.BatchNorm2d]],
-    kernel_size: tuple[int, int],
-    in_per_group: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum parallel conv → BN branches into one ``kernel_size`` kernel and bias.
-
-    A branch whose conv is ``None`` is an identity (BN only) branch; smaller kernels (1x1 "scale" branches) are
-    zero-padded to the centre. All branches must share stride, dilation and groups.
-    """
-    weight, bias = 0.0, 0.0
-    kh, kw = kernel_size
-    for conv, bn in branches:
-        if conv is None:
-            out_chs = bn.num_features
-            k = torch.zeros(out_chs, in_per_group, kh, kw, dtype=bn.weight.dtype, device=bn.weight.device)
-            k[torch.arange(out_chs), torch.arange(out_chs) % in_per_group, kh // 2, kw // 2] = 1.0
-            conv_w, conv_b = k, None
-        else:
-            conv_w, conv_b = conv.weight, conv.bias
-        w, b = fuse_conv_bn_weights(conv_w, conv_b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
-        ph, pw = (kh - w.shape[-2]) // 2, (kw - w.shape[-1]) // 2
-        weight = weight + nn.functional.pad(w.detach(), [pw, pw, ph, ph])
-        bias = bias + b.detach()
-    return weight, bias
+__all__ = ["reparameterize", "fold_sequential", "is_deployed"]
 
 
 def fold_sequential(seq: nn.Sequential) -> nn.Sequential:
@@ -83,15 +63,17 @@ def is_deployed(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def reparameterize(model: nn.Module) -> nn.Module:
+def reparameterize(model: nn.Module, fast: bool = True) -> nn.Module:
     """Deploy copy of ``model``: BN folded everywhere, V3 branches merged; the input model is left untouched.
 
-    Raises ``RuntimeError`` naming the modules that could not be folded instead of silently returning a model
-    that still has BatchNorm layers.
+    ``fast``: switch the copy's CPU inference fast path on (:func:`ghostkit.models.fastpath.enable`: fused,
+    pre-packed oneDNN convolutions; forward hooks on the ReLU modules it fuses do not fire). Raises ``RuntimeError``
+    naming the modules that could not be folded instead of silently returning a model that still has BatchNorm
+    layers.
     """
     model = _reparam(copy.deepcopy(model).eval())
     if not is_deployed(model):
         left = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         raise RuntimeError(f"reparameterize: could not fold BatchNorm in {', '.join(left[:5])}")
     model.deployed = True
-    return model
+    return fastpath.enable(model) if fast else fastpath.disable(model)

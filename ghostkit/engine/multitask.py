@@ -124,8 +124,8 @@ class MultiTaskSpec(TaskSpec):
         return data
 
     def attach_data(self, data: TaskData) -> None:
-        if "detect" in self.specs:  # its plots draw on the validation images
-            self.specs["detect"].attach_data(data)
+        for spec in self.specs.values():  # e.g. detect's plots draw on the validation images
+            spec.attach_data(data)
 
     def head_configs(self, cfg: TrainConfig, data: TaskData) -> dict[str, dict]:
         configs = {t: s.head_config(self.task_cfg(cfg, t), data) for t, s in self.specs.items()}

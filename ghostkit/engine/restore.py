@@ -109,7 +109,7 @@ class RestoreSpec(TaskSpec):
         if cfg.imgsz is not None and cfg.imgsz % cfg.scale:
             raise GhostkitError(f"--imgsz (the training patch, {cfg.imgsz} px) must be a multiple of --scale "
                                 f"{cfg.scale}")
-        paired = self._data.paired_scale if self._data is not None else None
+        paired = getattr(self._data, "paired_scale", None)
         if paired is not None and paired != cfg.scale:
             raise GhostkitError(f"{cfg.data}: the lr/ + hr/ pairs are x{paired}, but --scale is {cfg.scale}")
         return {"scale": cfg.scale, "width": cfg.width, "depth": cfg.depth, "noise": str(cfg.noise), "jpeg": cfg.jpeg}

@@ -200,6 +200,7 @@ class StyleHead(nn.Module):
 
     needs_backbone = False
     preprocess = "none"
+    alpha = 1.0  # prediction: stylised = photo + alpha (network output - photo) (``ghostkit predict --alpha``)
 
     def __init__(self, feature_info: list[dict] | None = None, width: int = 16, depth: int = 5,
                  loss_model: str = "ghostnet_100", loss_seed: int = 0, content_weight: float = 1.0,
@@ -234,6 +235,8 @@ class StyleHead(nn.Module):
         out = self.transform(x)[..., :x.shape[-2] - ph, :x.shape[-1] - pw]
         if out.shape[-2:] != images.shape[-2:]:
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        if self.alpha != 1.0 and not self.training:
+            out = images + self.alpha * (out - images)
         return {"image": out}
 
     def loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@
 
     .venv/bin/python benchmarks/style_quality.py                 # training (about 10 minutes on 2 idle cores)
     .venv/bin/python benchmarks/style_quality.py --skip-train    # speed only
+    .venv/bin/python benchmarks/style_quality.py --skip-speed    # training only
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def run_speed(size: int, threads: int, rounds: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {RECIPE['epochs']})")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--size", type=int, default=512)
@@ -141,7 +143,8 @@ def main() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("\n".join(run_speed(args.size, args.threads, args.rounds)))
+    if not args.skip_speed:
+        print("\n".join(run_speed(args.size, args.threads, args.rounds)))
     if not args.skip_train:
         print()
         print("\n".join(run_quality(Path(args.out), args.epochs, args.workers)))

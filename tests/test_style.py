@@ -124,6 +124,10 @@ def test_train_predict_export(tmp_path, capsys) -> None:
     for key in ("content_loss", "style_loss", "ssim_content", "content_loss_baseline", "style_loss_baseline",
                 "ssim_content_baseline", "style_reduction"):
         assert np.isfinite(values[key])
+    # ghostkit val measures against the model's own style, not the data's default
+    assert main(["val", "--weights", str(run / "best.ckpt"), "--data", str(data), "--workers", "0"]) == 0
+    again = json.loads((run / "val" / "metrics.json").read_text())
+    assert again["style_loss"] == pytest.approx(values["style_loss"], rel=1e-4)
     out = tmp_path / "pred"
     assert main(["predict", "--weights", str(run / "best.ckpt"), "--source", str(data / "val"), "--save",
                  str(out)]) == 0

@@ -41,8 +41,9 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
 class StyleMetrics(nn.Module):
     """``update(outputs, targets)``: the head's ``{"image"}`` and ``{"content", "style"}`` (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, style: torch.Tensor | None = None) -> None:
         super().__init__()
+        self.style = style  # 1 x 3 x h x w: the model's own style image (None: the targets')
         self.net = loss_network("ghostnet_100", EVAL_SEED)
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.ssim_baseline = StructuralSimilarityIndexMeasure(data_range=1.0)
@@ -51,7 +52,8 @@ class StyleMetrics(nn.Module):
 
     @torch.no_grad()
     def update(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
-        photos, style = targets["content"].float(), targets["style"].float()
+        photos = targets["content"].float()
+        style = (self.style if self.style is not None else targets["style"]).float().to(photos.device)
         out = outputs["image"].detach().float().clamp(0, 1)
         base = match_colour(photos, style)
         grams = [gram(f) for f in _features(self.net, style)]
@@ -87,17 +89,27 @@ class StyleSpec(TaskSpec):
 
     name = "style"
 
+    def __init__(self) -> None:
+        self._style = None  # the style image of the data last built (training)
+
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        return build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed, style=cfg.style)
+        data = build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed, style=cfg.style)
+        self._style = data.source.style
+        return data
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
         if data.imgsz % 4:
             raise GhostkitError(f"--imgsz must be a multiple of 4 for style transfer, got {data.imgsz}")
         return {"width": cfg.width, "depth": cfg.depth, "loss_model": cfg.model, "loss_seed": cfg.seed,
-                "content_weight": cfg.content_weight, "style_weight": cfg.style_weight, "tv_weight": cfg.tv_weight}
+                "content_weight": cfg.content_weight, "style_weight": cfg.style_weight, "tv_weight": cfg.tv_weight,
+                "style_size": list(data.source.style.shape[-2:])}
 
     def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
-        return StyleMetrics()
+        # a fresh head (training) keeps its data's style; a trained one (ghostkit val) is measured against its own
+        if not bool(head.style_image.any()) and self._style is not None:
+            head.set_style(self._style)
+        self._style = None
+        return StyleMetrics(head.style)
 
 
 register_spec(StyleSpec())

@@ -196,6 +196,8 @@ class StyleHead(nn.Module):
         loss_seed: seed of its random weights (replaced by ``--pretrained`` weights).
         content_weight, style_weight, tv_weight: the weights of the three losses.
         max_size: longest side stylised at full resolution (larger photos: resized down and back).
+        style_size: ``[h, w]`` of the style image the head keeps (``style_image``, uint8 ``3 x h x w``, saved in
+            checkpoints, so that ``ghostkit val`` measures against the style the model was trained for).
     """
 
     needs_backbone = False
@@ -204,7 +206,8 @@ class StyleHead(nn.Module):
 
     def __init__(self, feature_info: list[dict] | None = None, width: int = 16, depth: int = 5,
                  loss_model: str = "ghostnet_100", loss_seed: int = 0, content_weight: float = 1.0,
-                 style_weight: float = 5.0, tv_weight: float = 0.0, max_size: int = 1024) -> None:
+                 style_weight: float = 5.0, tv_weight: float = 0.0, max_size: int = 1024,
+                 style_size: list[int] | tuple[int, int] = (1, 1)) -> None:
         super().__init__()
         if width < 4 or depth < 0:
             raise GhostkitError(f"style: --width must be at least 4 and --depth at least 0, got {width}, {depth}")
@@ -216,6 +219,16 @@ class StyleHead(nn.Module):
         self.max_size = max_size
         self.transform = GhostTransformNet(width, depth)
         self.loss_net = loss_network(loss_model, loss_seed)
+        self.register_buffer("style_image", torch.zeros(3, *style_size, dtype=torch.uint8))
+
+    def set_style(self, style: torch.Tensor) -> None:
+        """Keep ``style`` (``3 x h x w`` in [0, 1], of ``style_size``) as the model's style image."""
+        self.style_image.copy_((style.clamp(0, 1) * 255).round().to(torch.uint8))
+
+    @property
+    def style(self) -> torch.Tensor:
+        """The kept style image, ``1 x 3 x h x w`` float in [0, 1]."""
+        return self.style_image[None].float() / 255
 
     def train(self, mode: bool = True) -> StyleHead:
         super().train(mode)

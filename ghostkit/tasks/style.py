@@ -94,7 +94,9 @@ class _GhostResidual(nn.Module):
 
 
 class GhostTransformNet(nn.Module):
-    """The transform network above: ``B x 3 x H x W → B x 3 x H x W`` (H, W multiples of 4), not clamped.
+    """The transform network above: ``B x 3 x H x W → B x 3 x H x W`` (H, W multiples of 4), not clamped; the
+    network adds its output to the photo, and its last conv starts at zero (the untrained network returns the
+    photo).
 
     Args:
         width: channels after the first conv (then 2 x and 4 x width after the two downsamplings).
@@ -112,8 +114,13 @@ class GhostTransformNet(nn.Module):
             nn.Conv2d(w, 3, 9, 1, 4, padding_mode="reflect"),
         )
 
+        # zero residual at init: training starts from the photo itself (content loss 0, finite style loss) instead
+        # of from noise whose Gram matrices are far off every style's
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return x + self.net(x)
 
 
 def loss_network(name: str = "ghostnet_100", seed: int = 0) -> nn.Module:

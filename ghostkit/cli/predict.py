@@ -26,6 +26,8 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
     save: str = typer.Option(None, help="folder to save pictures of the results in (annotated images, masks, "
                                         "videos, ...)"),
+    style: str = typer.Option(None, help="style transfer: a style image (models of arbitrary styles only)"),
+    alpha: float = typer.Option(1.0, help="style transfer: strength in [0, 1] (0: the photo, 1: fully stylised)"),
 ) -> None:
     """Predict on images, videos or a camera: classes, boxes, masks or restored images, per the model's task(s)."""
     from ..api import load_model
@@ -39,7 +41,10 @@ def predict(
         raise GhostkitError(f"--conf must be in [0, 1), got {conf}")
     if iou is not None and not 0 < iou <= 1:
         raise GhostkitError(f"--iou must be in (0, 1], got {iou}")
+    if not 0 <= alpha <= 1:
+        raise GhostkitError(f"--alpha must be in [0, 1], got {alpha}")
     predictor = load_model(weights, tta=tta)
+    _set_style(predictor.model, weights, style, alpha)
     detect = predictor.model.heads["detect"] if "detect" in predictor.model.heads else None
     if (conf is not None or iou is not None) and detect is None:
         raise GhostkitError(f"{weights}: --conf and --iou apply to detection models")
@@ -111,3 +116,21 @@ def _predict_stream(predictor, source: str, max_frames: int, as_json: bool, save
     seconds = time.perf_counter() - t0
     console.print(f"{frames} frames in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} frames/s"
                   + (f"; saved {out_path}" if out_path else ""))
+
+
+def _set_style(model, weights: str, style: str | None, alpha: float) -> None:
+    """``--style`` / ``--alpha`` onto a style head; errors for other models and for a one-style model's
+    ``--style``."""
+    from ..tasks.model import TaskModel
+
+    head = model.heads["style"] if "style" in model.heads else None
+    if head is None:
+        if style is not None or alpha != 1.0:
+            raise GhostkitError(f"{weights}: --style and --alpha apply to style-transfer models")
+        return
+    if style is not None:
+        raise GhostkitError(f"{weights}: this model renders the one style it was trained on; --style applies to "
+                            "models of arbitrary styles")
+    if alpha != 1.0 and not isinstance(model, TaskModel):
+        raise GhostkitError(f"{weights}: --alpha needs the PyTorch checkpoint (an exported model renders alpha 1)")
+    head.alpha = alpha

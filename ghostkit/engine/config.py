@@ -64,6 +64,10 @@ class TrainConfig:
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
     width: int = 32  # restore: network width (channels)
     depth: int = 6  # restore: number of ghost blocks
+    style: str | None = None  # style: the style image (None: the built-in mosaic)
+    content_weight: float = 1.0  # style: weight of the content loss
+    style_weight: float = 5.0  # style: weight of the style loss
+    tv_weight: float = 0.0  # style: weight of the total-variation loss
     pretrained: str | None = None  # "imagenet[@REV]" (Hugging Face Hub) or an official / timm / ghostkit file
     freeze_backbone: bool = False
     threshold: float = 0.5  # multi-label decision threshold
@@ -132,7 +136,7 @@ class TrainConfig:
 
 HELP: dict[str, str] = {
     "task": f"task: {', '.join(TASK_NAMES)}, or several joined by commas (multi-task: classify,detect,segment)",
-    "data": "data folder, or built-in data: digits, shapes",
+    "data": "data folder, or built-in data: digits, shapes, photos",
     "model": "backbone name (ghostkit info --list)",
     "epochs": "training epochs",
     "batch": "batch size per device (default: the task's: " + ", ".join(f"{t} {e.batch}" for t, e in TASKS.items())
@@ -177,8 +181,12 @@ HELP: dict[str, str] = {
     "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
-    "width": "restore: network width",
-    "depth": "restore: number of ghost blocks",
+    "width": "restore, style: network width",
+    "depth": "restore, style: number of ghost blocks",
+    "style": "style: the style image file, or the built-in mosaic (the default)",
+    "content_weight": "style: weight of the content loss",
+    "style_weight": "style: weight of the style loss (Gram matrices over four stages)",
+    "tv_weight": "style: weight of the total-variation loss",
     "pretrained": "backbone weights for transfer learning: imagenet (timm's ImageNet weights from the Hugging Face "
                   "Hub, cached; imagenet@REV pins a revision, default main) or an official, timm or ghostkit file",
     "freeze_backbone": "train the head only",

@@ -177,7 +177,12 @@ def load_pretrained(model: TaskModel, path: str | Path) -> str:
     from ..models.weights import load_weights
 
     head_state = {k: v for k, v in state.items() if k.startswith("conv_head.")}
-    load_weights(model.backbone, {k: v for k, v in state.items() if not k.startswith(("conv_head.", "classifier."))})
+    # a model without backbone may still measure with one: a style head's frozen loss network
+    target = model.backbone if model.backbone is not None else next(
+        (h.loss_net for h in model.heads.values() if hasattr(h, "loss_net")), None)
+    if target is None:
+        raise GhostkitError(f"--pretrained {path}: loads backbone weights, but this model has no backbone")
+    load_weights(target, {k: v for k, v in state.items() if not k.startswith(("conv_head.", "classifier."))})
     for head in model.heads.values():
         conv = getattr(head, "conv_head", None)
         if conv is not None and head_state.get("conv_head.weight", torch.empty(0)).shape == conv.weight.shape:

@@ -111,6 +111,11 @@ register_task(TaskEntry(
     name="restore", module="restore", data="restore", engine="restore", layouts=("clean folders", "lr/ + hr/"),
     batch=64, lr=2e-3, imgsz=None, metrics=("psnr", "ssim", "psnr_baseline"), primary="psnr",
     score_metric="ssim"))  # PSNR is in dB; its SSIM (in [0, 1] like the others) enters a multi-task score
+register_task(TaskEntry(
+    name="style", module="style", data="style", engine="style", layouts=("photo folders",),
+    batch=4, lr=2e-3, imgsz=128,
+    metrics=("content_loss", "style_loss", "ssim_content", "content_loss_baseline", "style_loss_baseline",
+             "ssim_content_baseline", "style_reduction"), primary="style_reduction", combinable=False))
 
 
 def task_names() -> tuple[str, ...]:

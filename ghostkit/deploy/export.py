@@ -254,6 +254,14 @@ def export(
     log = log or (lambda _: None)
     start = time.perf_counter()
     _check_options(format, int8, data, batch, opset)
+    if not isinstance(weights, TaskModel) and Path(weights).suffix.lower() not in (".onnx", ".xml"):
+        from ..models.weights import read_checkpoint
+        from ..tasks.generate import is_generator_config
+
+        if is_generator_config(read_checkpoint(weights)[1]):  # latents in, images out: its own exporter
+            from .generate import export_generator
+
+            return export_generator(weights, format, batch, dynamic, opset, out, log)
     block = _resolve_align(align) if format == "onnx" and not int8 else 0
     if format == "openvino" and not int8:  # OpenVINO does its own layout work; ORT's rewrites would get in its way
         optimize = False

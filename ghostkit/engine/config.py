@@ -9,7 +9,7 @@ from ..models import list_models
 
 __all__ = ["TrainConfig", "TASK_NAMES"]
 
-TASK_NAMES = ("classify", "multilabel", "detect", "segment", "restore")
+TASK_NAMES = ("classify", "multilabel", "detect", "segment", "restore", "generate")
 
 
 @dataclass
@@ -20,9 +20,9 @@ class TrainConfig:
     data: str = "digits"
     model: str = "ghostnet_100"
     epochs: int = 30
-    batch: int | None = None  # default: the task's (64 classify / multilabel / restore, 16 detect / segment / multi)
+    batch: int | None = None  # default: the task's (64 classify / multilabel / restore / generate, 16 dense / multi)
     imgsz: int | None = None  # default: 32 for digits, 64 for shapes, 224 for folders
-    lr: float | None = None  # default: the task's (2e-3; 4e-3 detect, segment, multi-task)
+    lr: float | None = None  # default: the task's (2e-3; 4e-3 detect, segment, multi-task; 2e-4 generate)
     optimizer: str = "adamw"  # adamw | sgd | rmsprop
     momentum: float = 0.9
     nesterov: bool = True
@@ -58,8 +58,10 @@ class TrainConfig:
     scale: int = 2  # restore: super-resolution factor 1..4 (1: denoise only)
     noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
-    width: int = 32  # restore: network width (channels)
+    width: int = 32  # restore: network width (channels); generate: generator channels at full resolution
     depth: int = 6  # restore: number of ghost blocks
+    fid_features: str | None = None  # generate: classify checkpoint whose features FID / KID use
+    fid_weights: str | None = None  # generate: torchvision Inception-v3 state dict for FID / KID
     pretrained: str | None = None  # official / timm / ghostkit weights for the backbone (and classifier conv)
     freeze_backbone: bool = False
     threshold: float = 0.5  # multi-label decision threshold
@@ -94,6 +96,8 @@ class TrainConfig:
             (self.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {self.output_stride}"),
             (0 < self.threshold < 1, f"--threshold must be in (0, 1), got {self.threshold}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            ("generate" not in self.task.split(",") or self.task == "generate",
+             "--task generate cannot be combined with other tasks"),
             (self.model in list_models(), None),
         ]
         for ok, message in checks:
@@ -125,7 +129,8 @@ HELP: dict[str, str] = {
     "batch": "batch size per device (default: 64 for classify, multilabel and restore; 16 for detect, segment and "
              "multi-task runs, whose short CPU runs need more optimizer steps per epoch)",
     "imgsz": "input size in pixels (default: 32 for digits, 64 for shapes, 224 for folders)",
-    "lr": "peak learning rate (default: 2e-3; 4e-3 for detect, segment and multi-task runs)",
+    "lr": "peak learning rate (default: 2e-3; 4e-3 for detect, segment and multi-task runs; generate: 2e-4 for the "
+          "generator, twice that for the discriminator)",
     "optimizer": "adamw, sgd or rmsprop",
     "momentum": "momentum (sgd, rmsprop)",
     "nesterov": "Nesterov momentum (sgd)",
@@ -161,8 +166,12 @@ HELP: dict[str, str] = {
     "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
-    "width": "restore: network width",
+    "width": "restore: network width; generate: generator channels at full resolution (x2 per halving, at most x8)",
     "depth": "restore: number of ghost blocks",
+    "fid_features": "generate: a classify checkpoint whose pooled features FID and KID use (default: a classifier "
+                    "trained on the run's images, saved as features.ckpt)",
+    "fid_weights": "generate: torchvision Inception-v3 weights file (inception_v3_google-*.pth) for FID and KID on "
+                   "Inception features",
     "pretrained": "backbone weights (official, timm or ghostkit file) for transfer learning",
     "freeze_backbone": "train the head only",
     "threshold": "multi-label decision threshold",

@@ -119,6 +119,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = spec or get_spec(cfg.task)
     cfg = dataclasses.replace(cfg, batch=cfg.batch or spec.default_batch, lr=cfg.lr or spec.default_lr)
+    if hasattr(spec, "run"):  # a task with its own LightningModule (generate: two optimisers)
+        return spec.run(cfg, callbacks)
     monitor = _monitor_key(cfg, spec)
     if cfg.task_weights and len(spec.tasks) == 1:
         raise GhostkitError("--task-weights needs a multi-task run (--task classify,detect,...)")

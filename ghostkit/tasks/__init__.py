@@ -28,7 +28,7 @@ __all__ = ["HEADS", "TASK_MODULES", "build_head", "get_head_class", "register_he
 
 # task name → the module (in this package) that defines its head; modules register their heads on import
 TASK_MODULES = {"classify": "classify", "multilabel": "classify", "detect": "detect", "segment": "segment",
-                "restore": "restore"}
+                "restore": "restore", "generate": "generate"}
 HEADS: dict[str, type[nn.Module]] = {}
 
 

@@ -53,7 +53,7 @@ def export_generator(weights: str | Path, format: str = "onnx", batch: int = 1, 
         raise GhostkitError(f"{weights}: generative models export to ONNX only, not {format}")
     model = load_generator(weights)
     out = Path(out) if out else default_out(weights, "onnx")
-    sampler = _Sampler(model)
+    sampler = _Sampler(model).eval()
     gen = torch.Generator().manual_seed(0)
     n = max(batch, 4) if dynamic else batch
     latent = torch.randn(n, model.z_dim, generator=gen)

@@ -71,7 +71,7 @@ class GANModule(L.LightningModule):
             where = Path(self.cfg.out)
             kept = (f"the last good checkpoint is {where / 'last.ckpt'}" if (where / "last.ckpt").is_file()
                     else "no checkpoint was written yet")
-            raise GhostkitError(f"{name} loss is {float(value)} at epoch {self.current_epoch + 1} (step "
+            raise GhostkitError(f"{name} loss is {float(value.detach())} at epoch {self.current_epoch + 1} (step "
                                 f"{self.global_step}); {kept}; try a lower --lr")
 
     def training_step(self, batch: tuple, batch_idx: int) -> None:

@@ -20,6 +20,7 @@ code, so values are close to but not the same as published FIDs.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -134,8 +135,10 @@ class GenerateMetrics:
 
         once = _Once(features)
         self.fid = FrechetInceptionDistance(feature=once, reset_real_features=False)
-        self.kid = KernelInceptionDistance(feature=once, reset_real_features=False, subsets=50,
-                                           subset_size=min(1000, num_images))
+        with warnings.catch_warnings():  # about keeping every feature vector: at most MAX_EVAL_IMAGES of them here
+            warnings.simplefilter("ignore")
+            self.kid = KernelInceptionDistance(feature=once, reset_real_features=False, subsets=50,
+                                               subset_size=min(1000, num_images))
         self.classifier, self.features_acc = classifier, features_acc
         self.has_real = False
         self.correct = self.total = 0

@@ -371,7 +371,8 @@ def save_samples(model: GANModel, num: int, out: str | Path, class_name: str | N
                  seed: int | None = 0) -> list[Path]:
     """``num`` samples (per class for conditional models; only ``class_name`` when given) written as
     ``out/<class>/<index>.png`` (conditional) or ``out/<index>.png``, plus ``out/grid.png`` (one row per class).
-    Returns the sample paths."""
+    Every class uses the same ``num`` latents (drawn from ``seed``): a grid column shows one latent in every class,
+    and a class's samples do not depend on which other classes are asked for. Returns the sample paths."""
     from PIL import Image
 
     if num <= 0:
@@ -380,12 +381,11 @@ def save_samples(model: GANModel, num: int, out: str | Path, class_name: str | N
     if model.conditional:
         names = [class_name] if class_name is not None else model.class_names
         model.class_indices(1, names[0])  # an unknown --class fails before anything is written
-        classes = [c for c in names for _ in range(num)]
+        images = np.concatenate([model.generate(num, name, seed=seed) for name in names])
     else:
         if class_name is not None:
             raise GhostkitError("--class: this generator is unconditional (trained without classes)")
-        names, classes = [None], None
-    images = model.generate(len(classes) if classes else num, classes, seed=seed)
+        names, images = [None], model.generate(num, seed=seed)
     paths = []
     for i, img in enumerate(images):
         folder = out / names[i // num] if model.conditional else out

@@ -78,12 +78,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", default="runs/bench_generate")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the run already in --out (its best.ckpt)")
     args = parser.parse_args()
     out = Path(args.out)
 
     wall, cpu = time.perf_counter(), _cpu_seconds()
-    metrics = ghostkit.train(task="generate", data="digits", model="ghostnet_050", epochs=args.epochs, out=str(out),
-                             seed=args.seed, workers=0, exist_ok=True)
+    if args.eval_only:
+        metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+    else:
+        metrics = ghostkit.train(task="generate", data="digits", model="ghostnet_050", epochs=args.epochs,
+                                 out=str(out), seed=args.seed, workers=0, exist_ok=True)
     wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
 
     model = load_generator(out / "best.ckpt")

@@ -149,6 +149,8 @@ def predict(
     if iou is not None and not 0 < iou <= 1:
         raise GhostkitError(f"--iou must be in (0, 1], got {iou}")
     predictor = load_model(weights, tta=tta)
+    if not hasattr(predictor, "predict"):
+        raise GhostkitError(f"{weights}: a generative model; sample from it with --num N --save DIR [--class NAME]")
     detect = predictor.model.heads["detect"] if "detect" in predictor.model.heads else None
     if (conf is not None or iou is not None) and detect is None:
         raise GhostkitError(f"{weights}: --conf and --iou apply to detection models")

@@ -186,7 +186,7 @@ def test_sampling_cli(run, tmp_path, capsys) -> None:
     same = [np.asarray(Image.open(d / "bar" / "1.png")) for d in (again, out)]
     assert np.array_equal(*same)
     for args, message in ((["--num", "2", "--class", "cat"], "cat"), (["--num", "0"], "--num"),
-                          (["--num", "-3"], "--num")):
+                          (["--num", "-3"], "--num"), (["--source", str(out / "grid.png")], "generative model")):
         capsys.readouterr()
         assert main(["predict", "--weights", str(run / "best.ckpt"), "--save", str(tmp_path / "x"), *args]) == 2
         err = capsys.readouterr().err.strip()

@@ -261,6 +261,8 @@ def export(
         if is_generator_config(read_checkpoint(weights)[1]):  # latents in, images out: its own exporter
             from .generate import export_generator
 
+            if int8:
+                raise GhostkitError(f"{weights}: --int8 is not available for generative models")
             return export_generator(weights, format, batch, dynamic, opset, out, log)
     block = _resolve_align(align) if format == "onnx" and not int8 else 0
     if format == "openvino" and not int8:  # OpenVINO does its own layout work; ORT's rewrites would get in its way

@@ -71,7 +71,7 @@ GENERATE_DEFAULTS = dict(
     metric_keys=("fid", "kid", "class_acc"),
     monitor="fid",  # lower is better
     feature_model="ghostnet_050",  # backbone of the feature classifier trained for FID / KID / class_acc
-    feature_epochs=20,
+    feature_epochs=10,
 )
 
 

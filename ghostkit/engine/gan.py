@@ -106,7 +106,7 @@ class GANModule(L.LightningModule):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        step = self.global_step // 2  # Lightning counts both optimisers' steps
+        step = self.global_step  # one per batch under manual optimisation with two optimisers
         decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
         for e, p in zip(self.model.generator_ema.parameters(), self.model.generator.parameters()):
             e.lerp_(p, 1 - decay)

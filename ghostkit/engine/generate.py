@@ -137,8 +137,9 @@ class GenerateMetrics:
         self.fid = FrechetInceptionDistance(feature=once, reset_real_features=False)
         with warnings.catch_warnings():  # about keeping every feature vector: at most MAX_EVAL_IMAGES of them here
             warnings.simplefilter("ignore")
+            # subsets of half the images, so that kid_std measures something (subsets of all would be identical)
             self.kid = KernelInceptionDistance(feature=once, reset_real_features=False, subsets=50,
-                                               subset_size=min(1000, num_images))
+                                               subset_size=min(1000, max(2, num_images // 2)))
         self.classifier, self.features_acc = classifier, features_acc
         self.has_real = False
         self.correct = self.total = 0

@@ -148,6 +148,21 @@ def test_rotation_feature_classifier_for_unconditional_data(folder, tmp_path) ->
     assert torch.allclose(features.logits(x), net(x)["classify"], atol=1e-4)
 
 
+def test_inception_features_from_a_local_file(tmp_path) -> None:
+    """--fid-weights: torchvision's Inception-v3 layout read from a file (random weights here: no download)."""
+    from torchvision.models import inception_v3
+
+    from ghostkit.engine.generate import InceptionFeatures
+
+    torch.manual_seed(0)
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inc.pth")
+    features = InceptionFeatures(tmp_path / "inc.pth")
+    assert features(torch.rand(2, 3, 32, 32) * 2 - 1).shape == (2, 2048)
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(GhostkitError, match="not torchvision Inception-v3 weights"):
+        InceptionFeatures(tmp_path / "other.pth")
+
+
 def test_train_writes_run_and_metrics(run) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("fid", "kid", "class_acc"):

@@ -126,9 +126,10 @@ HELP: dict[str, str] = {
     "data": "data folder, or built-in data: digits, shapes",
     "model": "backbone name (ghostkit info --list)",
     "epochs": "training epochs",
-    "batch": "batch size per device (default: 64 for classify, multilabel and restore; 16 for detect, segment and "
-             "multi-task runs, whose short CPU runs need more optimizer steps per epoch)",
-    "imgsz": "input size in pixels (default: 32 for digits, 64 for shapes, 224 for folders)",
+    "batch": "batch size per device (default: 64 for classify, multilabel, restore and generate; 16 for detect, "
+             "segment and multi-task runs, whose short CPU runs need more optimizer steps per epoch)",
+    "imgsz": "input size in pixels (default: 32 for digits, 64 for shapes, 224 for folders; generate: 32, a power "
+             "of two)",
     "lr": "peak learning rate (default: 2e-3; 4e-3 for detect, segment and multi-task runs; generate: 2e-4 for the "
           "generator, twice that for the discriminator)",
     "optimizer": "adamw, sgd or rmsprop",

@@ -28,9 +28,16 @@ def val(weights: str | Path, data: str, out: str | Path | None = None, **kwargs)
 def load_model(path: str | Path, device: str = "cpu", tta: bool = False):
     """A ready :class:`~ghostkit.predict.Predictor` for a ghostkit checkpoint or exported ``.onnx`` / ``.xml``
     model: ``load_model("runs/x/best.ckpt").predict([...])``, ``.stream("video.mp4")``. ``tta``: detection
-    test-time augmentation."""
+    test-time augmentation. A generative model's checkpoint gives its :class:`~ghostkit.tasks.generate.GANModel`:
+    ``load_model("runs/gan/best.ckpt").generate(16, classes="3", seed=0)``."""
     from .predict import Predictor
 
+    if Path(path).suffix.lower() not in (".onnx", ".xml"):
+        from .models.weights import read_checkpoint
+        from .tasks.generate import is_generator_config, load_generator
+
+        if is_generator_config(read_checkpoint(path)[1]):
+            return load_generator(path).to(device)
     return Predictor.load(path, device, tta)
 
 

@@ -1,4 +1,5 @@
-"""``ghostkit predict``: images, folders, globs, videos and cameras through the Predictor."""
+"""``ghostkit predict``: images, folders, globs, videos and cameras through the Predictor; samples of a generative
+model (``--num``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ __all__ = ["predict"]
 
 def predict(
     weights: str = typer.Option(..., help="checkpoint (best.ckpt) or exported .onnx model"),
-    source: str = typer.Option(..., help="image file, folder or glob; a video file; or a camera index such as 0"),
+    source: str = typer.Option(None, help="image file, folder or glob; a video file; or a camera index such as 0"),
     topk: int = typer.Option(5, help="classes to show per image"),
     threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
     tta: bool = typer.Option(False, "--tta", help="detection: test-time augmentation (flips x scales 1, 0.83, 1.2)"),
@@ -25,14 +26,24 @@ def predict(
     max_frames: int = typer.Option(0, help="video / camera: stop after this many frames (0: until the end)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON lines instead of a table"),
     save: str = typer.Option(None, help="folder to save pictures of the results in (annotated images, masks, "
-                                        "videos, ...)"),
+                                        "videos, ...); generative models: the samples"),
     style: str = typer.Option(None, help="style transfer: a style image (models of arbitrary styles only)"),
     alpha: float = typer.Option(1.0, help="style transfer: strength in [0, 1] (0: the photo, 1: fully stylised)"),
+    num: int = typer.Option(None, help="generative models: samples to draw (per class for class-conditional "
+                                       "models), written to --save as <class>/<index>.png or <index>.png + grid.png"),
+    class_name: str = typer.Option(None, "--class", help="generative models: sample this class only"),
+    seed: int = typer.Option(0, help="generative models: random seed of the latents (same seed, same images)"),
 ) -> None:
-    """Predict on images, videos or a camera: classes, boxes, masks or restored images, per the model's task(s)."""
+    """Predict on images, videos or a camera: classes, boxes, masks or restored images, per the model's task(s);
+    or draw samples from a generative model (--num N --save DIR)."""
     from ..api import load_model
     from ..predict import expand_source, is_stream, render_result
 
+    if num is not None or class_name is not None:
+        _sample(weights, num, save, class_name, seed)
+        return
+    if source is None:
+        raise GhostkitError("--source is required (or --num N --save DIR for a generative model)")
     if topk <= 0:
         raise GhostkitError(f"--topk must be positive, got {topk}")
     if max_frames < 0:
@@ -44,6 +55,8 @@ def predict(
     if not 0 <= alpha <= 1:
         raise GhostkitError(f"--alpha must be in [0, 1], got {alpha}")
     predictor = load_model(weights, tta=tta)
+    if not hasattr(predictor, "predict"):
+        raise GhostkitError(f"{weights}: a generative model; sample from it with --num N --save DIR [--class NAME]")
     _set_style(predictor.model, weights, style, alpha)
     detect = predictor.model.heads["detect"] if "detect" in predictor.model.heads else None
     if (conf is not None or iou is not None) and detect is None:
@@ -76,6 +89,18 @@ def predict(
     for r in results:
         table.add_row(r["source"], summary(r))
     console.print(table)
+
+
+def _sample(weights: str, num: int | None, save: str | None, class_name: str | None, seed: int) -> None:
+    """``ghostkit predict --weights G.ckpt --num N --save OUT [--class NAME] [--seed S]``."""
+    from ..tasks.generate import load_generator, save_samples
+
+    if num is None or num <= 0:
+        raise GhostkitError(f"--num must be a positive number of samples, got {num}")
+    if save is None:
+        raise GhostkitError("--num needs --save DIR: the folder the samples are written to")
+    paths = save_samples(load_generator(weights), num, save, class_name, seed)
+    console.print(f"{len(paths)} samples and grid.png saved to {save}")
 
 
 def _predict_stream(predictor, source: str, max_frames: int, as_json: bool, save: str | None, **options) -> None:

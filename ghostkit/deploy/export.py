@@ -210,6 +210,16 @@ def export(
     log = log or (lambda _: None)
     start = time.perf_counter()
     _check_options(format, int8, data, batch, opset)
+    if not isinstance(weights, TaskModel) and Path(weights).suffix.lower() not in (".onnx", ".xml"):
+        from ..models.weights import read_checkpoint
+        from ..tasks.generate import is_generator_config
+
+        if is_generator_config(read_checkpoint(weights)[1]):  # latents in, images out: its own exporter
+            from .generate import export_generator
+
+            if int8:
+                raise GhostkitError(f"{weights}: --int8 is not available for generative models")
+            return export_generator(weights, format, batch, dynamic, opset, out, log)
     if int8 and metrics is None:
         raise GhostkitError("an INT8 export needs metrics= for its accuracy check (ghostkit.export and the ghostkit "
                             "export command pass the task's)")

@@ -62,12 +62,14 @@ class TrainConfig:
     scale: int = 2  # restore: super-resolution factor 1..4 (1: denoise only)
     noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
-    width: int = 32  # restore: network width (channels)
+    width: int = 32  # restore: network width (channels); generate: generator channels at full resolution
     depth: int = 6  # restore: number of ghost blocks
     style: str | None = None  # style: the style image (None: the built-in mosaic)
     content_weight: float = 1.0  # style: weight of the content loss
     style_weight: float = 5.0  # style: weight of the style loss
     tv_weight: float = 0.0  # style: weight of the total-variation loss
+    fid_features: str | None = None  # generate: classify checkpoint whose features FID / KID use
+    fid_weights: str | None = None  # generate: torchvision Inception-v3 state dict for FID / KID
     pretrained: str | None = None  # "imagenet[@REV]" (Hugging Face Hub) or an official / timm / ghostkit file
     freeze_backbone: bool = False
     threshold: float = 0.5  # multi-label decision threshold
@@ -181,12 +183,17 @@ HELP: dict[str, str] = {
     "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
-    "width": "restore, style: network width",
+    "width": "restore, style: network width; generate: generator channels at full resolution (x2 per halving, "
+             "at most x8)",
     "depth": "restore, style: number of ghost blocks",
     "style": "style: the style image file, or the built-in mosaic (the default)",
     "content_weight": "style: weight of the content loss",
     "style_weight": "style: weight of the style loss (Gram matrices over four stages)",
     "tv_weight": "style: weight of the total-variation loss",
+    "fid_features": "generate: a classify checkpoint whose pooled features FID and KID use (default: a classifier "
+                    "trained on the run's images, saved as features.ckpt)",
+    "fid_weights": "generate: torchvision Inception-v3 weights file (inception_v3_google-*.pth) for FID and KID on "
+                   "Inception features",
     "pretrained": "backbone weights for transfer learning: imagenet (timm's ImageNet weights from the Hugging Face "
                   "Hub, cached; imagenet@REV pins a revision, default main) or an official, timm or ghostkit file",
     "freeze_backbone": "train the head only",

@@ -21,7 +21,7 @@ from torch import nn
 from ..data.multitask import task_data as multitask_data
 from ..data.restore import Degradation
 from ..errors import GhostkitError
-from ..tasks.registry import MULTITASK, combinable_tasks, default_imgsz, get_task
+from ..tasks.registry import MULTITASK, TASKS, combinable_tasks, default_imgsz, get_task
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, get_spec, register_multitask_spec
 
@@ -33,7 +33,8 @@ def parse_tasks(value: str, min_tasks: int = 2) -> list[str]:
     tasks = [t.strip() for t in value.split(",") if t.strip()]
     for t in tasks:
         if t not in combinable_tasks():
-            raise GhostkitError(f"--task: {t!r} is not a task; combinable: {', '.join(combinable_tasks())}")
+            what = "cannot be combined with other tasks" if t in TASKS else "is not a task"
+            raise GhostkitError(f"--task: {t!r} {what}; combinable: {', '.join(combinable_tasks())}")
     if len(set(tasks)) != len(tasks):
         raise GhostkitError(f"--task names a task twice: {value}")
     if {"classify", "multilabel"} <= set(tasks):

@@ -23,6 +23,7 @@ from ..deploy.runtime import load_model_file
 from ..errors import GhostkitError
 from ..models.weights import read_checkpoint
 from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_task_model
+from ..tasks.registry import get_task
 from .config import TrainConfig
 from .multitask import parse_task_weights
 from .spec import TaskData, TaskSpec, combined_score, get_spec
@@ -128,6 +129,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = spec or get_spec(cfg.task)
     cfg = dataclasses.replace(cfg, batch=cfg.batch or spec.default_batch, lr=cfg.lr or spec.default_lr)
+    if get_task(cfg.task).lightning_module:  # a LightningModule of its own makes the whole run (generate: a GAN)
+        return _lightning_module(cfg).run(cfg, callbacks)
     monitor = _monitor_key(cfg, spec)
     if cfg.task_weights and len(spec.tasks) == 1:
         raise GhostkitError("--task-weights needs a multi-task run (--task classify,detect,...)")
@@ -175,8 +178,6 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
 def _lightning_module(cfg: TrainConfig):
     """The LightningModule class of ``cfg.task``: its registry entry's ``lightning_module``, else ``TaskModule``."""
     import importlib
-
-    from ..tasks.registry import get_task
 
     target = get_task(cfg.task).lightning_module
     if target is None:

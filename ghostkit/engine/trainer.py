@@ -38,17 +38,18 @@ def parse_devices(devices: str) -> int | str | list[int]:
         raise GhostkitError(f"--devices must be a count, 'auto' or a list like 0,1; got {devices!r}") from None
 
 
-def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list | None = None) -> L.Trainer:
-    """A Trainer writing ``best.ckpt`` (highest ``monitor``), ``last.ckpt`` and ``metrics.csv`` into ``run_dir``;
-    ``callbacks`` are added to ghostkit's own."""
+def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list | None = None,
+                  mode: str = "max") -> L.Trainer:
+    """A Trainer writing ``best.ckpt`` (highest ``monitor``; lowest with ``mode="min"``), ``last.ckpt`` and
+    ``metrics.csv`` into ``run_dir``; ``callbacks`` are added to ghostkit's own."""
     extra = list(callbacks or [])
     callbacks = extra + [
-        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode="max", save_last=True,
+        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
                         save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False),
         LearningRateMonitor(logging_interval="epoch"),
     ]
     if cfg.patience > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="max", patience=cfg.patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
     if cfg.ema:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     interactive = sys.stdout.isatty()

@@ -134,6 +134,9 @@ def load_task_model(path: str | Path) -> TaskModel:
     checkpoints or whose weights do not fit their config. Exported models (``.onnx``, ``.xml``) load through
     :func:`ghostkit.deploy.runtime.load_model_file`."""
     state, config, _ = read_checkpoint(path)
+    if config and config.get("task") == "generate":
+        raise GhostkitError(f"{path}: a generative model; sample from it with ghostkit predict --weights {path} "
+                            "--num N --save DIR, or ghostkit.load_model(path).generate(n)")
     if not config or "heads" not in config:
         raise GhostkitError(f"{path}: not a ghostkit task checkpoint (no task config); for backbone weights use "
                             "create_model(name, weights=...)")

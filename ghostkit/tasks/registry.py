@@ -43,14 +43,17 @@ class TaskEntry:
         imgsz: default ``--imgsz`` on a user's folder (built-in data: :data:`BUILTIN_IMGSZ`); ``None``: the data
             builder decides (restoration: a training patch that follows ``--scale``).
         metrics: the metrics.json keys.
-        primary: the metrics.json key that picks the best checkpoint (higher is better).
+        primary: the metrics.json key that picks the best checkpoint (see ``mode``).
+        mode: ``"max"``: a higher ``primary`` is better; ``"min"``: a lower one (generate's FID).
         score_metric: the key that enters a multi-task run's combined score (in [0, 1]; default ``primary``).
         combinable: may join a multi-task run (``--task a,b``).
         draw_order: where a multi-task picture draws this head's result: lower first (masks under boxes under
             image-level labels).
         lightning_module: ``"ghostkit.engine.<file>:<Class>"``, a LightningModule of its own for tasks whose
-            training step is not "sum the heads' losses" (a GAN's two optimisers under manual optimisation);
-            ``None``: the engine's ``TaskModule``.
+            training step is not "sum the heads' losses" (a GAN's two optimisers under manual optimisation); its
+            classmethod ``run(cfg, callbacks) -> metrics`` makes the whole run (its model is not a ``TaskModel``),
+            called by ``ghostkit.engine.run.train`` once the options are checked and the batch size and learning
+            rate resolved. ``None``: the engine's ``TaskModule``.
     """
 
     name: str
@@ -63,6 +66,7 @@ class TaskEntry:
     imgsz: int | None
     metrics: tuple[str, ...]
     primary: str
+    mode: str = "max"
     score_metric: str | None = None
     combinable: bool = True
     draw_order: int = 0
@@ -116,6 +120,12 @@ register_task(TaskEntry(
     batch=4, lr=2e-3, imgsz=128,
     metrics=("content_loss", "style_loss", "ssim_content", "content_loss_baseline", "style_loss_baseline",
              "ssim_content_baseline", "style_reduction"), primary="style_reduction", combinable=False))
+register_task(TaskEntry(
+    name="generate", module="generate", data="generate", engine="generate",
+    layouts=("imagefolder (class-conditional)", "flat folder of images"),
+    batch=64, lr=2e-4,  # the generator's (BigGAN); the discriminator's is GENERATE_DEFAULTS["lr_d_factor"] x this
+    imgsz=32, metrics=("fid", "kid", "class_acc"), primary="fid", mode="min", combinable=False,
+    lightning_module="ghostkit.engine.gan:GANModule"))
 
 
 def task_names() -> tuple[str, ...]:

@@ -2,14 +2,14 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench docs lint clean
 
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	# torch/torchvision first, pinned to the builds this machine serves from local files
+	# torch/torchvision first, at the tested versions
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $(VENV_STAMP)
 
 demo: $(VENV_STAMP)
@@ -24,9 +24,13 @@ test: $(VENV_STAMP)
 bench: $(VENV_STAMP)
 	$(PY) benchmarks/backbone_speed.py
 
+# the API reference (from the docstrings), design map and benchmarks, built into site/; warnings are errors
+docs: $(VENV_STAMP)
+	$(PY) -m mkdocs build --strict
+
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check ghostkit tests benchmarks
 	$(PY) -m ruff format --check ghostkit tests benchmarks
 
 clean:
-	rm -rf .venv runs
+	rm -rf .venv runs site

@@ -14,15 +14,18 @@ __all__ = ["info"]
 def info(
     model: str = typer.Argument(None, help="model name"),
     imgsz: tuple[int, int] = typer.Option((224, 224), help="input height and width for MACs and feature shapes"),
-    list_all: bool = typer.Option(False, "--list", help="list the registered models"),
+    list_all: bool = typer.Option(False, "--list", help="list the registered models; those with ImageNet weights "
+                                                        "on the Hugging Face Hub (--pretrained imagenet) name them"),
 ) -> None:
     """Parameters, MACs at an input size, feature strides and channels of a model."""
     from ..models import list_models
+    from ..models.hub import HUB_WEIGHTS
     from ..models.summary import model_summary
 
     if list_all or model is None:
+        width = max(map(len, list_models()))
         for name in list_models():
-            print(name)
+            print(f"{name:<{width}}  imagenet: {HUB_WEIGHTS[name]}" if name in HUB_WEIGHTS else name)
         return
     if min(imgsz) < 32:
         raise GhostkitError(f"--imgsz must be at least 32 x 32, got {imgsz[0]} x {imgsz[1]}")

@@ -64,7 +64,7 @@ class TrainConfig:
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
     width: int = 32  # restore: network width (channels)
     depth: int = 6  # restore: number of ghost blocks
-    pretrained: str | None = None  # official / timm / ghostkit weights for the backbone (and classifier conv)
+    pretrained: str | None = None  # "imagenet[@REV]" (Hugging Face Hub) or an official / timm / ghostkit file
     freeze_backbone: bool = False
     threshold: float = 0.5  # multi-label decision threshold
     task_weights: str | None = None  # multi-task: "auto" (None: the default), "equal" or "detect=1,segment=0.5"
@@ -107,6 +107,10 @@ class TrainConfig:
 
                     model_entrypoint(self.model)
                 raise GhostkitError(message)
+        from ..models.hub import check_hub_weights, hub_revision
+
+        if hub_revision(self.pretrained) is not None:
+            check_hub_weights(self.model)  # a variant without hub weights fails before the data are read
         return self
 
     def _known_model(self) -> bool:
@@ -175,7 +179,8 @@ HELP: dict[str, str] = {
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
     "width": "restore: network width",
     "depth": "restore: number of ghost blocks",
-    "pretrained": "backbone weights (official, timm or ghostkit file) for transfer learning",
+    "pretrained": "backbone weights for transfer learning: imagenet (timm's ImageNet weights from the Hugging Face "
+                  "Hub, cached; imagenet@REV pins a revision, default main) or an official, timm or ghostkit file",
     "freeze_backbone": "train the head only",
     "threshold": "multi-label decision threshold",
     "task_weights": "multi-task loss weights: auto (learned uncertainty weighting, the default), equal, or "

@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import GhostkitError
+from .hub import resolve_weights
 
 __all__ = ["register_model", "create_model", "list_models", "model_entrypoint"]
 
@@ -44,17 +45,24 @@ def create_model(name: str, weights: str | Path | None = None, **kwargs) -> nn.M
 
     Args:
         name: registered name, see :func:`list_models`.
-        weights: an official Huawei file, a timm state dict or a ghostkit checkpoint (.pth/.pt/.safetensors).
-            With ``num_classes`` different from the file's, the classifier is freshly initialised (transfer
-            learning); with ``features_only`` the head's weights are ignored.
+        weights: ``"imagenet"`` (``"imagenet@REV"`` pins a revision) for the ImageNet weights timm publishes on the
+            Hugging Face Hub (see :mod:`ghostkit.models.hub`), or an official Huawei file, a timm state dict or a
+            ghostkit checkpoint (.pth/.pt/.safetensors). With ``num_classes`` different from the weights', the
+            classifier is freshly initialised (transfer learning); with ``features_only`` the head's weights are
+            ignored. Hub weights leave their normalisation in ``model.pretrained_cfg`` (mean, std, input size).
         **kwargs: passed to the model: ``num_classes``, ``features_only``, ``out_indices``, ``output_stride``,
             ``drop_rate``, ``in_chans``.
     """
-    model = model_entrypoint(name)(**kwargs)
+    build = model_entrypoint(name)
+    # hub weights are fetched (or found in the cache) before building, so a failed download fails fast
+    path, pretrained_cfg = resolve_weights(name, weights) if weights is not None else (None, None)
+    model = build(**kwargs)
     model.model_name = name
     model.model_kwargs = dict(kwargs)
-    if weights is not None:
+    if path is not None:
         from .weights import load_weights
 
-        load_weights(model, weights, allow_new_classifier="num_classes" in kwargs)
+        load_weights(model, path, allow_new_classifier="num_classes" in kwargs)
+    if pretrained_cfg is not None:
+        model.pretrained_cfg = pretrained_cfg
     return model

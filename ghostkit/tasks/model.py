@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import GhostkitError
 from ..models import create_model, reparameterize
+from ..models.hub import check_normalisation, resolve_weights
 from ..models.weights import read_checkpoint
 from . import build_head, get_head_class
 
@@ -157,9 +158,18 @@ def enable_tta(model: nn.Module, where: str | Path = "model") -> None:
 
 
 def load_pretrained(model: TaskModel, path: str | Path) -> str:
-    """Initialise ``model``'s backbone from ImageNet-style weights (official, timm or ghostkit backbone file) or from
-    another ghostkit task checkpoint; a classification head also takes the 1x1 ``conv_head`` when its shape fits.
-    The classifier itself stays fresh (transfer learning). Returns the format found."""
+    """Initialise ``model``'s backbone from ImageNet-style weights (official, timm or ghostkit backbone file, or
+    ``"imagenet[@REV]"`` from the Hugging Face Hub, see :mod:`ghostkit.models.hub`) or from another ghostkit task
+    checkpoint; a classification head also takes the 1x1 ``conv_head`` when its shape fits. The classifier itself
+    stays fresh (transfer learning). Hub weights record their normalisation in ``model.config["pretrained"]`` (and
+    set ``mean`` / ``std`` where the config has none; differing ones raise). Returns the format found."""
+    path, pretrained_cfg = resolve_weights(model.backbone.model_name, path)
+    if pretrained_cfg is not None:
+        if "mean" in model.config:
+            check_normalisation(pretrained_cfg, model.config["mean"], model.config["std"])
+        model.config.setdefault("mean", pretrained_cfg["mean"])
+        model.config.setdefault("std", pretrained_cfg["std"])
+        model.config["pretrained"] = pretrained_cfg
     state, config, fmt = read_checkpoint(path)
     if config and "heads" in config:  # another task checkpoint: take its backbone
         prefix = next((p for p in ("model.backbone.", "backbone.") if any(k.startswith(p) for k in state)), "")

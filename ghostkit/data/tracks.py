@@ -1,0 +1,157 @@
+"""Built-in ``tracks`` data: procedural videos of moving shapes with identities, written as a MOTChallenge folder.
+
+Each sequence has a static textured background and several circles / squares / triangles (so several of the same
+class) moving in straight lines at constant speed: they enter and leave the frame, and they come in pairs whose
+paths cross at about the same moment, so one passes in front of the other (the later-drawn object hides the other).
+Ground truth follows MOTChallenge: one row per object and frame while at least ``_MIN_IN_FRAME`` of it lies inside
+the frame; the box is the extent of its part inside the frame (including pixels another object hides),
+and ``visibility`` is the fraction of its pixels that can be seen. The folder it writes is read by
+:func:`ghostkit.data.formats.mot.read_mot` like any user's folder.
+
+Sequence ``i`` of seed ``s`` depends only on ``(s, i)`` and the size options; train sequences are ``0..n_train-1``,
+val sequences follow, so the splits never share a sequence. The drawing reuses the ``shapes`` generator's helpers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ghostkit.data.synthetic import SHAPE_CLASSES, _pick_colour, _pixel_centres, _shape_mask, _texture
+from ghostkit.errors import GhostkitError
+
+__all__ = ["TRACK_CLASSES", "builtin_tracks", "write_tracks"]
+
+TRACK_CLASSES: tuple[str, ...] = SHAPE_CLASSES
+_VERSION = 1  # bump when the generator changes, so cached folders are rebuilt
+# A shape's sprite is drawn by `_shape_mask` on a canvas of this fraction of the frame: objects measure about
+# 8%-25% of the frame side (`_shape_mask` sizes shapes at 15%-45% of its canvas).
+_SPRITE_CANVAS = 0.55
+_MIN_IN_FRAME = 0.3  # fraction of an object's pixels inside the frame for it to be in the ground truth
+_SPEED = (1.5, 3.0)  # pixels per frame, per 100 pixels of frame side
+_JPEG_QUALITY = 95
+
+
+def write_tracks(root: str | Path, seed: int = 0, imgsz: int = 160, train_sequences: int = 4, val_sequences: int = 2,
+                 frames: int = 80, objects: tuple[int, int] = (5, 8), frame_rate: float = 30.0) -> Path:
+    """Write ``root/{train,val}/<SEQ>/{img1/*.jpg, gt/gt.txt, seqinfo.ini}`` and ``root/classes.txt``; returns root.
+
+    imgsz: frame side in pixels (square frames). frames: frames per sequence. objects: (min, max) objects per
+    sequence over its whole length (about half of them are in view at a time).
+    """
+    if imgsz < 32 or frames < 2 or not 1 <= objects[0] <= objects[1] or train_sequences < 1 or val_sequences < 1 \
+            or seed < 0:
+        raise GhostkitError(f"tracks: need imgsz >= 32, frames >= 2, 1 <= objects[0] <= objects[1], >= 1 sequence "
+                            f"per split and seed >= 0; got imgsz={imgsz}, frames={frames}, objects={objects}, "
+                            f"train_sequences={train_sequences}, val_sequences={val_sequences}, seed={seed}")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("".join(f"{c}\n" for c in TRACK_CLASSES), encoding="utf-8")
+    for i in range(train_sequences + val_sequences):
+        split = "train" if i < train_sequences else "val"
+        _write_sequence(root / split / f"shapes-{i + 1:02d}", np.random.default_rng([seed, i]), imgsz, frames,
+                        objects, frame_rate)
+    return root
+
+
+def builtin_tracks(cache_dir: str | Path | None = None, **options) -> Path:
+    """The built-in ``tracks`` folder for these :func:`write_tracks` options, generated once under ``cache_dir``
+    (default ``~/.cache/ghostkit``) and reused afterwards; written into a temporary folder and renamed into place,
+    so an interrupted run never leaves half a data set behind."""
+    cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "ghostkit"
+    key = hashlib.sha1(repr((_VERSION, sorted(options.items()))).encode()).hexdigest()[:10]
+    target = cache / f"tracks-{key}"
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".tracks-{key}."))
+    try:
+        write_tracks(tmp, **options)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():  # not another process finishing first: a real failure
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _objects(rng: np.random.Generator, imgsz: int, frames: int, count: int, bg: np.ndarray) -> list[dict]:
+    """Class, sprite mask, colour and straight-line path ``centre(t) = cross + velocity * (t - t_cross)``."""
+    objs: list[dict] = []
+    colours: list[np.ndarray] = []
+    canvas = max(16, int(round(_SPRITE_CANVAS * imgsz)))
+    for k in range(count):
+        cls = int(rng.integers(len(TRACK_CLASSES)))
+        mask, _ = _shape_mask(rng, cls, canvas)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        mask = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        colour = _pick_colour(rng, bg, colours)
+        colours.append(colour)
+        speed = rng.uniform(*_SPEED) * imgsz / 100
+        if k % 2 == 0:  # a new crossing: where, when, and the first object's heading
+            cross = rng.uniform(0.25, 0.75, size=2) * imgsz
+            t_cross = rng.uniform(0.2, 0.8) * frames
+            heading = rng.uniform(0, 2 * math.pi)
+        else:  # its partner crosses the same place at about the same time, at least 45 degrees off
+            cross = objs[-1]["cross"] + rng.uniform(-3, 3, size=2)
+            t_cross = objs[-1]["t_cross"] + rng.uniform(-2, 2)
+            heading = objs[-1]["heading"] + rng.choice([-1, 1]) * rng.uniform(math.pi / 4, 3 * math.pi / 4)
+        velocity = speed * np.array([math.cos(heading), math.sin(heading)])
+        objs.append({"cls": cls, "mask": mask, "colour": colour, "cross": cross, "t_cross": t_cross,
+                     "heading": heading, "velocity": velocity})
+    return objs
+
+
+def _write_sequence(folder: Path, rng: np.random.Generator, imgsz: int, frames: int, objects: tuple[int, int],
+                    frame_rate: float) -> None:
+    xx, yy = _pixel_centres(imgsz)
+    c0 = rng.uniform(0, 255, size=3)
+    c1 = np.clip(c0 + rng.uniform(-70, 70, size=3), 0, 255)
+    weight = _texture(rng, int(rng.integers(4)), xx, yy, imgsz).astype(np.float32)
+    background = c0.astype(np.float32) + weight[..., None] * (c1 - c0).astype(np.float32)
+    objs = _objects(rng, imgsz, frames, int(rng.integers(objects[0], objects[1] + 1)), np.stack([c0, c1]))
+    noise = np.float32(rng.uniform(0, 24))
+
+    (folder / "img1").mkdir(parents=True, exist_ok=True)
+    (folder / "gt").mkdir(exist_ok=True)
+    rows = []
+    for t in range(1, frames + 1):
+        image = background.copy()
+        owner = np.zeros((imgsz, imgsz), dtype=np.int32)  # 1 + index of the object seen at each pixel
+        placed = []
+        for k, o in enumerate(objs):
+            h, w = o["mask"].shape
+            centre = o["cross"] + o["velocity"] * (t - o["t_cross"])
+            x0, y0 = int(round(centre[0] - w / 2)), int(round(centre[1] - h / 2))
+            fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + w, imgsz), min(y0 + h, imgsz)
+            if fx0 >= fx1 or fy0 >= fy1:
+                continue
+            part = o["mask"][fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+            in_frame = int(part.sum())
+            if in_frame == 0:
+                continue
+            image[fy0:fy1, fx0:fx1][part] = o["colour"]
+            owner[fy0:fy1, fx0:fx1][part] = k + 1
+            rs, cs = np.flatnonzero(part.any(axis=1)), np.flatnonzero(part.any(axis=0))
+            placed.append((k, (fx0 + cs[0], fy0 + rs[0], fx0 + cs[-1] + 1, fy0 + rs[-1] + 1), in_frame))
+        visible = np.bincount(owner.ravel(), minlength=len(objs) + 1)
+        for k, (fx0, fy0, fx1, fy1), in_frame in placed:
+            total = int(objs[k]["mask"].sum())
+            if in_frame >= _MIN_IN_FRAME * total:
+                rows.append(f"{t},{k + 1},{fx0},{fy0},{fx1 - fx0},{fy1 - fy0},1,{objs[k]['cls'] + 1},"
+                            f"{visible[k + 1] / total:.3f}\n")
+        image += (rng.random(image.shape, dtype=np.float32) - np.float32(0.5)) * noise
+        pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / "img1" / f"{t:06d}.jpg", quality=_JPEG_QUALITY)
+    (folder / "gt" / "gt.txt").write_text("".join(rows), encoding="utf-8")
+    (folder / "seqinfo.ini").write_text(
+        f"[Sequence]\nname={folder.name}\nimDir=img1\nframeRate={frame_rate:g}\nseqLength={frames}\n"
+        f"imWidth={imgsz}\nimHeight={imgsz}\nimExt=.jpg\n", encoding="utf-8")

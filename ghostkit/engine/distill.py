@@ -58,8 +58,12 @@ KD_LOSSES = ("kl", "soft_ce")
 #           --kd-loss-weight 1, --ori-loss-weight 1, and kd_loss: the soft cross-entropy at temperature 1 (the
 #           --temperature option is not used by it); default teacher beitv2_large_patch16_224.
 #  [paper]  the GhostNetV3 paper (arXiv 2404.11202), abstract: Mixup and CutMix make compact models worse.
-#  [table]  600 epochs at 224 px: the epochs column for GhostNetV3 in the iFormer paper's ImageNet comparison
-#           table (GhostNetV3's paper states its schedule there too).
+#  [table]  600 epochs: GhostNetV3's row (224 px, 600 epochs, 79.1% top-1 for 1.3x) in the ImageNet comparison
+#           table of the iFormer paper (Zheng, ICLR 2025), which quotes the GhostNetV3 paper's training length.
+# The batch size is not part of the preset (the script's --batch-size default, 128 per GPU, is per device; ghostkit's
+# --batch is per device too and stays the task's unless given). The paper's teacher is a large ImageNet model (the
+# script's default: BEiT v2 large, timm name beitv2_large_patch16_224); on ImageNet-like data pass it as
+# --teacher timm:beitv2_large_patch16_224.in1k_ft_in22k_in1k, elsewhere a larger model trained on the same data.
 RECIPES: dict[str, dict[str, object]] = {
     "ghostnetv3": {
         "optimizer": "sgd",  # [script]

@@ -10,12 +10,14 @@ __all__ = ["train", "val", "load_model", "export"]
 
 def train(callbacks: list | None = None, **options) -> dict:
     """``ghostkit.train(task="classify", data="digits", model="ghostnet_100", epochs=30, ...)`` → the best
-    checkpoint's validation metrics. Options are :class:`ghostkit.engine.TrainConfig`'s fields (as the CLI's);
+    checkpoint's validation metrics. Options are :class:`ghostkit.engine.TrainConfig`'s fields (as the CLI's;
+    ``recipe`` fills those not given);
     ``callbacks`` are extra Lightning callbacks."""
     from .engine.config import TrainConfig
+    from .engine.distill import apply_recipe
     from .engine.run import train as _train
 
-    return _train(TrainConfig.from_kwargs(**options), callbacks)
+    return _train(apply_recipe(TrainConfig.from_kwargs(**options), set(options)), callbacks)
 
 
 def val(weights: str | Path, data: str, out: str | Path | None = None, **kwargs) -> dict:

@@ -27,15 +27,19 @@ def _train_signature() -> inspect.Signature:
         option = typer.Option(f.default, help=HELP.get(f.name), show_default=True)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=typing.Optional[base] if f.default is None else base))  # noqa: UP045
-    return inspect.Signature(params)
+    # the context tells which options the user gave: --recipe fills only the others
+    ctx = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    return inspect.Signature([ctx, *params])
 
 
-def train(**options) -> None:
+def train(ctx: typer.Context, **options) -> None:
     """Train a task model (default: classification on built-in digits) into a run directory."""
     from ..engine.config import TrainConfig
+    from ..engine.distill import apply_recipe
     from ..engine.run import train as run_training
 
-    cfg = TrainConfig(**options)
+    given = {k for k in options if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
+    cfg = apply_recipe(TrainConfig(**options), given)  # --recipe fills the options not given
     metrics = run_training(cfg)
     print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
     console.print(f"run saved to {cfg.out}")

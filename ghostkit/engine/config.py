@@ -74,6 +74,12 @@ class TrainConfig:
     freeze_backbone: bool = False
     threshold: float = 0.5  # multi-label decision threshold
     task_weights: str | None = None  # multi-task: "auto" (None: the default), "equal" or "detect=1,segment=0.5"
+    teacher: str | None = None  # knowledge distillation (classify, multilabel): see ghostkit.engine.distill
+    teacher_weights: str | None = None  # weights of a registered-name or timm teacher
+    kd_weight: float = 1.0
+    kd_temp: float = 4.0
+    kd_loss: str = "kl"  # kl | soft_ce
+    recipe: str | None = None  # ghostnetv3: fills the options not given (ghostkit.engine.distill.RECIPES)
     monitor: str | None = None  # metric picking the best checkpoint (None: the task's; multi-task: "score")
     val_fraction: float = 0.2  # split off train when the data has no val set
     resume: str | None = None  # a run's last.ckpt
@@ -114,6 +120,9 @@ class TrainConfig:
                     model_entrypoint(self.model)
                 raise GhostkitError(message)
         from ..models.hub import check_hub_weights, hub_revision
+        from .distill import check_distill_options
+
+        check_distill_options(self)
 
         if hub_revision(self.pretrained) is not None:
             check_hub_weights(self.model)  # a variant without hub weights fails before the data are read
@@ -200,6 +209,16 @@ HELP: dict[str, str] = {
     "threshold": "multi-label decision threshold",
     "task_weights": "multi-task loss weights: auto (learned uncertainty weighting, the default), equal, or "
                     "TASK=W,... (others 1)",
+    "teacher": "knowledge distillation (classify, multilabel): a ghostkit checkpoint, a registered model name with "
+               "--teacher-weights, or timm:NAME",
+    "teacher_weights": "weights of a registered-name teacher (a file, or imagenet) or of a timm: teacher (a file; "
+                       "default: timm's pretrained weights)",
+    "kd_weight": "weight of the distillation loss added to the task loss",
+    "kd_temp": "distillation temperature (softens both distributions; the loss is scaled by its square)",
+    "kd_loss": "kl (Hinton et al.) or soft_ce (the GhostNetV3 script's soft cross-entropy); multi-label: per-class "
+               "sigmoid soft targets",
+    "recipe": "ghostnetv3: the GhostNetV3 training recipe (SGD, cosine, label smoothing, EMA, distillation) for every "
+              "option not given; needs --teacher",
     "monitor": "metric choosing the best checkpoint and early stopping, e.g. map50 or detect/map50 (default: the "
                "task's primary metric; multi-task: score, the mean of the tasks' primary metrics)",
     "val_fraction": "fraction split off train when the data has no validation set",

@@ -34,6 +34,7 @@ class TaskModule(L.LightningModule):
         self.last_metrics: dict[str, dict] = {}
         self.last_score: float | None = None
         self.batch_mix = None
+        self.distiller = None  # a ghostkit.engine.distill.Distiller (--teacher); not a submodule, so never saved
         if cfg.task == "classify" and (cfg.mixup > 0 or cfg.cutmix > 0):
             n = model.heads["classify"].num_classes
             mixes = ([v2.MixUp(alpha=cfg.mixup, num_classes=n)] if cfg.mixup > 0 else []) + (
@@ -55,7 +56,10 @@ class TaskModule(L.LightningModule):
         images, targets = batch
         if self.batch_mix is not None:
             images, targets["classify"] = self.batch_mix(images, targets["classify"])
-        losses = self.model.loss(self.model(images), targets)
+        outputs = self.model(images)
+        losses = self.model.loss(outputs, targets)
+        if self.distiller is not None:  # --teacher: adds losses["kd"] to losses["loss"]
+            self.distiller.add_loss(losses, images, outputs)
         if self.cfg.l1 > 0:
             l1 = sum(p.abs().sum() for p in self.model.parameters() if p.requires_grad and p.ndim > 1)
             losses["l1"] = self.cfg.l1 * l1

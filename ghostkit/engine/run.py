@@ -25,6 +25,7 @@ from ..models.weights import read_checkpoint
 from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_task_model
 from ..tasks.registry import get_task
 from .config import TrainConfig
+from .distill import build_distiller
 from .multitask import parse_task_weights
 from .spec import TaskData, TaskSpec, combined_score, get_spec
 
@@ -152,7 +153,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     model = build_task_model(config)
     if cfg.pretrained and not cfg.resume:
         load_pretrained(model, cfg.pretrained)
+    distiller = build_distiller(cfg, config)  # --teacher: checked against the data before training starts
     module = _lightning_module(cfg)(model, cfg, spec.task_metrics(data.class_names, cfg, model.heads), spec.monitors)
+    module.distiller = distiller
     train_loader, val_loader = _loaders(data, cfg)
     trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=callbacks)
     if trainer.is_global_zero:

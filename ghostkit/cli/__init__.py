@@ -18,13 +18,14 @@ from ..errors import GhostkitError
 from .deploy import benchmark, export
 from .info import info
 from .predict import predict
+from .track import track
 from .train import train, val
 
 __all__ = ["main", "app", "COMMANDS"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="GhostNet toolkit: train, val, predict, export, benchmark, info.")
-COMMANDS = (train, val, predict, info, export, benchmark)
+                  help="GhostNet toolkit: train, val, predict, track, export, benchmark, info.")
+COMMANDS = (train, val, predict, track, info, export, benchmark)
 for command in COMMANDS:
     app.command()(command)
 

@@ -70,9 +70,10 @@ def multitask_transforms(imgsz: int, train: bool) -> v2.Compose:
 class MultiTaskDataset(Dataset):
     """Items → ``(float32 3 x S x S normalised, {task: target})`` with only the tasks the image has; targets as the
     single-task datasets return them (class index, multi-hot float vector, ``{"boxes", "labels", "index"}``, int64
-    mask; embed: ``{"boxes", "ids", "index"}``). With ``degradation`` (a restore head in the run) every image is degraded before normalisation, so all
-    heads see the degraded image, and its clean version (3 x S x S in [0, 1]) is the ``restore`` target; validation
-    degradations are reproducible (a generator seeded with the item's index)."""
+    mask; embed: ``{"boxes", "ids", "index"}``). With ``degradation`` (a restore head in the run) every image is
+    degraded before normalisation, so all heads see the degraded image, and its clean version (3 x S x S in [0, 1])
+    is the ``restore`` target; validation degradations are reproducible (a generator seeded with the item's
+    index)."""
 
     def __init__(self, items: Sequence[Item], transform: Any, degradation: Degradation | None = None,
                  train: bool = True, mean: Sequence[float] = IMAGENET_MEAN,

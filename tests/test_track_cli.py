@@ -144,11 +144,13 @@ def test_embed_retrieval_metric():
     assert metric.compute() == {"id_top1": 0.0}
 
 
-def test_joint_detect_embed_training(joint):
+def test_joint_detect_embed_training(joint, mot_root):
     metrics = json.loads((joint.parent / "metrics.json").read_text())
     assert set(metrics) >= {"detect", "embed", "score"} and 0 <= metrics["embed"]["id_top1"] <= 1
     model = ghostkit.load_model(joint).model
     assert set(model.heads) == {"detect", "embed"} and model.heads["embed"].num_ids >= 3
+    values = ghostkit.val(joint, str(mot_root), out=joint.parent / "val")  # the model's own tasks
+    assert set(values) == {"detect", "embed", "score"} and 0 <= values["embed"]["id_top1"] <= 1
 
 
 # ----- ghostkit track -----

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
 
 __version__ = "0.1.0"
 __all__ = ["GhostkitError", "create_model", "list_models", "reparameterize", "load_model", "train", "val", "export",
-           "TaskModel", "MultiTaskModel", "build_head", "__version__"]
+           "track", "TaskModel", "MultiTaskModel", "build_head", "__version__"]
 
 # public name → the module that defines it
 _LAZY = {"create_model": "models", "list_models": "models", "reparameterize": "models", "load_model": "api",
@@ -28,6 +28,8 @@ _LAZY = {"create_model": "models", "list_models": "models", "reparameterize": "m
 
 
 def __getattr__(name: str):
+    if name == "track":  # the package ghostkit.track is callable: ghostkit.track(weights, source, ...)
+        return importlib.import_module(f"{__name__}.track")
     if name in _LAZY:
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'ghostkit' has no attribute {name!r}")

@@ -20,8 +20,14 @@ def train(callbacks: list | None = None, **options) -> dict:
     return _train(apply_recipe(TrainConfig.from_kwargs(**options), set(options)), callbacks)
 
 
-def val(weights: str | Path, data: str, out: str | Path | None = None, **kwargs) -> dict:
-    """Evaluate ``weights`` on ``data``'s validation split; writes metrics.json (default ``val/`` beside weights)."""
+def val(weights: str | Path, data: str, out: str | Path | None = None, task: str | None = None, **kwargs) -> dict:
+    """Evaluate ``weights`` on ``data``'s validation split; writes metrics.json (default ``val/`` beside weights).
+    ``task="track"``: track the validation sequences of a MOTChallenge folder with the detector (``kwargs``:
+    ``tracker``, ``conf``, tracker options; :func:`ghostkit.track.evaluate.validate_tracking`)."""
+    if task == "track":
+        from .track.evaluate import validate_tracking
+
+        return validate_tracking(weights, data, out, **kwargs)
     from .engine.run import validate
 
     return validate(weights, data, out, **kwargs)

@@ -19,13 +19,14 @@ from .app import serve_app
 from .deploy import benchmark, export
 from .info import info
 from .predict import predict
+from .track import track
 from .train import train, val
 
 __all__ = ["main", "app", "COMMANDS"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="GhostNet toolkit: train, val, predict, export, benchmark, info, app.")
-COMMANDS = (train, val, predict, info, export, benchmark)
+                  help="GhostNet toolkit: train, val, predict, track, export, benchmark, info, app.")
+COMMANDS = (train, val, predict, track, info, export, benchmark)
 for command in COMMANDS:
     app.command()(command)
 app.command(name="app")(serve_app)

@@ -56,11 +56,24 @@ def val(
     workers: int = typer.Option(2, help="data loader workers"),
     threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
     tta: bool = typer.Option(False, "--tta", help="detection: test-time augmentation (flips x scales 1, 0.83, 1.2)"),
+    task: str = typer.Option(None, help="track: track the val sequences of a MOTChallenge folder (or tracks) with "
+                                        "this detector: MOTA, IDF1, HOTA, ID switches, fps (default: the model's "
+                                        "own tasks)"),
+    tracker: str = typer.Option("bytetrack", help="--task track: bytetrack, sort or appearance"),
+    conf: float = typer.Option(None, help="--task track: high-score threshold of the tracker (default: its own)"),
 ) -> None:
     """Evaluate a checkpoint (or exported .onnx model) on a data set's validation split and write metrics.json."""
     from ..engine.run import validate
 
     if batch <= 0:
         raise GhostkitError(f"--batch must be positive, got {batch}")
+    if task == "track":
+        from ..track.evaluate import validate_tracking
+
+        metrics = validate_tracking(weights, data, out, tracker=tracker, conf=conf)
+        print_metrics(f"tracking ({tracker}) of {weights} on {data}", metrics)
+        return
+    if task is not None:
+        raise GhostkitError(f"--task: val evaluates the model's own tasks, or track; got {task!r}")
     metrics = validate(weights, data, out, batch=batch, workers=workers, threshold=threshold, tta=tta)
     print_metrics(f"validation of {weights} on {data}", metrics)

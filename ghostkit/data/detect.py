@@ -13,8 +13,12 @@ Layouts, detected from the folder (`detect_format`):
   inclusive pixel corners become 0-based xyxy edges.
 - WIDER FACE: `wider_face_split/wider_face_{train,val}_bbx_gt.txt` + `WIDER_{train,val}/images/...`, one class
   "face"; boxes flagged invalid or of zero size are skipped and counted.
+- MOTChallenge: `train/<SEQ>/img1/*.jpg` + `train/<SEQ>/gt/gt.txt` (and `val/<SEQ>/...`, optional `classes.txt`),
+  read by `ghostkit.data.formats.mot`: every frame is a detection image (frames without boxes are negatives), each
+  object also carries its split-wide identity (`"ids"`, for an embedding head).
 - built-in `shapes`: 1250 new training images every epoch (`ghostkit.data.synthetic.ShapeStream`) and 200 fixed
-  validation images (`make_shapes`, seed 1).
+  validation images (`make_shapes`, seed 1); built-in `tracks` is a MOTChallenge folder
+  (`ghostkit.data.tracks.builtin_tracks`), written once and then read like a user's.
 
 A missing validation split is split off train (`val_fraction`, `seed`). Boxes are xyxy in pixels of the original
 image. Boxes reaching outside their image are clipped and degenerate ones (under 1 px wide or high) dropped, with
@@ -39,13 +43,15 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, split_items
-from ghostkit.data.formats.boxes import MIN_BOX
+from ghostkit.data.formats.boxes import MIN_BOX, BoxCleaner
 from ghostkit.data.formats.coco import read_coco_boxes
+from ghostkit.data.formats.mot import read_mot_boxes
 from ghostkit.data.formats.voc import read_voc, voc_class_names, voc_ids
 from ghostkit.data.formats.widerface import read_widerface
 from ghostkit.data.formats.yolo import read_yolo
-from ghostkit.data.images import filter_readable, read_image
+from ghostkit.data.images import filter_readable, image_size, read_image
 from ghostkit.data.synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
+from ghostkit.data.tracks import data_root
 from ghostkit.errors import GhostkitError
 from ghostkit.tasks.registry import default_imgsz
 
@@ -143,8 +149,15 @@ class DetectData:
     std: tuple[float, ...] = IMAGENET_STD
 
 
+def is_mot_root(root: Path) -> bool:
+    """`root/train` holds MOTChallenge sequence folders (`<SEQ>/img1/` or `<SEQ>/seqinfo.ini`)."""
+    train = root / "train"
+    return train.is_dir() and any((p / "img1").is_dir() or (p / "seqinfo.ini").is_file() for p in train.iterdir()
+                                  if p.is_dir())
+
+
 def detect_format(root: str | Path) -> str:
-    """Which layout `root` holds: "coco", "yolo", "voc" or "widerface"."""
+    """Which layout `root` holds: "coco", "yolo", "voc", "widerface" or "mot"."""
     root = Path(root)
     if (root / "annotations" / "instances_train.json").is_file():
         return "coco"
@@ -154,8 +167,11 @@ def detect_format(root: str | Path) -> str:
         return "voc"
     if (root / "wider_face_split").is_dir():
         return "widerface"
+    if is_mot_root(root):
+        return "mot"
     raise GhostkitError(f"{root}: no detection data found (expected COCO annotations/instances_train.json, YOLO "
-                        "data.yaml + labels/, VOC Annotations/, or WIDER FACE wider_face_split/)")
+                        "data.yaml + labels/, VOC Annotations/, WIDER FACE wider_face_split/, or MOTChallenge "
+                        "train/<SEQ>/img1/)")
 
 
 def _shape_item(sample: ShapeSample) -> Item:
@@ -176,9 +192,29 @@ def _readable(items: list[Item], where: Path) -> list[Item]:
     return [it for it in items if it[0] in good]
 
 
+def read_mot_detections(root: Path, split: str) -> tuple[list[Item], list[str]]:
+    """A MOTChallenge split as detection items (`read_mot_boxes`), boxes clipped to their frame and degenerate ones
+    dropped (their identities with them), counted in one warning."""
+    items, names = read_mot_boxes(root, split)
+    clean, out = BoxCleaner(), []
+    for path, ann in items:
+        size = image_size(path) if len(ann["boxes"]) else (0, 0)
+        if size is None:  # unreadable: `filter_readable` drops it with the shared warning
+            out.append((path, ann))
+            continue
+        fixed = clean(ann["boxes"], np.arange(len(ann["boxes"])), *size)  # "labels": the surviving rows
+        kept = fixed["labels"]
+        out.append((path, {"boxes": fixed["boxes"], "labels": ann["labels"][kept], "ids": ann["ids"][kept]}))
+    clean.warn(root / split)
+    return out, names
+
+
 def _read_folder(root: Path, val_fraction: float, seed: int) -> tuple[list[Item], list[Item] | None, list[str]]:
     fmt = detect_format(root)
-    if fmt == "coco":
+    if fmt == "mot":
+        train, names = read_mot_detections(root, "train")
+        val = read_mot_detections(root, "val")[0] if (root / "val").is_dir() else None
+    elif fmt == "coco":
         train, cats = read_coco_boxes(root, "train")
         names = [name for _, name in cats]
         val = read_coco_boxes(root, "val", cats)[0] if (root / "annotations" / "instances_val.json").is_file() else None
@@ -207,7 +243,7 @@ def _read_folder(root: Path, val_fraction: float, seed: int) -> tuple[list[Item]
 
 def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: float = 0.2, seed: int = 0,
                       augment: dict | None = None) -> DetectData:
-    """Resolve `--data` (a folder in one of the layouts above, or "shapes") to train / val datasets of
+    """Resolve `--data` (a folder in one of the layouts above, "shapes" or "tracks") to train / val datasets of
     3 x imgsz x imgsz tensors (default imgsz: the task registry's). `augment` overrides
     `detect_transforms`' probabilities (hflip, photometric, zoom_out, iou_crop)."""
     name = str(data)
@@ -218,11 +254,11 @@ def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: 
         # synthetic shapes fill the frame already: zoom-out and IoU crops mostly slow the short CPU runs down
         augment = {"zoom_out": 0.0, "iou_crop": 0.0, "photometric": 0.5} | (augment or {})
     else:
-        root = Path(data)
+        root = data_root(data)
         if not root.exists():
-            raise GhostkitError(f"{root}: no such data folder (built-in detection data: shapes)")
+            raise GhostkitError(f"{root}: no such data folder (built-in detection data: shapes, tracks)")
         if not root.is_dir():
-            raise GhostkitError(f"{root}: not a folder (expected detection data or 'shapes')")
+            raise GhostkitError(f"{root}: not a folder (expected detection data, 'shapes' or 'tracks')")
         imgsz = imgsz or default_imgsz("detect", name)
         train, val, names = _read_folder(root, val_fraction, seed)
     if imgsz < 32:

@@ -9,6 +9,9 @@ same bad-input errors); targets of one image are merged by its file path:
   validation images of those runs (64 px, seed 1);
 * a COCO folder (``annotations/instances_{train,val}.json``): boxes (detect), rasterised masks (segment) and the
   classes present as image-level labels (multilabel) at once;
+* a MOTChallenge folder (``train/<SEQ>/img1/``, ``gt/gt.txt``; built-in ``tracks``): boxes (detect) and, for an
+  ``embed`` head, the same boxes with their identities (``ids`` numbered across the training split; a second source's
+  identities follow the first's);
 * YOLO / VOC / WIDER FACE folders: boxes; ``images/`` + ``masks/`` or VOC ``SegmentationClass``: masks;
   ``train/<class>/``: single-label classes; ``images/`` + ``train.csv``: multi-label classes.
 
@@ -40,13 +43,14 @@ from ..errors import GhostkitError
 from ..tasks.registry import default_imgsz
 from .classify import build_classify_data
 from .common import IMAGENET_MEAN, IMAGENET_STD, TaskData
-from .detect import build_detect_data, detect_format
+from .detect import build_detect_data, detect_format, is_mot_root
 from .formats.coco import CocoMask
 from .formats.voc import find_voc_root
 from .images import read_image
 from .restore import Degradation
 from .segment import build_segment_data, read_mask
 from .synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
+from .tracks import data_root
 
 __all__ = ["MultiTaskData", "MultiTaskDataset", "build_multitask_data", "collate_multitask", "multitask_transforms",
            "task_data"]
@@ -66,9 +70,10 @@ def multitask_transforms(imgsz: int, train: bool) -> v2.Compose:
 class MultiTaskDataset(Dataset):
     """Items → ``(float32 3 x S x S normalised, {task: target})`` with only the tasks the image has; targets as the
     single-task datasets return them (class index, multi-hot float vector, ``{"boxes", "labels", "index"}``, int64
-    mask). With ``degradation`` (a restore head in the run) every image is degraded before normalisation, so all
-    heads see the degraded image, and its clean version (3 x S x S in [0, 1]) is the ``restore`` target; validation
-    degradations are reproducible (a generator seeded with the item's index)."""
+    mask; embed: ``{"boxes", "ids", "index"}``). With ``degradation`` (a restore head in the run) every image is
+    degraded before normalisation, so all heads see the degraded image, and its clean version (3 x S x S in [0, 1])
+    is the ``restore`` target; validation degradations are reproducible (a generator seeded with the item's
+    index)."""
 
     def __init__(self, items: Sequence[Item], transform: Any, degradation: Degradation | None = None,
                  train: bool = True, mean: Sequence[float] = IMAGENET_MEAN,
@@ -95,6 +100,9 @@ class MultiTaskDataset(Dataset):
             sample["boxes"] = tv_tensors.BoundingBoxes(torch.as_tensor(det["boxes"], dtype=torch.float32)
                                                        .reshape(-1, 4), format="XYXY", canvas_size=size)
             sample["labels"] = torch.as_tensor(det["labels"], dtype=torch.int64)
+        if "embed" in targets:  # boxes of their own: an embed head may train without a detect head
+            sample["embed"] = tv_tensors.BoundingBoxes(torch.as_tensor(targets["embed"]["boxes"], dtype=torch.float32)
+                                                       .reshape(-1, 4), format="XYXY", canvas_size=size)
         if "segment" in targets:
             mask = targets["segment"]
             mask = mask.render() if isinstance(mask, CocoMask) else mask
@@ -119,6 +127,10 @@ class MultiTaskDataset(Dataset):
                              "labels": sample["labels"], "index": torch.tensor(index)}
         if "segment" in targets:
             out["segment"] = sample["mask"].as_subclass(torch.Tensor).long()
+        if "embed" in targets:
+            out["embed"] = {"boxes": sample["embed"].as_subclass(torch.Tensor).float().reshape(-1, 4),
+                            "ids": torch.as_tensor(targets["embed"]["ids"], dtype=torch.int64),
+                            "index": torch.tensor(index)}
         return image, out
 
 
@@ -135,7 +147,7 @@ def collate_multitask(tasks: Sequence[str]):
             targets["present"][task] = present
             if not values:
                 targets[task] = None
-            elif task == "detect":
+            elif isinstance(values[0], dict):  # per-image box targets (detect, embed)
                 targets[task] = values
             elif task == "classify":
                 targets[task] = torch.as_tensor(values, dtype=torch.int64)
@@ -173,6 +185,8 @@ def _layouts(root: Path) -> set[str]:
         found.add("detect")
     except GhostkitError:
         pass
+    if is_mot_root(root):
+        found.add("embed")
     if coco:
         found |= {"segment", "multilabel"}
     if (root / "masks").is_dir() or find_voc_root(root) is not None:
@@ -209,6 +223,13 @@ def _read_source(root: Path, tasks: Sequence[str], imgsz: int, val_fraction: flo
                     splits[split].setdefault(str(path), {})[task] = np.eye(n, dtype=np.float32)[
                         np.unique(np.asarray(ann["labels"], dtype=np.int64))].sum(axis=0)
             continue
+        if task == "embed":  # the detection items' boxes with their identities
+            d = boxes()
+            names[task] = []
+            for split, ds in (("train", d.train), ("val", d.val)):
+                for path, ann in ds.items:
+                    splits[split].setdefault(str(path), {})[task] = {"boxes": ann["boxes"], "ids": ann["ids"]}
+            continue
         if task == "detect":
             d = boxes()
         elif task == "segment":
@@ -226,6 +247,18 @@ def _read_source(root: Path, tasks: Sequence[str], imgsz: int, val_fraction: flo
     return splits, names
 
 
+def _offset_ids(splits: dict[str, dict[str, dict]], offset: int) -> int:
+    """Shift the ``embed`` identities of one source's splits by ``offset``; returns the next free identity."""
+    top = offset
+    for split in splits.values():
+        for targets in split.values():
+            if "embed" in targets:
+                ids = np.asarray(targets["embed"]["ids"], dtype=np.int64) + offset
+                targets["embed"] = {**targets["embed"], "ids": ids}
+                top = max(top, int(ids.max(initial=offset - 1)) + 1)
+    return top
+
+
 def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = None, val_fraction: float = 0.2,
                          seed: int = 0, degradation: Degradation | None = None) -> MultiTaskData:
     """Resolve ``--data`` (one or more comma-separated sources, see the module docstring) for ``tasks``;
@@ -237,6 +270,7 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
     val: list[Item] = []
     class_names: dict[str, list[str]] = {}
     where: dict[str, str] = {}
+    id_offset = 0
     for source in [s.strip() for s in str(data).split(",") if s.strip()]:
         if source == "shapes":
             to_item = functools.partial(_shape_item, tuple(tasks))
@@ -245,10 +279,12 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
             names = {t: (["background", *SHAPE_CLASSES] if t == "segment" else list(SHAPE_CLASSES)) for t in tasks
                      if t != "restore"}
         else:
-            root = Path(source)
+            root = data_root(source)
             if not root.is_dir():
-                raise GhostkitError(f"{root}: no such data folder (built-in multi-task data: shapes)")
+                raise GhostkitError(f"{root}: no such data folder (built-in multi-task data: shapes, tracks)")
             splits, names = _read_source(root, tasks, imgsz, val_fraction, seed)
+            if "embed" in tasks:  # identities of several sources are different people
+                id_offset = _offset_ids(splits, id_offset)
             train.append([(Path(p), t) for p, t in splits["train"].items()])
             val += [(Path(p), t) for p, t in splits["val"].items()]
         for task, task_names in names.items():

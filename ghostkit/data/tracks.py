@@ -27,7 +27,9 @@ from PIL import Image
 from ghostkit.data.synthetic import SHAPE_CLASSES, _pick_colour, _pixel_centres, _shape_mask, _texture
 from ghostkit.errors import GhostkitError
 
-__all__ = ["TRACK_CLASSES", "builtin_tracks", "write_tracks"]
+__all__ = ["BUILTIN_TRACKS", "TRACK_CLASSES", "builtin_tracks", "data_root", "write_tracks"]
+
+BUILTIN_TRACKS = "tracks"  # the --data name
 
 TRACK_CLASSES: tuple[str, ...] = SHAPE_CLASSES
 _VERSION = 1  # bump when the generator changes, so cached folders are rebuilt
@@ -81,6 +83,12 @@ def builtin_tracks(cache_dir: str | Path | None = None, **options) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def data_root(data: str | Path) -> Path:
+    """The folder a ``--data`` value names: the built-in ``tracks`` folder (default options, written on first use)
+    for ``"tracks"``, else the path itself. Every reader then treats it as a user's MOTChallenge folder."""
+    return builtin_tracks() if str(data) == BUILTIN_TRACKS else Path(data)
 
 
 def _objects(rng: np.random.Generator, imgsz: int, frames: int, count: int, bg: np.ndarray) -> list[dict]:

@@ -147,7 +147,7 @@ class TrainConfig:
 
 HELP: dict[str, str] = {
     "task": f"task: {', '.join(TASK_NAMES)}, or several joined by commas (multi-task: classify,detect,segment)",
-    "data": "data folder, or built-in data: digits, shapes, photos",
+    "data": "data folder, or built-in data: digits, shapes, photos, tracks (MOTChallenge sequences)",
     "model": "backbone name (ghostkit info --list)",
     "epochs": "training epochs",
     "batch": "batch size per device (default: the task's: " + ", ".join(f"{t} {e.batch}" for t, e in TASKS.items())

@@ -24,7 +24,7 @@ __all__ = ["IGNORE_INDEX", "TaskEntry", "TASKS", "MULTITASK", "BUILTIN_IMGSZ", "
 # the label of pixels a segmentation mask leaves out (losses and metrics skip them), shared by data, tasks and engine
 IGNORE_INDEX = 255
 # built-in data are drawn at one size; a run on them defaults to it whatever the task
-BUILTIN_IMGSZ: dict[str, int] = {"digits": 32, "shapes": 64}
+BUILTIN_IMGSZ: dict[str, int] = {"digits": 32, "shapes": 64, "tracks": 160}
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,11 @@ register_task(TaskEntry(
     name="restore", module="restore", data="restore", engine="restore", layouts=("clean folders", "lr/ + hr/"),
     batch=64, lr=2e-3, imgsz=None, metrics=("psnr", "ssim", "psnr_baseline"), primary="psnr",
     score_metric="ssim"))  # PSNR is in dB; its SSIM (in [0, 1] like the others) enters a multi-task score
+register_task(TaskEntry(
+    # an appearance-embedding head (JDE / FairMOT) for the appearance tracker, trained beside a detector:
+    # --task detect,embed on MOTChallenge data (boxes with identities); its data come from the multi-task pipeline
+    name="embed", module="embed", data="multitask", engine="embed", layouts=("mot",),
+    batch=16, lr=4e-3, imgsz=320, metrics=("id_top1",), primary="id_top1", draw_order=5))
 register_task(TaskEntry(
     name="style", module="style", data="style", engine="style", layouts=("photo folders",),
     batch=4, lr=2e-3, imgsz=128,

@@ -192,6 +192,7 @@ def write_mot_results(path: str | Path, frames: Iterable[tuple[int, Mapping]]) -
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(lines)
+        os.chmod(tmp, 0o644)  # mkstemp's file is private; a result file is not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,64 @@
+"""``ghostkit val --task track``: a detector tracks every validation sequence of a MOTChallenge folder, scored
+against its ground truth.
+
+metrics.json holds :data:`TRACK_METRICS` (``mota``, ``idf1``, ``hota``, ``id_switches``, ``fps``; DESIGN.md's track
+keys) plus HOTA's ``deta`` and ``assa``, overall and under ``per_sequence``, at IoU 0.5 (:func:`track_metrics`,
+class-aware). ``fps``: frames per second of detection and association together (frame decoding and the writing of
+results left out), over all sequences and per sequence. Each sequence's tracks are also written as
+``<out>/<SEQ>.txt`` (MOTChallenge result format), so other evaluation tools can be run on them.
+
+Tracking is not an entry of the task registry: nothing trains for it (the models are ``detect`` or
+``detect,embed`` runs) and the registry's readers (training, data, export) have nothing to do with it; its keys
+live here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ghostkit.data.formats.mot import read_mot, write_mot_results
+from ghostkit.data.tracks import data_root
+from ghostkit.errors import GhostkitError
+from ghostkit.track.metrics import track_metrics
+from ghostkit.track.stream import SourceSequence, load_detector, track_sequence, tracker_options
+from ghostkit.track.tracker import build_tracker
+
+__all__ = ["TRACK_METRICS", "validate_tracking"]
+
+TRACK_METRICS = ("mota", "idf1", "hota", "id_switches", "fps")
+
+
+def validate_tracking(weights, data: str | Path, out: str | Path | None = None, tracker: str = "bytetrack",
+                      conf: float | None = None, split: str = "val", device: str = "cpu", **options) -> dict:
+    """Track ``data``'s ``split`` sequences (a MOTChallenge folder or built-in ``tracks``) with ``weights``'
+    detector and write ``metrics.json`` and the ``<SEQ>.txt`` results into ``out`` (default: ``val/`` beside
+    the weights). Returns the metrics."""
+    model = load_detector(weights, tracker).to(device)
+    root = data_root(data)
+    if not root.is_dir():
+        raise GhostkitError(f"{root}: no such data folder (tracking data: a MOTChallenge folder or tracks)")
+    mot = read_mot(root, split)
+    names = model.config.get("class_names", {}).get("detect")
+    if names is not None and names != mot.class_names:
+        raise GhostkitError(f"{data}: its classes {mot.class_names[:5]} are not the detector's {names[:5]}")
+    options = {**tracker_options(tracker, conf), **options}
+    out_dir = Path(out) if out else Path(weights).parent / "val" if isinstance(weights, (str, Path)) else \
+        Path("val")
+    gt, hyp, seconds, frames = {}, {}, {}, {}
+    for seq in mot.sequences:
+        source = SourceSequence(seq.name, seq.frame_rate, str(seq.folder), "mot", seq.frames)
+        results = [(r["frame"], r["tracks"], r["seconds"]) for r in track_sequence(
+            model, source, build_tracker(tracker, frame_rate=seq.frame_rate, **options), device)]
+        gt[seq.name] = seq.gt
+        hyp[seq.name] = {f: t for f, t, _ in results}
+        seconds[seq.name], frames[seq.name] = sum(s for *_, s in results), len(results)
+        write_mot_results(out_dir / f"{seq.name}.txt", [(f, t) for f, t, _ in results])
+    values = track_metrics(gt, hyp, iou_threshold=0.5)
+    values["fps"] = sum(frames.values()) / max(sum(seconds.values()), 1e-9)
+    for name, row in values["per_sequence"].items():
+        row["fps"] = frames[name] / max(seconds[name], 1e-9)
+    values["tracker"] = tracker
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(values, indent=2))
+    return values

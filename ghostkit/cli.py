@@ -5,9 +5,11 @@ A user mistake (``GhostkitError``, bad option values) prints one line and exits 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
+import os
 import sys
 import typing
 import warnings
@@ -84,7 +86,10 @@ def train(**options) -> None:
 
     cfg = TrainConfig(**options)
     metrics = run_training(cfg)
-    _print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+        return  # multi-process runs: the tables once, from rank 0
+    if metrics:
+        _print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
     console.print(f"run saved to {cfg.out}")
 
 
@@ -127,6 +132,7 @@ def predict(
 ) -> None:
     """Predict on images, videos or a camera: classes, boxes, masks or restored images, per the model's task(s)."""
     from .api import load_model
+    from .io import atomic_path, check_output_dir
     from .predict import expand_source, is_stream, render_result
 
     if topk <= 0:
@@ -137,6 +143,8 @@ def predict(
         raise GhostkitError(f"--conf must be in [0, 1), got {conf}")
     if iou is not None and not 0 < iou <= 1:
         raise GhostkitError(f"--iou must be in (0, 1], got {iou}")
+    if save is not None:
+        check_output_dir(save, "--save")
     predictor = load_model(weights, tta=tta)
     detect = predictor.model.heads["detect"] if "detect" in predictor.model.heads else None
     if (conf is not None or iou is not None) and detect is None:
@@ -150,14 +158,12 @@ def predict(
     paths = expand_source(source)
     results = predictor.predict(paths, topk=topk, threshold=threshold, raw=save is not None)
     if save is not None:
-        from PIL import Image
-
         out_dir = Path(save)
-        out_dir.mkdir(parents=True, exist_ok=True)
         for path, r in zip(paths, results):
-            image = Image.open(path).convert("RGB")
+            image = r.pop("image")  # the picture the model saw (EXIF orientation applied, 16-bit scaled)
             for suffix, picture in render_result(predictor.model, image, r.pop("raw"), predictor.class_names).items():
-                picture.save(out_dir / f"{path.stem}{'_' + suffix if suffix else ''}.png")
+                with atomic_path(out_dir / f"{path.stem}{'_' + suffix if suffix else ''}.png") as tmp:
+                    picture.save(tmp, format="PNG")
         console.print(f"results saved to {out_dir}")
     if as_json:
         for r in results:
@@ -178,37 +184,41 @@ def _predict_stream(predictor, source: str, max_frames: int, as_json: bool, save
 
     import numpy as np
 
+    from .io import atomic_path
     from .predict import render_result
 
     writer, frames, t0 = None, 0, time.perf_counter()
-    out_path = None
-    try:
-        for image, result in predictor.stream(source, max_frames=max_frames, **options):
-            raw = result.pop("raw")
-            frames += 1
-            if save is not None:
-                import cv2
+    out_path, interrupted = None, False
+    with contextlib.ExitStack() as stack:  # the video is written beside its target and renamed into place at the end
+        try:
+            for image, result in predictor.stream(source, max_frames=max_frames, **options):
+                raw = result.pop("raw")
+                frames += 1
+                if save is not None:
+                    import cv2
 
-                pictures = render_result(predictor.model, image, raw, predictor.class_names)
-                picture = pictures.get("all", pictures.get("overlay", pictures.get("", image)))
-                if writer is None:
-                    Path(save).mkdir(parents=True, exist_ok=True)
-                    stem = f"camera{source}" if source.isdigit() else Path(source).stem
-                    out_path = Path(save) / f"{stem}_pred.mp4"
-                    size = picture.size
-                    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
-                frame = np.asarray(picture.convert("RGB").resize(size))
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            if as_json:
-                print(json.dumps(result), flush=True)
-            else:
-                console.print(f"frame {result['frame']}: {_summary(result)}")
-    finally:
-        if writer is not None:
-            writer.release()
+                    pictures = render_result(predictor.model, image, raw, predictor.class_names)
+                    picture = pictures.get("all", pictures.get("overlay", pictures.get("", image)))
+                    if writer is None:
+                        stem = f"camera{source}" if source.isdigit() else Path(source).stem
+                        out_path = Path(save) / f"{stem}_pred.mp4"
+                        tmp = stack.enter_context(atomic_path(out_path))
+                        size = picture.size
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
+                        stack.callback(writer.release)  # runs before the rename
+                    frame = np.asarray(picture.convert("RGB").resize(size))
+                    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                if as_json:
+                    print(json.dumps(result), flush=True)
+                else:
+                    console.print(f"frame {result['frame']}: {_summary(result)}")
+        except KeyboardInterrupt:  # Ctrl-C is how a camera stream ends: keep the video of the frames seen
+            interrupted = True
     seconds = time.perf_counter() - t0
     console.print(f"{frames} frames in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} frames/s"
                   + (f"; saved {out_path}" if out_path else ""))
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _summary(result: dict) -> str:
@@ -264,12 +274,18 @@ app.command()(export)
 app.command()(benchmark)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings for users in one line, without the source line of the code that raised them."""
+    print(f"ghostkit: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
             result = app(args=argv, prog_name="ghostkit", standalone_mode=False)
     except GhostkitError as e:
         print(f"ghostkit: error: {e}", file=sys.stderr)
@@ -286,9 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         e.show()
         return e.exit_code
-    except KeyboardInterrupt:
-        print("ghostkit: interrupted; the last checkpoint is intact (resume with --resume RUN/last.ckpt)",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:  # training says where it stopped and how to resume (RunInterrupted)
+        print(f"ghostkit: {e}" if str(e) else "ghostkit: interrupted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
 

@@ -43,7 +43,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ghostkit.data.classify import IMAGENET_MEAN, IMAGENET_STD, split_items
-from ghostkit.data.images import filter_readable, list_images, read_image
+from ghostkit.data.images import filter_readable, list_images, read_image, resolve_inside
 from ghostkit.data.synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
 from ghostkit.errors import GhostkitError
 
@@ -164,9 +164,9 @@ def read_coco(root: str | Path, split: str, categories: Sequence[tuple[int, str]
             raise GhostkitError(f"{path}: image entry {img!r} needs an 'id' and a 'file_name'")
         if img["id"] in images:
             raise GhostkitError(f"{path}: duplicate image id {img['id']}")
-        file = root / "images" / img["file_name"]
+        file = resolve_inside(root / "images", img["file_name"], path)
         if not file.is_file() and (root / "images" / split / img["file_name"]).is_file():
-            file = root / "images" / split / img["file_name"]
+            file = resolve_inside(root / "images" / split, img["file_name"], path)
         if not file.is_file():
             raise GhostkitError(f"{path}: image {img['file_name']} (id {img['id']}) not found in {root / 'images'}")
         w, h = img.get("width"), img.get("height")
@@ -318,7 +318,8 @@ def read_voc(root: str | Path, ids: Sequence[str] | None, names: Sequence[str]) 
         if not xml.is_file():
             raise GhostkitError(f"{xml}: no such annotation file (listed in ImageSets/Main)")
         tree = _parse_voc_xml(xml)
-        image = root / "JPEGImages" / ((tree.findtext("filename") or "").strip() or f"{xml.stem}.jpg")
+        image = resolve_inside(root / "JPEGImages", (tree.findtext("filename") or "").strip() or f"{xml.stem}.jpg",
+                               xml)
         if not image.is_file():
             raise GhostkitError(f"{xml}: image {image.name} not found in {root / 'JPEGImages'}")
         try:
@@ -359,7 +360,7 @@ def read_widerface(root: str | Path, split: str) -> list[Item]:
         if not name:
             i += 1
             continue
-        image = img_dir / name
+        image = resolve_inside(img_dir, name, f"{path}:{i + 1}")
         if not image.is_file():
             raise GhostkitError(f"{path}:{i + 1}: image {name} not found in {img_dir}")
         try:

@@ -25,6 +25,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from ..data.detect import build_detect_data, collate_detect
 from ..errors import GhostkitError
+from ..io import atomic_path
 from ..tasks.detect import DEFAULT_ARCH, DETECT_ARCHS
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
@@ -134,7 +135,8 @@ def plot_pr_curves(pr: dict[str, list[float]], per_class: dict, out: Path) -> Pa
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8, ncol=1 + len(pr) // 20)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out
 
@@ -156,7 +158,8 @@ def plot_val_predictions(dataset, samples: list[dict], class_names: list[str], o
                                         "labels": torch.tensor(s["labels"], dtype=torch.int64)}, class_names)
         drawn.thumbnail((cell, cell))
         grid.paste(drawn, ((k % cols) * cell, (k // cols) * cell))
-    grid.save(out)
+    with atomic_path(out) as tmp:
+        grid.save(tmp)
     return out
 
 

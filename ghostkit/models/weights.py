@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +89,27 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
         if "ghostkit" in meta:
             return state, json.loads(meta["ghostkit"]), "ghostkit"
         return remap_state_dict(state)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK\x03\x04") and head[:1] != b"\x80":  # torch files: a zip archive or a raw pickle
+        raise GhostkitError(f"{path}: not a checkpoint (neither a PyTorch file nor safetensors)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols before failing on them
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f" ({found.group(1)})" if found else ""
+        if not found:  # the unpickler met no Python object, only bytes it cannot read
+            raise GhostkitError(f"{path}: not a checkpoint (unreadable PyTorch data)") from None
         raise GhostkitError(
-            f"{path}: refused: the file holds pickled Python objects{what}, not only tensors; "
+            f"{path}: refused: the file holds pickled Python objects ({found.group(1)}), not only tensors; "
             "save a plain state dict or a .safetensors file"
         ) from None
     except Exception as e:
-        raise GhostkitError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        if head.startswith(b"PK"):  # a zip archive torch cannot read: cut short by a crash or a full disk
+            raise GhostkitError(f"{path}: truncated or damaged checkpoint (incomplete zip archive)") from None
+        raise GhostkitError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
     if not isinstance(obj, dict):
         raise GhostkitError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     if isinstance(obj.get("ghostkit"), dict) and isinstance(obj.get("state_dict"), dict):

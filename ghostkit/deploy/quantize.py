@@ -8,7 +8,6 @@ follows the measurements in the README (``benchmarks/runtime_speed.py --int8``):
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import onnx
 import torch
 
 from ..errors import GhostkitError
+from ..io import atomic_write_bytes
 from .runtime import INPUT_NAME, make_session, run_session
 
 __all__ = ["Int8Options", "DEFAULT_INT8", "cpu_has_vnni", "quantize_onnx", "quantize_calibrated", "compare_int8",
@@ -135,9 +135,7 @@ def quantize_onnx(fp32: str | Path, out: str | Path, batches: list[np.ndarray],
     source = onnx.load(str(fp32), load_external_data=False)
     del result.metadata_props[:]
     result.metadata_props.extend(source.metadata_props)  # keep the ghostkit config (mean/std, classes, outputs)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    onnx.save(result, str(tmp_out))
-    os.replace(tmp_out, out)
+    atomic_write_bytes(out, result.SerializeToString())
     return out
 
 

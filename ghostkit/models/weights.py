@@ -11,16 +11,14 @@ Key mapping (official / timm → ghostkit). ghostkit keeps the official paramete
 The official v1 release and timm share one key layout, so a plain state dict is reported as "timm".
 
 Files are read without unpickling arbitrary objects: torch files with ``torch.load(weights_only=True)``,
-safetensors natively. Writes are atomic (temporary file, then ``os.replace``).
+safetensors natively. Writes are atomic (:mod:`ghostkit.io`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import GhostkitError
+from ..io import atomic_open, atomic_path
 
 __all__ = ["read_checkpoint", "load_weights", "save_weights", "atomic_torch_save", "remap_state_dict"]
 
@@ -39,18 +38,10 @@ _V3_BN = re.compile(r"(_rpr_(?:conv\.\d+|scale))\.bn\.")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path`` and rename it into place, so no reader ever sees a
-    half-written file and an interrupted write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`ghostkit.io.atomic_open`: no reader ever sees a half-written file and an
+    interrupted or failed write leaves the previous file intact."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_weights(model: nn.Module, path: str | Path, config: dict | None = None) -> Path:
@@ -63,11 +54,8 @@ def save_weights(model: nn.Module, path: str | Path, config: dict | None = None)
     config.setdefault("deployed", bool(getattr(model, "deployed", False)))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        save_file(state, tmp, metadata={"ghostkit": json.dumps(config)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata={"ghostkit": json.dumps(config)})
     else:
         atomic_torch_save({"ghostkit": config, "state_dict": state}, path)
     return path

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import inspect
 import json
-import os
 import sys
 import typing
 import warnings
@@ -81,12 +80,13 @@ def _train_signature() -> inspect.Signature:
 
 def train(**options) -> None:
     """Train a task model (default: classification on built-in digits) into a run directory."""
+    from .engine.callbacks import is_rank_zero
     from .engine.config import TrainConfig
     from .engine.run import train as run_training
 
     cfg = TrainConfig(**options)
     metrics = run_training(cfg)
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+    if not is_rank_zero():
         return  # multi-process runs: the tables once, from rank 0
     if metrics:
         _print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)

@@ -184,3 +184,34 @@ def test_predict_save_draws_on_the_decoded_image(capsys, tmp_path):
     grey = np.asarray(Image.open(tmp_path / "out" / "deep.png"))
     assert abs(int(grey[-1, -1, 0]) - 30000 // 257) <= 1, grey[-1, -1]
     assert sorted(os.listdir(tmp_path / "out")) == ["deep.png", "rotated.png"]
+
+
+# -- 7: more processes than cores ----------------------------------------------------------------------------------
+def test_devices_above_the_core_count_warn(tmp_path):
+    from ghostkit.engine.config import TrainConfig
+    from ghostkit.engine.trainer import build_trainer
+
+    n = (os.cpu_count() or 1) + 1
+    with pytest.warns(UserWarning, match=f"--devices {n} starts {n} training processes on {n - 1} CPU cores"):
+        build_trainer(TrainConfig(accelerator="cpu", devices=str(n), strategy="ddp"), tmp_path, monitor="val/top1")
+
+
+# -- 7: a video that breaks mid-way --------------------------------------------------------------------------------
+def test_video_broken_mid_way_warns_how_many_frames_were_read(capsys, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])  # the header still announces 20 frames
+    weights = _checkpoint(tmp_path / "m.ckpt")
+    capsys.readouterr()
+    assert main(["predict", "--weights", str(weights), "--source", str(tmp_path / "cut.avi"), "--json"]) == 0
+    captured = capsys.readouterr()
+    frames = [x for x in captured.out.splitlines() if x.startswith("{")]
+    assert 0 < len(frames) < 20
+    warning = [x for x in captured.err.splitlines() if "warning" in x]
+    assert warning == [f"ghostkit: warning: {tmp_path / 'cut.avi'}: read {len(frames)} frame(s), then stopped: the "
+                       "file announces 20 frames; the rest could not be decoded (truncated or corrupt video)"]

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from ..errors import GhostkitError
 from ..io import atomic_write_text
 
-__all__ = ["RunHistory", "RunGuard", "RunInterrupted", "resume_command"]
+__all__ = ["RunHistory", "RunGuard", "RunInterrupted", "resume_command", "is_rank_zero"]
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -102,6 +102,13 @@ class RunGuard(Callback):
             return "no epoch finished, so there is no checkpoint to keep"
         epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("epoch", -1) + 1
         return f"the last good checkpoint, {last}, holds epoch {epoch}"
+
+
+def is_rank_zero() -> bool:
+    """True in the process that prints (global rank 0 of a multi-process run, set by Lightning's strategy)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def resume_command(cfg) -> str:

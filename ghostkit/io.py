@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,10 @@ from typing import IO, Any
 from .errors import GhostkitError
 
 __all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "storage_error",
-           "check_output_dir", "check_output_file"]
+           "check_output_dir", "check_output_file", "remove_stale_temporaries"]
+
+# the temporary files of atomic_path: ".<target name>.<mkstemp's 8 characters>.tmp<target suffix>"
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")
 
 
 def _reason(e: OSError) -> str:
@@ -93,6 +97,15 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
     return Path(path)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed process (kill -9, power loss) left in ``folder``; returns them."""
+    folder = Path(folder)
+    stale = [p for p in folder.iterdir() if p.is_file() and _TEMPORARY.match(p.name)] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _writable_folder(folder: Path, option: str) -> None:

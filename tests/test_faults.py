@@ -113,6 +113,7 @@ def test_kill9_at_a_random_point_then_resume_gives_the_uninterrupted_run(referen
         for key in ("step", "train/loss", "val/loss", "val/top1"):
             assert float(row[key]) == pytest.approx(float(ref[key]), rel=1e-5), (key, row["epoch"], delay)
     assert (run / "curves.png").is_file()
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name]  # what the kill left behind is cleared
 
     # resuming a finished run: says so, exit 0, every file untouched
     before = _files(run)

@@ -17,7 +17,14 @@ from PIL import Image
 from ghostkit.cli import main
 from ghostkit.data.images import resolve_inside
 from ghostkit.errors import GhostkitError
-from ghostkit.io import atomic_open, atomic_write_text, check_output_dir, check_output_file
+from ghostkit.io import (
+    atomic_open,
+    atomic_path,
+    atomic_write_text,
+    check_output_dir,
+    check_output_file,
+    remove_stale_temporaries,
+)
 from ghostkit.tasks.model import build_task_model
 
 
@@ -145,6 +152,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left behind
     assert check_output_dir(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    with atomic_path(tmp_path / "last.ckpt") as tmp:  # what kill -9 leaves behind: a temporary beside the target
+        stale = tmp_path / f"{tmp.name}.keep"
+        stale.write_bytes(b"partial")
+    os.replace(stale, tmp)
+    (tmp_path / ".hidden-user-file.txt").write_text("mine")
+    assert remove_stale_temporaries(tmp_path) == [tmp]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-user-file.txt", "last.ckpt", "metrics.json"]
     with pytest.raises(GhostkitError, match="is a folder"):
         check_output_file(tmp_path)
 

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ..errors import GhostkitError
-from ..io import atomic_path, atomic_write_text, check_output_dir
+from ..io import atomic_path, atomic_write_text, check_output_dir, remove_stale_temporaries
 from ..models.weights import read_checkpoint
 from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_task_model
 from .callbacks import RunGuard, RunHistory, RunInterrupted, resume_command
@@ -153,6 +153,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     train_loader, val_loader = _loaders(data, cfg)
     trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=callbacks)
     if trainer.is_global_zero:
+        remove_stale_temporaries(run_dir)  # left by a run killed while writing
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"train": cfg.to_dict(), "model": config},
                                                                   sort_keys=False))
     history = next(c for c in trainer.callbacks if isinstance(c, RunHistory))

@@ -274,23 +274,32 @@ app.command()(export)
 app.command()(benchmark)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Warnings for users in one line, without the source line of the code that raised them."""
-    print(f"ghostkit: warning: {message}", file=file or sys.stderr)
+    return f"ghostkit: warning: {message}\n"
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    """Ctrl-C: training says where it stopped and how to resume (``RunInterrupted``); exit code 130."""
+    print(f"ghostkit: {e}" if str(e) else "ghostkit: interrupted", file=sys.stderr)
+    return 130
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    format_warning = warnings.formatwarning  # not restored by catch_warnings
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.showwarning = _show_warning
+            warnings.formatwarning = _format_warning
             result = app(args=argv, prog_name="ghostkit", standalone_mode=False)
     except GhostkitError as e:
         print(f"ghostkit: error: {e}", file=sys.stderr)
         return 2
     except typer.Exit as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into a silent Exit(130)
+            return _interrupted(e.__cause__)
         return e.exit_code
     except typer.Abort:
         print("ghostkit: aborted", file=sys.stderr)
@@ -302,9 +311,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         e.show()
         return e.exit_code
-    except KeyboardInterrupt as e:  # training says where it stopped and how to resume (RunInterrupted)
-        print(f"ghostkit: {e}" if str(e) else "ghostkit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
+    finally:
+        warnings.formatwarning = format_warning
     return result if isinstance(result, int) else 0
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,20 +164,40 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         check_output_file(tmp_path)
 
 
-# -- 7: warnings in one line ------------------------------------------------------------------------------------------
-def test_skip_warnings_print_one_line_without_source(capsys, tmp_path):
-    from ghostkit.data.images import filter_readable
+# -- 7: warnings in one line, and a video that breaks mid-way ----------------------------------------------------
+def _cli_subprocess(args: list[str]) -> subprocess.CompletedProcess:
+    """The command as users run it: its real stderr (in-process, pytest records the warnings instead)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "ghostkit.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=600)
 
-    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
-    (tmp_path / "bad.png").write_bytes(b"not an image")
-    with warnings.catch_warnings():
-        from ghostkit.cli import _show_warning
 
-        warnings.simplefilter("always")
-        warnings.showwarning = _show_warning
-        filter_readable([tmp_path / "ok.png", tmp_path / "bad.png"], folder=tmp_path)
-    err = capsys.readouterr().err
-    assert err.splitlines() == [f"ghostkit: warning: skipped 1 unreadable image(s) in {tmp_path}: bad.png"]
+def test_warnings_print_one_line_and_a_broken_video_says_how_far_it_got(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = (tmp_path / "full.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])  # the header still announces 20 frames
+    weights = _checkpoint(tmp_path / "m.ckpt")
+    r = _cli_subprocess(["predict", "--weights", str(weights), "--source", str(tmp_path / "cut.avi"), "--json"])
+    assert r.returncode == 0, r.stderr
+    frames = [x for x in r.stdout.splitlines() if x.startswith("{")]
+    assert 0 < len(frames) < 20
+    assert r.stderr.splitlines() == [
+        f"ghostkit: warning: {tmp_path / 'cut.avi'}: read {len(frames)} frame(s), then stopped: the file announces "
+        "20 frames; the rest could not be decoded (truncated or corrupt video)"]
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 40)).save(images / "ok.png")
+    (images / "bad.png").write_bytes(b"not an image")
+    r = _cli_subprocess(["predict", "--weights", str(weights), "--source", str(images), "--json"])
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"ghostkit: warning: skipped 1 unreadable image(s) in {images}: bad.png"]
 
 
 # -- 6: predict --save draws on the image the model saw -------------------------------------------------------------
@@ -208,24 +229,3 @@ def test_devices_above_the_core_count_warn(tmp_path):
     n = (os.cpu_count() or 1) + 1
     with pytest.warns(UserWarning, match=f"--devices {n} starts {n} training processes on {n - 1} CPU cores"):
         build_trainer(TrainConfig(accelerator="cpu", devices=str(n), strategy="ddp"), tmp_path, monitor="val/top1")
-
-
-# -- 7: a video that breaks mid-way --------------------------------------------------------------------------------
-def test_video_broken_mid_way_warns_how_many_frames_were_read(capsys, tmp_path):
-    cv2 = pytest.importorskip("cv2")
-    writer = cv2.VideoWriter(str(tmp_path / "full.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    writer.release()
-    data = (tmp_path / "full.avi").read_bytes()
-    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])  # the header still announces 20 frames
-    weights = _checkpoint(tmp_path / "m.ckpt")
-    capsys.readouterr()
-    assert main(["predict", "--weights", str(weights), "--source", str(tmp_path / "cut.avi"), "--json"]) == 0
-    captured = capsys.readouterr()
-    frames = [x for x in captured.out.splitlines() if x.startswith("{")]
-    assert 0 < len(frames) < 20
-    warning = [x for x in captured.err.splitlines() if "warning" in x]
-    assert warning == [f"ghostkit: warning: {tmp_path / 'cut.avi'}: read {len(frames)} frame(s), then stopped: the "
-                       "file announces 20 frames; the rest could not be decoded (truncated or corrupt video)"]

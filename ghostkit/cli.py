@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import sys
@@ -279,10 +280,23 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"ghostkit: warning: {message}\n"
 
 
-def _interrupted(e: KeyboardInterrupt) -> int:
-    """Ctrl-C: training says where it stopped and how to resume (``RunInterrupted``); exit code 130."""
-    print(f"ghostkit: {e}" if str(e) else "ghostkit: interrupted", file=sys.stderr)
-    return 130
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, carried past typer, which turns KeyboardInterrupt into a bare exit code 130."""
+
+
+def _interruptible(command):
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt as e:  # training's RunInterrupted says where it stopped and how to resume
+            raise _Interrupted(str(e) or "interrupted") from None
+
+    return run
+
+
+for _info in app.registered_commands:
+    _info.callback = _interruptible(_info.callback)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,9 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     except GhostkitError as e:
         print(f"ghostkit: error: {e}", file=sys.stderr)
         return 2
+    except _Interrupted as e:
+        print(f"ghostkit: {e}", file=sys.stderr)
+        return 130
     except typer.Exit as e:
-        if isinstance(e.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into a silent Exit(130)
-            return _interrupted(e.__cause__)
         return e.exit_code
     except typer.Abort:
         print("ghostkit: aborted", file=sys.stderr)
@@ -311,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         e.show()
         return e.exit_code
-    except KeyboardInterrupt as e:
-        return _interrupted(e)
+    except KeyboardInterrupt:  # outside a command (typer turns it into 130 inside one)
+        print("ghostkit: interrupted", file=sys.stderr)
+        return 130
     finally:
         warnings.formatwarning = format_warning
     return result if isinstance(result, int) else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def predict(
 ) -> None:
     """Predict on images, videos or a camera: classes, boxes, masks or restored images, per the model's task(s)."""
     from ..api import load_model
+    from ..io import atomic_path, check_output_dir
     from ..predict import expand_source, is_stream, render_result
 
     if topk <= 0:
@@ -39,6 +41,8 @@ def predict(
         raise GhostkitError(f"--conf must be in [0, 1), got {conf}")
     if iou is not None and not 0 < iou <= 1:
         raise GhostkitError(f"--iou must be in (0, 1], got {iou}")
+    if save is not None:
+        check_output_dir(save, "--save")
     predictor = load_model(weights, tta=tta)
     detect = predictor.model.heads["detect"] if "detect" in predictor.model.heads else None
     if (conf is not None or iou is not None) and detect is None:
@@ -52,14 +56,12 @@ def predict(
     paths = expand_source(source)
     results = predictor.predict(paths, topk=topk, threshold=threshold, raw=save is not None)
     if save is not None:
-        from PIL import Image
-
         out_dir = Path(save)
-        out_dir.mkdir(parents=True, exist_ok=True)
         for path, r in zip(paths, results):
-            image = Image.open(path).convert("RGB")
+            image = r.pop("image")  # the picture the model saw (EXIF orientation applied, 16-bit scaled)
             for suffix, picture in render_result(predictor.model, image, r.pop("raw"), predictor.class_names).items():
-                picture.save(out_dir / f"{path.stem}{'_' + suffix if suffix else ''}.png")
+                with atomic_path(out_dir / f"{path.stem}{'_' + suffix if suffix else ''}.png") as tmp:
+                    picture.save(tmp, format="PNG")
         console.print(f"results saved to {out_dir}")
     if as_json:
         for r in results:
@@ -80,34 +82,38 @@ def _predict_stream(predictor, source: str, max_frames: int, as_json: bool, save
 
     import numpy as np
 
+    from ..io import atomic_path
     from ..predict import render_result
 
     writer, frames, t0 = None, 0, time.perf_counter()
-    out_path = None
-    try:
-        for image, result in predictor.stream(source, max_frames=max_frames, **options):
-            raw = result.pop("raw")
-            frames += 1
-            if save is not None:
-                import cv2
+    out_path, interrupted = None, False
+    with contextlib.ExitStack() as stack:  # the video is written beside its target and renamed into place at the end
+        try:
+            for image, result in predictor.stream(source, max_frames=max_frames, **options):
+                raw = result.pop("raw")
+                frames += 1
+                if save is not None:
+                    import cv2
 
-                pictures = render_result(predictor.model, image, raw, predictor.class_names)
-                picture = pictures.get("all", pictures.get("overlay", pictures.get("", image)))
-                if writer is None:
-                    Path(save).mkdir(parents=True, exist_ok=True)
-                    stem = f"camera{source}" if source.isdigit() else Path(source).stem
-                    out_path = Path(save) / f"{stem}_pred.mp4"
-                    size = picture.size
-                    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
-                frame = np.asarray(picture.convert("RGB").resize(size))
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            if as_json:
-                print(json.dumps(result), flush=True)
-            else:
-                console.print(f"frame {result['frame']}: {summary(result)}")
-    finally:
-        if writer is not None:
-            writer.release()
+                    pictures = render_result(predictor.model, image, raw, predictor.class_names)
+                    picture = pictures.get("all", pictures.get("overlay", pictures.get("", image)))
+                    if writer is None:
+                        stem = f"camera{source}" if source.isdigit() else Path(source).stem
+                        out_path = Path(save) / f"{stem}_pred.mp4"
+                        tmp = stack.enter_context(atomic_path(out_path))
+                        size = picture.size
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
+                        stack.callback(writer.release)  # runs before the rename
+                    frame = np.asarray(picture.convert("RGB").resize(size))
+                    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                if as_json:
+                    print(json.dumps(result), flush=True)
+                else:
+                    console.print(f"frame {result['frame']}: {summary(result)}")
+        except KeyboardInterrupt:  # Ctrl-C is how a camera stream ends: keep the video of the frames seen
+            interrupted = True
     seconds = time.perf_counter() - t0
     console.print(f"{frames} frames in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} frames/s"
                   + (f"; saved {out_path}" if out_path else ""))
+    if interrupted:
+        raise KeyboardInterrupt

@@ -32,12 +32,16 @@ def _train_signature() -> inspect.Signature:
 
 def train(**options) -> None:
     """Train a task model (default: classification on built-in digits) into a run directory."""
+    from ..engine.callbacks import is_rank_zero
     from ..engine.config import TrainConfig
     from ..engine.run import train as run_training
 
     cfg = TrainConfig(**options)
     metrics = run_training(cfg)
-    print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
+    if not is_rank_zero():
+        return  # multi-process runs: the tables once, from rank 0
+    if metrics:
+        print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
     console.print(f"run saved to {cfg.out}")
 
 

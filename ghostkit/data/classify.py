@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, read_classes_txt, split_items
-from ghostkit.data.images import filter_readable, list_images, read_image, to_rgb
+from ghostkit.data.images import filter_readable, list_images, read_image, resolve_inside, to_rgb
 from ghostkit.data.synthetic import SHAPE_CLASSES, load_digits, make_shapes
 from ghostkit.errors import GhostkitError
 
@@ -216,11 +216,9 @@ def _parse_label_csv(csv_path: Path, images_dir: Path) -> list[tuple[int, Path, 
                 name, labels = row[col_file].strip(), row[col_labels].split()
                 if not name:
                     raise GhostkitError(f"{where}: empty filename")
-                if Path(name).is_absolute():
-                    raise GhostkitError(f"{where}: {name} must be a path relative to {images_dir}")
+                path = resolve_inside(images_dir, name, where)
                 if not labels:
                     raise GhostkitError(f"{where}: {name} has no labels")
-                path = images_dir / name
                 if not path.is_file():
                     raise GhostkitError(f"{where}: {name} does not exist in {images_dir}")
                 rows.append((reader.line_num, path, labels))

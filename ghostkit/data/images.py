@@ -15,7 +15,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,6 +29,7 @@ __all__ = [
     "image_size",
     "list_images",
     "read_image",
+    "resolve_inside",
     "to_rgb",
 ]
 
@@ -72,6 +73,20 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     else:
         found = [p for p in folder.iterdir() if p.is_file()]
     return sorted(p for p in found if not p.name.startswith(".") and p.suffix.lower() in IMG_EXTENSIONS)
+
+
+def resolve_inside(root: str | Path, name: str, source: str | Path) -> Path:
+    """`root / name` for a file `name` read from the annotation file `source`; raises `GhostkitError` naming
+    `source` when `name` is absolute or climbs out of `root` (`../../x.png`, `/etc/hostname`).
+
+    The check is on the path as written (normalised, not resolved): a data folder may itself hold symbolic links
+    to where its images live, which is the user's choice; an annotation file may not point elsewhere."""
+    text = name.replace("\\", "/")
+    norm = os.path.normpath(text)
+    if text.startswith("/") or PureWindowsPath(name).drive or norm == ".." or norm.startswith("../"):
+        raise GhostkitError(f"{source}: image path {name!r} leaves the data folder {root}; annotation paths must be "
+                            "relative to it")
+    return Path(root) / norm
 
 
 def _scale_to_uint8(img: Image.Image) -> Image.Image:

@@ -6,6 +6,7 @@ task names and defaults come from the task registry.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import GhostkitError
@@ -14,6 +15,7 @@ from ..tasks.registry import BUILTIN_IMGSZ, MULTITASK, TASKS, task_names
 __all__ = ["TrainConfig", "TASK_NAMES"]
 
 TASK_NAMES = task_names()
+MAX_IMGSZ = 4096  # --imgsz bound: beyond it a batch of activations exceeds common memory sizes
 
 
 @dataclass
@@ -75,14 +77,23 @@ class TrainConfig:
     exist_ok: bool = False
 
     def validate(self) -> TrainConfig:
-        """Raise :class:`GhostkitError` (one line, naming the option) for nonsense values."""
+        """Raise :class:`GhostkitError` (one line, naming the option) for nonsense values: every numeric option is
+        checked here, the one place (NaN and infinities first, then each option's range)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GhostkitError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         checks = [
             (self.task in TASK_NAMES or "," in self.task,
              f"--task must be one of {', '.join(TASK_NAMES)} or a comma-separated list of them, got {self.task!r}"),
             (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.batch is None or self.batch > 0, f"--batch must be positive, got {self.batch}"),
             (self.imgsz is None or self.imgsz >= 32, f"--imgsz must be at least 32, got {self.imgsz}"),
-            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.imgsz is None or self.imgsz <= MAX_IMGSZ,
+             f"--imgsz {self.imgsz} is too large: at most {MAX_IMGSZ} pixels (a training batch of such images does "
+             "not fit in memory; downscale the images)"),
+            (self.lr is None or 0 < self.lr <= 10, f"--lr must be in (0, 10], got {self.lr}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (self.optimizer in ("adamw", "sgd", "rmsprop"), f"--optimizer must be adamw, sgd or rmsprop, got "
                                                             f"{self.optimizer!r}"),
             (self.schedule in ("cosine", "step"), f"--schedule must be cosine or step, got {self.schedule!r}"),
@@ -90,8 +101,22 @@ class TrainConfig:
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must not be negative"),
+            (0 <= self.random_erasing <= 1, f"--random-erasing must be in [0, 1], got {self.random_erasing}"),
             (0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must not be negative, got {self.warmup_epochs}"),
+            (self.step_epochs > 0, f"--step-epochs must be positive, got {self.step_epochs}"),
+            (0 < self.step_gamma <= 1, f"--step-gamma must be in (0, 1], got {self.step_gamma}"),
             (self.patience >= 0, f"--patience must not be negative, got {self.patience}"),
+            (self.grad_clip >= 0, f"--grad-clip must not be negative (0: off), got {self.grad_clip}"),
+            (0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}"),
+            (self.num_nodes >= 1, f"--num-nodes must be at least 1, got {self.num_nodes}"),
+            (0 <= self.conf < 1, f"--conf must be in [0, 1), got {self.conf}"),
+            (0 < self.iou <= 1, f"--iou must be in (0, 1], got {self.iou}"),
+            (self.max_det > 0, f"--max-det must be positive, got {self.max_det}"),
+            (1 <= self.scale <= 4, f"--scale must be 1, 2, 3 or 4, got {self.scale}"),
+            (0 <= self.jpeg <= 100, f"--jpeg must be a quality in 1..100 (0: off), got {self.jpeg}"),
+            (self.width > 0 and self.depth > 0, f"--width and --depth must be positive, got {self.width}, "
+                                                f"{self.depth}"),
             (self.precision in ("32", "bf16-mixed", "16-mixed"), f"--precision must be 32, bf16-mixed or 16-mixed, "
                                                                 f"got {self.precision!r}"),
             (self.workers >= 0, f"--workers must not be negative, got {self.workers}"),

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 from torchmetrics import classification as tmc
 
+from ..data.cache import CachedImageDataset
 from ..data.classify import build_classify_data
+from ..data.recipe import STANDARD
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
 
@@ -93,15 +95,24 @@ class ClassifySpec(TaskSpec):
         self.monitor = "map" if multilabel else "top1"
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        d = build_classify_data(cfg.data, imgsz=cfg.imgsz or _default_imgsz(cfg.data), multilabel=self.multilabel,
-                                val_fraction=cfg.val_fraction, seed=cfg.seed, auto_augment=cfg.auto_augment,
-                                random_erasing=cfg.random_erasing)
+        d = build_classify_data(cfg.data, imgsz=cfg.imgsz, multilabel=self.multilabel, val_fraction=cfg.val_fraction,
+                                seed=cfg.seed, auto_augment=cfg.auto_augment, random_erasing=cfg.random_erasing,
+                                epochs=cfg.epochs, pretrained=bool(cfg.pretrained), flip=cfg.flip,
+                                crop_scale=cfg.crop_scale, dropout=cfg.dropout, label_smoothing=cfg.label_smoothing,
+                                cache_mb=cfg.cache_mb)
+        r = d.recipe
+        resolved = dict(imgsz=r.imgsz, crop_scale=r.crop_scale, auto_augment=r.auto_augment, dropout=r.dropout,
+                        label_smoothing=r.label_smoothing)
         return TaskData(d.train, d.val, {self.name: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
-                        _collate(self.name))
+                        _collate(self.name), resolved=resolved, recipe=r.describe(),
+                        in_memory=isinstance(d.train, CachedImageDataset))
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
+        # a multi-task run builds no recipe: it regularises like the standard one
+        dropout = STANDARD["dropout"] if cfg.dropout is None else cfg.dropout
+        smoothing = STANDARD["label_smoothing"] if cfg.label_smoothing is None else cfg.label_smoothing
         return {"num_classes": len(data.class_names[self.name]), "multilabel": self.multilabel,
-                "dropout": cfg.dropout, "label_smoothing": 0.0 if self.multilabel else cfg.label_smoothing}
+                "dropout": dropout, "label_smoothing": 0.0 if self.multilabel else smoothing}
 
     def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
         if self.multilabel:
@@ -114,10 +125,6 @@ class ClassifySpec(TaskSpec):
         from .plots import plot_confusion_matrix
 
         return [plot_confusion_matrix(values["confusion_matrix"], class_names, out_dir / "confusion_matrix.png")]
-
-
-def _default_imgsz(data: str) -> int:
-    return {"digits": 32, "shapes": 64}.get(data, 224)
 
 
 register_spec(ClassifySpec(multilabel=False))

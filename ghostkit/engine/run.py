@@ -10,9 +10,12 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ..data.cache import default_workers
+from ..data.recipe import scaled_lr
 from ..errors import GhostkitError
 from ..models.weights import read_checkpoint
 from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_task_model
@@ -20,6 +23,7 @@ from .config import TrainConfig
 from .module import TaskModule
 from .multitask import parse_task_weights
 from .spec import TaskData, TaskSpec, get_spec
+from .timing import LoaderTimer
 from .trainer import build_trainer
 
 __all__ = ["train", "validate", "write_metrics"]
@@ -39,8 +43,8 @@ def _quiet_lightning() -> None:
 
 
 def _loaders(data: TaskData, cfg: TrainConfig) -> tuple[DataLoader | None, DataLoader]:
-    common = dict(batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=data.collate,
-                  persistent_workers=cfg.workers > 0)
+    workers = default_workers(data.in_memory) if cfg.workers is None else cfg.workers
+    common = dict(batch_size=cfg.batch, num_workers=workers, collate_fn=data.collate, persistent_workers=workers > 0)
     train = None
     if data.train is not None:
         if len(data.train) == 0:
@@ -118,12 +122,16 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
                             f"{run_dir / 'last.ckpt'} to continue it")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = spec or get_spec(cfg.task)
-    cfg = dataclasses.replace(cfg, batch=cfg.batch or spec.default_batch, lr=cfg.lr or spec.default_lr)
+    batch = cfg.batch or spec.default_batch
+    cfg = dataclasses.replace(cfg, batch=batch, lr=cfg.lr or scaled_lr(spec.default_lr, batch, spec.default_batch))
     monitor = _monitor_key(cfg, spec)
     if cfg.task_weights and len(spec.tasks) == 1:
         raise GhostkitError("--task-weights needs a multi-task run (--task classify,detect,...)")
     task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
     data = spec.build_data(cfg)
+    cfg = dataclasses.replace(cfg, **data.resolved)
+    if data.recipe:
+        rank_zero_only(print)(data.recipe)
     config = {
         "format": CONFIG_FORMAT,
         "backbone": {"name": cfg.model, "kwargs": {"output_stride": cfg.output_stride}},
@@ -142,7 +150,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
         load_pretrained(model, cfg.pretrained)
     module = TaskModule(model, cfg, spec.task_metrics(data.class_names, cfg, model.heads), spec.monitors)
     train_loader, val_loader = _loaders(data, cfg)
-    trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=callbacks)
+    timer = LoaderTimer()
+    trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=[*(callbacks or []), timer])
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": cfg.to_dict(), "model": config},
@@ -160,6 +169,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
         plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
         spec.task_plots(values, data.class_names, run_dir)
         _save_samples(data.val, run_dir / "samples")
+        print(timer.summary())
     return _result(values, module.last_score)
 
 

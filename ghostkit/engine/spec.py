@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -24,6 +24,9 @@ class TaskData:
     mean: list[float]
     std: list[float]
     collate: Callable  # list of (image, target) → (images B x 3 x H x W, {task: batched targets})
+    resolved: dict = field(default_factory=dict)  # TrainConfig options the data decided (the classify recipe)
+    recipe: str | None = None  # the line describing them, printed at the start of a run
+    in_memory: bool = False  # the images are decoded and held in memory (fewer loader workers needed)
 
 
 class TaskSpec:

@@ -1,0 +1,144 @@
+"""The classification training recipe: augmentation and regularisation chosen from what the data and the run are.
+
+One rule for every data source (a user's folder and the built-in data alike), decided from the training images and
+the run, never from the data's name:
+
+- **light** when the images are small (median shorter side under 64 px), a class has few images (median under 100
+  per class), or the run is short and from scratch (under 30 epochs without pretrained weights): random crops of
+  70-100% of the image, no auto-augment, no dropout, label smoothing 0.1. Strong augmentation removes more signal
+  than a short or small run can learn back.
+- **standard** otherwise (long or pretrained runs on enough images of 64 px and more): random crops of 35-100%,
+  RandAugment (two operations at magnitude 9: rotations up to 9 degrees) on colour images and no auto-augment on
+  grayscale ones (its colour, posterise and solarise operations change scans and drawings more than photographs),
+  dropout 0.2, label smoothing 0.1.
+- Horizontal flips are never chosen by the rule: a flipped 6, b or arrow is another class, and the data cannot say
+  whether its classes survive a mirror. `--flip` turns them on.
+- Image size: the median shorter side rounded up to a multiple of 32, between 32 and 224.
+
+Every choice is overridable (`--imgsz`, `--crop-scale`, `--auto-augment`, `--flip`, `--dropout`,
+`--label-smoothing`); weight decay stays 0.05 (decoupled, AdamW) in both recipes. The chosen recipe is printed at
+the start of a run, e.g. ``recipe: light augmentation (small images, 10 epochs, from scratch)``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ghostkit.errors import GhostkitError
+
+__all__ = ["LIGHT", "STANDARD", "DataStats", "Recipe", "choose_recipe", "data_stats", "scaled_lr"]
+
+SMALL_IMAGE = 64  # px: shorter sides below this are "small images"
+FEW_PER_CLASS = 100  # images per class below this are "few images"
+LONG_RUN = 30  # epochs from scratch at or above this are a "long run"
+# the regularisation of each recipe (multi-task runs, which build no recipe, use the standard one)
+LIGHT = dict(crop_scale=0.7, dropout=0.0, label_smoothing=0.1)
+STANDARD = dict(crop_scale=0.35, dropout=0.2, label_smoothing=0.1)
+_STATS_SAMPLE = 64  # images looked at for size and colour when nothing is decoded yet
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the rule reads from the training set."""
+
+    size: int  # median shorter side of the training images, px
+    grayscale: bool  # every looked-at image has equal R, G and B
+    per_class: int  # median number of training images per class (multi-label: per label)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The resolved augmentation and regularisation of a classification run."""
+
+    name: str  # "light" or "standard"
+    reasons: tuple[str, ...]  # why, in words: ("small images", "10 epochs", "from scratch")
+    imgsz: int
+    crop_scale: float  # smallest random crop, as a fraction of the image area
+    auto_augment: str  # "none", "randaugment" or "trivial"
+    flip: bool
+    dropout: float
+    label_smoothing: float
+    overridden: tuple[str, ...] = ()  # options the user set
+
+    def describe(self) -> str:
+        """One line for the start of a run."""
+        line = f"recipe: {self.name} augmentation ({', '.join(self.reasons)}): imgsz {self.imgsz}, crops " \
+               f"{self.crop_scale:.0%}-100%, auto-augment {self.auto_augment}, flips {'on' if self.flip else 'off'}, " \
+               f"dropout {self.dropout:g}, label smoothing {self.label_smoothing:g}"
+        return line + (f" (set by option: {', '.join(self.overridden)})" if self.overridden else "")
+
+
+def _rgb_array(source) -> np.ndarray:
+    if isinstance(source, torch.Tensor):  # 3 x H x W uint8
+        return source.permute(1, 2, 0).numpy()
+    if isinstance(source, Image.Image):
+        return np.asarray(source)
+    return np.asarray(source)
+
+
+def data_stats(sources: Sequence, targets: Sequence) -> DataStats:
+    """Size, colour and images per class of a training set.
+
+    sources: decoded images (uint8 3 x H x W tensors or H x W (x 3) arrays, all looked at) or file paths (an even
+    sample of `_STATS_SAMPLE`, decoded); targets: int class indices or multi-hot vectors.
+    """
+    if not sources:
+        raise GhostkitError("the training set is empty")
+    decoded = isinstance(sources[0], (torch.Tensor, np.ndarray, Image.Image))
+    step = 1 if decoded else max(1, len(sources) // _STATS_SAMPLE)
+    sides, gray = [], True
+    for source in list(sources)[::step]:
+        if not decoded:
+            from ghostkit.data.images import read_image
+
+            source = read_image(source)
+        arr = _rgb_array(source)
+        sides.append(min(arr.shape[:2]))
+        if gray and arr.ndim == 3 and arr.shape[2] == 3:
+            gray = bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())
+    first = np.asarray(targets[0])
+    if first.ndim == 0:
+        counts = list(Counter(int(t) for t in targets).values())
+    else:
+        counts = [int(c) for c in np.asarray(targets).sum(axis=0) if c > 0]
+    return DataStats(size=int(np.median(sides)), grayscale=gray, per_class=int(np.median(counts)))
+
+
+def choose_recipe(stats: DataStats, epochs: int, pretrained: bool = False, *, imgsz: int | None = None,
+                  crop_scale: float | None = None, auto_augment: str | None = None, flip: bool = False,
+                  dropout: float | None = None, label_smoothing: float | None = None) -> Recipe:
+    """The recipe of the module docstring for `stats` and the run; keyword options that are not None (and
+    `flip=True`) replace the rule's choice and are listed in `Recipe.overridden`."""
+    reasons = []
+    if stats.size < SMALL_IMAGE:
+        reasons.append("small images")
+    if stats.per_class < FEW_PER_CLASS:
+        reasons.append(f"{stats.per_class} images per class")
+    reasons.append(f"{epochs} epochs")
+    reasons.append("pretrained" if pretrained else "from scratch")
+    light = stats.size < SMALL_IMAGE or stats.per_class < FEW_PER_CLASS or (not pretrained and epochs < LONG_RUN)
+    if stats.grayscale:
+        reasons.append("grayscale")
+    rule = dict(imgsz=min(224, max(32, -(-stats.size // 32) * 32)), flip=False,
+                auto_augment="none" if light or stats.grayscale else "randaugment", **(LIGHT if light else STANDARD))
+    given = dict(imgsz=imgsz, crop_scale=crop_scale, auto_augment=auto_augment, flip=flip or None, dropout=dropout,
+                 label_smoothing=label_smoothing)
+    overridden = tuple(k for k, v in given.items() if v is not None)
+    chosen = rule | {k: given[k] for k in overridden}
+    if not 0.0 < chosen["crop_scale"] <= 1.0:
+        raise GhostkitError(f"--crop-scale must be in (0, 1], got {chosen['crop_scale']}")
+    return Recipe(name="light" if light else "standard", reasons=tuple(reasons), overridden=overridden, **chosen)
+
+
+def scaled_lr(base_lr: float, batch: int, base_batch: int) -> float:
+    """The default learning rate at `batch`: `base_lr` (tuned at `base_batch`) x sqrt(batch / base_batch).
+
+    The square-root rule keeps the update noise of Adam-type optimizers about constant as the batch changes (the
+    linear rule is SGD's); at the task's default batch the learning rate is the task's default."""
+    return base_lr * (batch / base_batch) ** 0.5

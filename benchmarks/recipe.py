@@ -137,9 +137,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[10])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--no-imagenet", action="store_true", help="leave out the former ImageNet-style defaults")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="batch size of every contender; adds ghostkit at the unscaled lr 2e-3 (default lr: "
+                             "2e-3 x sqrt(batch / 64))")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     variants = {"defaults": {}} | ({} if args.no_imagenet else {"imagenet": IMAGENET_RECIPE})
+    if args.batch:
+        variants["lr 2e-3"] = dict(lr=2e-3)
+    batch = {"batch": args.batch} if args.batch else {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
@@ -152,18 +158,19 @@ def main() -> None:
                     start = time.perf_counter()
                     out = Path(tmp) / f"run_{name}_{epochs}_{label}"
                     m = ghostkit.train(data=str(root), model=args.model, epochs=epochs, out=str(out), exist_ok=True,
-                                       **kw)
+                                       **batch, **kw)
                     row[label] = m["top1"]
                     row[f"{label}_s"] = time.perf_counter() - start
                     row["imgsz"] = yaml.safe_load((out / "config.yaml").read_text())["train"]["imgsz"]
                 start = time.perf_counter()
-                row["plain"] = plain_loop(root, args.model, epochs, row["imgsz"])
+                row["plain"] = plain_loop(root, args.model, epochs, row["imgsz"], args.batch or 64)
                 row["plain_s"] = time.perf_counter() - start
                 rows.append(row)
                 print(row, flush=True)
     labels = list(variants)
     heads = " | ".join(f"ghostkit {v}" for v in labels)
-    print(f"\n| set | train images | imgsz | epochs | plain loop top1 | {heads} |")
+    print(f"\n{args.model}, batch {args.batch or 64}, {torch.get_num_threads()} torch threads")
+    print(f"| set | train images | imgsz | epochs | plain loop top1 | {heads} |")
     print("|---|---|---|---|---|" + "---|" * len(labels))
     for r in rows:
         cells = " | ".join(f"{r[v]:.3f}" for v in labels)

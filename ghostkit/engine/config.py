@@ -159,8 +159,8 @@ HELP: dict[str, str] = {
     "precision": "32, bf16-mixed or 16-mixed",
     "grad_clip": "gradient norm clipping (0: off)",
     "seed": "random seed",
-    "workers": "data loader worker processes (default: 0 with the data in memory on fewer than 8 cores, else up to "
-               "half the cores)",
+    "workers": "data loader worker processes (default, from the cores: with the data in memory none below 8 cores, "
+               "else a quarter of them; reading files half of them, at least 1; at most 8)",
     "accelerator": "auto, cpu, gpu, ...",
     "devices": "devices per node: a count, auto, or a list like 0,1",
     "num_nodes": "number of nodes (torchrun / SLURM)",

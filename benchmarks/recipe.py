@@ -137,9 +137,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[10])
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--no-imagenet", action="store_true", help="leave out the former ImageNet-style defaults")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every contender (the sets are fixed)")
     parser.add_argument("--batch", type=int, default=None,
                         help="batch size of every contender; adds ghostkit at the unscaled lr 2e-3 (default lr: "
-                             "2e-3 x sqrt(batch / 64))")
+                             "2e-3 x sqrt(batch / 64) above batch 64)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     variants = {"defaults": {}} | ({} if args.no_imagenet else {"imagenet": IMAGENET_RECIPE})
@@ -158,12 +159,12 @@ def main() -> None:
                     start = time.perf_counter()
                     out = Path(tmp) / f"run_{name}_{epochs}_{label}"
                     m = ghostkit.train(data=str(root), model=args.model, epochs=epochs, out=str(out), exist_ok=True,
-                                       **batch, **kw)
+                                       seed=args.seed, **batch, **kw)
                     row[label] = m["top1"]
                     row[f"{label}_s"] = time.perf_counter() - start
                     row["imgsz"] = yaml.safe_load((out / "config.yaml").read_text())["train"]["imgsz"]
                 start = time.perf_counter()
-                row["plain"] = plain_loop(root, args.model, epochs, row["imgsz"], args.batch or 64)
+                row["plain"] = plain_loop(root, args.model, epochs, row["imgsz"], args.batch or 64, args.seed)
                 row["plain_s"] = time.perf_counter() - start
                 rows.append(row)
                 print(row, flush=True)

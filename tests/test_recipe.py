@@ -103,7 +103,8 @@ def test_flips_are_off_by_default_and_on_with_the_option(tmp_path):
 def test_learning_rate_follows_the_batch():
     assert scaled_lr(2e-3, 64, 64) == 2e-3
     assert scaled_lr(2e-3, 256, 64) == pytest.approx(4e-3)
-    assert scaled_lr(4e-3, 4, 16) == pytest.approx(2e-3)
+    assert scaled_lr(4e-3, 64, 16) == pytest.approx(8e-3)
+    assert scaled_lr(2e-3, 32, 64) == 2e-3  # not scaled down
 
 
 # ------------------------------------------------------------------------------------------------------ the cache
@@ -160,4 +161,4 @@ def test_run_prints_its_recipe_and_data_time(tmp_path, capsys):
     assert "training time: data loading" in printed and "compute" in printed
     saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
     assert saved["flip"] is True and saved["imgsz"] == 32 and saved["dropout"] == 0.0
-    assert saved["lr"] == pytest.approx(scaled_lr(2e-3, 32, 64))
+    assert saved["lr"] == 2e-3  # batch 32 is below the reference batch: the default rate

@@ -22,7 +22,7 @@ class TrainConfig:
     epochs: int = 30
     batch: int | None = None  # default: the task's (64 classify / multilabel / restore, 16 detect / segment / multi)
     imgsz: int | None = None  # default: classify from the data's image size (ghostkit.data.recipe); else the task's
-    lr: float | None = None  # default: the task's (2e-3; 4e-3 detect, segment, multi-task) x sqrt(batch / its batch)
+    lr: float | None = None  # default: the task's (2e-3; 4e-3 detect, segment, multi) x sqrt(batch / its batch) if >
     optimizer: str = "adamw"  # adamw | sgd | rmsprop
     momentum: float = 0.9
     nesterov: bool = True
@@ -134,7 +134,7 @@ HELP: dict[str, str] = {
     "imgsz": "input size in pixels (default: classify: the median shorter side of the training images rounded up to "
              "a multiple of 32, in 32..224; other tasks: the task's)",
     "lr": "peak learning rate (default: 2e-3 at batch 64; 4e-3 at batch 16 for detect, segment and multi-task runs; "
-          "scaled by sqrt(batch / that batch))",
+          "scaled by sqrt(batch / that batch) for larger batches)",
     "optimizer": "adamw, sgd or rmsprop",
     "momentum": "momentum (sgd, rmsprop)",
     "nesterov": "Nesterov momentum (sgd)",

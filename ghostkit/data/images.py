@@ -28,6 +28,7 @@ __all__ = [
     "filter_readable",
     "image_size",
     "list_images",
+    "median_short_side",
     "read_image",
     "resolve_inside",
     "to_rgb",
@@ -135,6 +136,25 @@ def image_size(path: Path, exif: bool = True) -> tuple[int, int] | None:
     except Exception:
         return None
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def median_short_side(sources: Sequence, sample: int = 64) -> int | None:
+    """The median shorter side (px) of an even sample of at most ``sample`` images: files (read from their headers,
+    as displayed), PIL images, ``H x W (x C)`` arrays or ``C x H x W`` tensors. ``None`` without readable images."""
+    step = max(1, len(sources) // sample)
+    sides = []
+    for source in list(sources)[::step]:
+        if isinstance(source, (str, Path)):
+            size = image_size(Path(source))
+        elif isinstance(source, Image.Image):
+            size = source.size
+        elif hasattr(source, "permute"):  # a torch tensor, C x H x W
+            size = tuple(source.shape[-2:])
+        else:
+            size = np.asarray(source).shape[:2]
+        if size and min(size) > 0:
+            sides.append(min(size))
+    return int(np.median(sides)) if sides else None
 
 
 def _reason(exc: BaseException) -> str:

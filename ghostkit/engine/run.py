@@ -18,6 +18,8 @@ import yaml
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ..data.cache import default_workers
+from ..data.recipe import scaled_lr
 from ..data.tasks import data_for_model
 from ..deploy.evaluate import evaluate
 from ..deploy.runtime import load_model_file
@@ -46,8 +48,8 @@ def _quiet_lightning() -> None:
 
 
 def _loaders(data: TaskData, cfg: TrainConfig) -> tuple[DataLoader | None, DataLoader]:
-    common = dict(batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=data.collate,
-                  persistent_workers=cfg.workers > 0)
+    workers = default_workers(data.in_memory) if cfg.workers is None else cfg.workers
+    common = dict(batch_size=cfg.batch, num_workers=workers, collate_fn=data.collate, persistent_workers=workers > 0)
     train = None
     if data.train is not None:
         if len(data.train) == 0:
@@ -116,8 +118,10 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     the best checkpoint's validation metrics. ``callbacks``: extra Lightning callbacks; ``spec``: the task spec
     (default: ``cfg.task``'s)."""
     import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
 
     from .callbacks import RunGuard, RunHistory, RunInterrupted, resume_command
+    from .timing import LoaderTimer
     from .trainer import build_trainer
 
     cfg.validate()
@@ -131,12 +135,16 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = spec or get_spec(cfg.task)
     asked = cfg
-    cfg = dataclasses.replace(cfg, batch=cfg.batch or spec.default_batch, lr=cfg.lr or spec.default_lr)
+    batch = cfg.batch or spec.default_batch
+    cfg = dataclasses.replace(cfg, batch=batch, lr=cfg.lr or scaled_lr(spec.default_lr, batch, spec.default_batch))
     monitor = _monitor_key(cfg, spec)
     if cfg.task_weights and len(spec.tasks) == 1:
         raise GhostkitError("--task-weights needs a multi-task run (--task classify,detect,...)")
     task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
     data = spec.build_data(cfg)
+    cfg = dataclasses.replace(cfg, **data.resolved)
+    if data.recipe:
+        rank_zero_only(print)(data.recipe)
     config = {
         "format": CONFIG_FORMAT,
         "backbone": {"name": cfg.model, "kwargs": {"output_stride": cfg.output_stride}},
@@ -158,7 +166,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
         load_pretrained(model, cfg.pretrained)
     module = _lightning_module(cfg)(model, cfg, spec.task_metrics(data.class_names, cfg, model.heads), spec.monitors)
     train_loader, val_loader = _loaders(data, cfg)
-    trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=callbacks)
+    timer = LoaderTimer()
+    trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=[*(callbacks or []), timer])
     if trainer.is_global_zero:
         remove_stale_temporaries(run_dir)  # left by a run killed while writing
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"train": cfg.to_dict(), "model": config},
@@ -185,6 +194,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     if trainer.is_global_zero:
         _write_outputs(values, module.last_score, spec, data, run_dir)
         _save_samples(data.val, run_dir / "samples")
+        print(timer.summary())
     return _result(values, module.last_score)
 
 

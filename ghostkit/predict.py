@@ -8,6 +8,7 @@ Pre-processing follows the head's ``preprocess``: ``"crop"`` (resize + centre cr
 from __future__ import annotations
 
 import glob
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ def to_pil(source: Source) -> tuple[str, Image.Image]:
 class Predictor:
     """``Predictor(model).predict(sources)`` → one JSON-able result dict per image, with ``"source"`` and one entry
     per task (single-task models: the task's result keys at the top level). ``raw=True`` also keeps the heads'
-    tensors under ``"raw"`` (for drawing)."""
+    tensors under ``"raw"`` and the decoded RGB image they came from under ``"image"`` (for drawing)."""
 
     def __init__(self, model: TaskModel, device: str | torch.device = "cpu", tta: bool = False) -> None:
         self.model = model.eval().to(device)
@@ -112,13 +113,13 @@ class Predictor:
             images = torch.stack([self.transform(img) for _, img in chunk]).to(self.device)
             sizes = [(img.height, img.width) for _, img in chunk]
             per_image = self.model.postprocess(self.model(images), sizes)
-            for (name, _), res in zip(chunk, per_image):
+            for (name, image), res in zip(chunk, per_image):
                 out = {"source": name}
                 for task, r in res.items():
                     formatted = self.model.heads[task].format_result(r, self.class_names.get(task, []), **options)
                     out.update(formatted if len(res) == 1 else {task: formatted})
-                if raw:
-                    out["raw"] = res
+                if raw:  # draw on exactly what the model saw: the decoded image (EXIF-rotated, 8-bit RGB)
+                    out["raw"], out["image"] = res, image
                 results.append(out)
         return results
 
@@ -138,12 +139,19 @@ class Predictor:
             raise GhostkitError(f"{text}: cannot open this {'camera' if text.isdigit() else 'video'}")
         try:
             index = 0
+            total = 0 if text.isdigit() else int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             while not max_frames or index < max_frames:
                 ok, frame = cap.read()
                 if not ok:
+                    if index and (text.isdigit() or index < total):
+                        what = "the camera stopped delivering frames" if text.isdigit() else (
+                            f"the file announces {total} frames; the rest could not be decoded (truncated or "
+                            "corrupt video)")
+                        warnings.warn(f"{text}: read {index} frame(s), then stopped: {what}", stacklevel=2)
                     break
                 image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                 result = self.predict([image], raw=True, **options)[0]
+                del result["image"]  # yielded beside the result
                 result["source"], result["frame"] = text, index
                 yield image, result
                 index += 1

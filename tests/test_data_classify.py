@@ -85,9 +85,11 @@ def test_classify_transforms_val_is_deterministic_and_normalised():
 
 def test_classify_transforms_options():
     kinds = lambda tf: [type(t) for t in tf.transforms]  # noqa: E731
-    train = classify_transforms(32, True, IMAGENET_MEAN, IMAGENET_STD)
-    assert kinds(train)[:4] == [v2.ToImage, v2.RandomResizedCrop, v2.RandomHorizontalFlip, v2.TrivialAugmentWide]
-    assert v2.RandomErasing not in kinds(train)
+    train = classify_transforms(32, True, IMAGENET_MEAN, IMAGENET_STD)  # defaults: the light recipe, no flips
+    assert kinds(train) == [v2.ToImage, v2.RandomResizedCrop, v2.ToDtype, v2.Normalize]
+    wide = classify_transforms(32, True, IMAGENET_MEAN, IMAGENET_STD, auto_augment="trivial", hflip=0.5)
+    assert kinds(wide)[:4] == [v2.ToImage, v2.RandomResizedCrop, v2.RandomHorizontalFlip, v2.TrivialAugmentWide]
+    assert v2.RandomErasing not in kinds(wide)
     ra = classify_transforms(32, True, IMAGENET_MEAN, IMAGENET_STD, auto_augment="randaugment", random_erasing=0.25)
     assert v2.RandAugment in kinds(ra) and kinds(ra)[-1] is v2.RandomErasing
     plain = classify_transforms(32, True, IMAGENET_MEAN, IMAGENET_STD, auto_augment=None, hflip=0.0)
@@ -95,7 +97,7 @@ def test_classify_transforms_options():
     none = classify_transforms(32, True, IMAGENET_MEAN, IMAGENET_STD, auto_augment="none", hflip=0.0)
     assert kinds(none) == kinds(plain)
     crop = next(t for t in train.transforms if isinstance(t, v2.RandomResizedCrop))
-    assert crop.scale == (0.35, 1.0)
+    assert crop.scale == (0.7, 1.0)
     with pytest.raises(GhostkitError, match="autoaugment"):
         classify_transforms(32, True, IMAGENET_MEAN, IMAGENET_STD, auto_augment="autoaugment")
     with pytest.raises(GhostkitError, match="imgsz"):
@@ -263,7 +265,9 @@ def test_build_digits():
     assert x.shape == (3, 40, 40) and x.dtype == torch.float32 and isinstance(y, int)
     assert data.val[0][0].shape == (3, 40, 40)
     kinds = [type(t) for t in data.train.transform.transforms]
-    assert v2.RandomHorizontalFlip not in kinds and v2.TrivialAugmentWide not in kinds  # digits: no flip / autoaug
+    # small grayscale images: the light recipe (no flip, no auto-augment), as for any such folder
+    assert v2.RandomHorizontalFlip not in kinds and v2.TrivialAugmentWide not in kinds and v2.RandAugment not in kinds
+    assert data.recipe.name == "light" and data.recipe.overridden == ("imgsz",)
     again = build_classify_data("digits", imgsz=40)
     assert again.val.targets == data.val.targets  # fixed split
     assert data.mean == IMAGENET_MEAN and data.std == IMAGENET_STD and data.imgsz == 40 and data.num_classes == 10

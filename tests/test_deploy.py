@@ -308,7 +308,8 @@ def test_openvino_int8_export_runs_integer_convolutions(digits_run, tmp_path):
     runtime = OpenVinoSession(result.path).compiled.get_runtime_model()
     precisions = {str(op.get_rt_info()["runtimePrecision"].astype(str)) for op in runtime.get_ops()
                   if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
-    assert precisions == {"u8"}, precisions
+    # integer convolutions, as promised; u8 or i8 is OpenVINO's choice per CPU (both occur on AVX-512 VNNI CPUs)
+    assert precisions and precisions <= {"u8", "i8"}, precisions
     assert read_onnx_config(make_session(result.path))["class_names"] == load_task_model(
         digits_run / "best.ckpt").config["class_names"]
     got = ghostkit_val(result.path, tmp_path / "val_ov_int8")

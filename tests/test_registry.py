@@ -56,14 +56,48 @@ def test_task_names_and_help_follow_the_registry():
         TrainConfig(task="nonsense").validate()
 
 
-def test_default_image_size():
-    assert default_imgsz("classify", "digits") == 32
-    assert default_imgsz("detect", "shapes") == 64
-    assert default_imgsz("segment", "my_folder") == TASKS["segment"].imgsz == 512
-    assert default_imgsz("classify,detect", "shapes") == 64
-    assert default_imgsz("classify,detect", "shapes,my_folder") == MULTITASK.imgsz
-    assert default_imgsz("restore", "photos") is None  # the data builder's: a patch that follows --scale
+def test_default_image_size_follows_the_training_images():
+    """One rule for every task with a default size: the images' median shorter side rounded up to a multiple of 32,
+    in [32, the task's default]; never the data's name."""
+    assert default_imgsz("classify", 28) == 32
+    assert default_imgsz("multilabel", 100) == 128
+    assert default_imgsz("classify", 1000) == TASKS["classify"].imgsz == 224
+    assert default_imgsz("detect", 64) == 64
+    assert default_imgsz("detect", 321) == TASKS["detect"].imgsz == 320
+    assert default_imgsz("segment", 20) == 32
+    assert default_imgsz("segment") == TASKS["segment"].imgsz == 512  # nothing known: the task's
+    assert default_imgsz("classify,detect", 64) == 64
+    assert default_imgsz("classify,detect", 4000) == MULTITASK.imgsz
+    assert default_imgsz("restore", 64) is None  # the data builder's: a patch that follows --scale
     assert build_task_data("classify", "digits").imgsz == 32
+
+
+def test_builtin_data_and_the_same_images_in_a_folder_get_the_same_size(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ghostkit.data.synthetic import SHAPES_IMGSZ, load_digits, make_shapes, write_imagefolder
+
+    images, labels, names = load_digits(32)
+    write_imagefolder(tmp_path / "digits" / "train", images[:200], labels[:200], names)
+    write_imagefolder(tmp_path / "digits" / "val", images[200:260], labels[200:260], names)
+    assert build_task_data("classify", tmp_path / "digits").imgsz == build_task_data("classify", "digits").imgsz == 32
+    # the shapes as a mask folder (segmentation) and as YOLO files (detection), at their own size
+    seg, yolo = tmp_path / "seg", tmp_path / "yolo"
+    for split, seed in (("train", 0), ("val", 1)):
+        for d in (seg / "images" / split, seg / "masks" / split, yolo / "images" / split, yolo / "labels" / split):
+            d.mkdir(parents=True)
+        for k, s in enumerate(make_shapes(8, seed=seed)):
+            Image.fromarray(s.image).save(seg / "images" / split / f"{k}.png")
+            Image.fromarray(s.mask).save(seg / "masks" / split / f"{k}.png")
+            Image.fromarray(s.image).save(yolo / "images" / split / f"{k}.png")
+            x1, y1, x2, y2 = np.asarray(s.boxes[0]) / SHAPES_IMGSZ
+            (yolo / "labels" / split / f"{k}.txt").write_text(
+                f"{int(s.labels[0])} {(x1 + x2) / 2} {(y1 + y2) / 2} {x2 - x1} {y2 - y1}\n")
+    (yolo / "data.yaml").write_text("names: [circle, square, triangle]\n")
+    assert build_task_data("segment", seg).imgsz == build_task_data("segment", "shapes").imgsz == SHAPES_IMGSZ
+    assert build_task_data("detect", yolo).imgsz == build_task_data("detect", "shapes").imgsz == SHAPES_IMGSZ
+    assert build_task_data("classify,detect", "shapes").imgsz == SHAPES_IMGSZ
 
 
 def test_unknown_and_duplicate_tasks_are_errors():

@@ -179,10 +179,10 @@ class ModelTab:
         options, head_opts = self._settings(dict(options))
         result = self._with_detect(head_opts, lambda: self.predictor.predict([image], raw=pictures, **options)[0])
         result["source"] = source
-        raw = result.pop("raw", None)
+        raw, seen = result.pop("raw", None), result.pop("image", image)  # seen: the decoded image the model saw
         if raw is None:
             return result, {}
-        drawn = render_result(self.predictor.model, image, raw, self.predictor.class_names)
+        drawn = render_result(self.predictor.model, seen, raw, self.predictor.class_names)
         if len(self.tasks) == 1:
             wanted = [s for s in TASK_VIEWS.get(self.tasks[0], TaskView(("",))).pictures if s in drawn]
         else:  # every head's own pictures after the combined one

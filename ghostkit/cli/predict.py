@@ -3,6 +3,7 @@ model (``--num``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def predict(
     """Predict on images, videos or a camera: classes, boxes, masks or restored images, per the model's task(s);
     or draw samples from a generative model (--num N --save DIR)."""
     from ..api import load_model
+    from ..io import atomic_path, check_output_dir
     from ..predict import expand_source, is_stream, render_result
 
     if num is not None or class_name is not None:
@@ -54,6 +56,8 @@ def predict(
         raise GhostkitError(f"--iou must be in (0, 1], got {iou}")
     if not 0 <= alpha <= 1:
         raise GhostkitError(f"--alpha must be in [0, 1], got {alpha}")
+    if save is not None:
+        check_output_dir(save, "--save")
     predictor = load_model(weights, tta=tta)
     if not hasattr(predictor, "predict"):
         raise GhostkitError(f"{weights}: a generative model; sample from it with --num N --save DIR [--class NAME]")
@@ -70,14 +74,12 @@ def predict(
     paths = expand_source(source)
     results = predictor.predict(paths, topk=topk, threshold=threshold, raw=save is not None)
     if save is not None:
-        from PIL import Image
-
         out_dir = Path(save)
-        out_dir.mkdir(parents=True, exist_ok=True)
         for path, r in zip(paths, results):
-            image = Image.open(path).convert("RGB")
+            image = r.pop("image")  # the picture the model saw (EXIF orientation applied, 16-bit scaled)
             for suffix, picture in render_result(predictor.model, image, r.pop("raw"), predictor.class_names).items():
-                picture.save(out_dir / f"{path.stem}{'_' + suffix if suffix else ''}.png")
+                with atomic_path(out_dir / f"{path.stem}{'_' + suffix if suffix else ''}.png") as tmp:
+                    picture.save(tmp, format="PNG")
         console.print(f"results saved to {out_dir}")
     if as_json:
         for r in results:
@@ -110,37 +112,41 @@ def _predict_stream(predictor, source: str, max_frames: int, as_json: bool, save
 
     import numpy as np
 
+    from ..io import atomic_path
     from ..predict import render_result
 
     writer, frames, t0 = None, 0, time.perf_counter()
-    out_path = None
-    try:
-        for image, result in predictor.stream(source, max_frames=max_frames, **options):
-            raw = result.pop("raw")
-            frames += 1
-            if save is not None:
-                import cv2
+    out_path, interrupted = None, False
+    with contextlib.ExitStack() as stack:  # the video is written beside its target and renamed into place at the end
+        try:
+            for image, result in predictor.stream(source, max_frames=max_frames, **options):
+                raw = result.pop("raw")
+                frames += 1
+                if save is not None:
+                    import cv2
 
-                pictures = render_result(predictor.model, image, raw, predictor.class_names)
-                picture = pictures.get("all", pictures.get("overlay", pictures.get("", image)))
-                if writer is None:
-                    Path(save).mkdir(parents=True, exist_ok=True)
-                    stem = f"camera{source}" if source.isdigit() else Path(source).stem
-                    out_path = Path(save) / f"{stem}_pred.mp4"
-                    size = picture.size
-                    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
-                frame = np.asarray(picture.convert("RGB").resize(size))
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            if as_json:
-                print(json.dumps(result), flush=True)
-            else:
-                console.print(f"frame {result['frame']}: {summary(result)}")
-    finally:
-        if writer is not None:
-            writer.release()
+                    pictures = render_result(predictor.model, image, raw, predictor.class_names)
+                    picture = pictures.get("all", pictures.get("overlay", pictures.get("", image)))
+                    if writer is None:
+                        stem = f"camera{source}" if source.isdigit() else Path(source).stem
+                        out_path = Path(save) / f"{stem}_pred.mp4"
+                        tmp = stack.enter_context(atomic_path(out_path))
+                        size = picture.size
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, size)
+                        stack.callback(writer.release)  # runs before the rename
+                    frame = np.asarray(picture.convert("RGB").resize(size))
+                    writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                if as_json:
+                    print(json.dumps(result), flush=True)
+                else:
+                    console.print(f"frame {result['frame']}: {summary(result)}")
+        except KeyboardInterrupt:  # Ctrl-C is how a camera stream ends: keep the video of the frames seen
+            interrupted = True
     seconds = time.perf_counter() - t0
     console.print(f"{frames} frames in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} frames/s"
                   + (f"; saved {out_path}" if out_path else ""))
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _set_style(model, weights: str, style: str | None, alpha: float) -> None:

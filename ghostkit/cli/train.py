@@ -34,6 +34,7 @@ def _train_signature() -> inspect.Signature:
 
 def train(ctx: typer.Context, **options) -> None:
     """Train a task model (default: classification on built-in digits) into a run directory."""
+    from ..engine.callbacks import is_rank_zero
     from ..engine.config import TrainConfig
     from ..engine.distill import apply_recipe
     from ..engine.run import train as run_training
@@ -41,7 +42,10 @@ def train(ctx: typer.Context, **options) -> None:
     given = {k for k in options if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"}
     cfg = apply_recipe(TrainConfig(**options), given)  # --recipe fills the options not given
     metrics = run_training(cfg)
-    print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
+    if not is_rank_zero():
+        return  # multi-process runs: the tables once, from rank 0
+    if metrics:
+        print_metrics(f"validation ({cfg.out}/best.ckpt)", metrics)
     console.print(f"run saved to {cfg.out}")
 
 

@@ -7,7 +7,8 @@ Layouts (see DESIGN.md, "Data formats"):
 - multi-label: `DIR/images/` + `DIR/train.csv` (+ `DIR/val.csv`), header `filename,labels`, labels space-separated
   class names; class list from `DIR/classes.txt` (one per line) if present, else the sorted labels of train.csv.
 - built-in: `digits` (scikit-learn) and `shapes` (procedural, see `ghostkit.data.synthetic`). These names are
-  reserved: a folder called `digits` in the working directory is reached as `./digits`.
+  reserved: a folder called `digits` in the working directory is reached as `./digits`. They only name where the
+  images come from: augmentation and regularisation follow `ghostkit.data.recipe` for every source alike.
 
 A missing validation split is split off the training split with a fixed seed (stratified per class for
 single-label data) and gets the validation transforms. Unreadable images are skipped with one counted
@@ -30,8 +31,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, read_classes_txt, split_items
-from ghostkit.data.images import filter_readable, list_images, read_image, to_rgb
-from ghostkit.data.synthetic import SHAPE_CLASSES, load_digits, make_shapes
+from ghostkit.data.images import filter_readable, list_images, read_image, resolve_inside, to_rgb
+from ghostkit.data.recipe import Recipe, choose_recipe, classify_transforms, data_stats
+from ghostkit.data.synthetic import SHAPE_CLASSES, SHAPES_IMGSZ, load_digits, make_shapes
 from ghostkit.errors import GhostkitError
 
 __all__ = [
@@ -46,62 +48,14 @@ __all__ = [
 ]
 
 BUILTIN_DATA: tuple[str, ...] = ("digits", "shapes")
-AUTO_AUGMENTS: tuple[str, ...] = ("trivial", "randaugment", "none")
 
 # An image source and its target: an int class index, or a float multi-hot vector (C) for multi-label data.
 ImageSource = Path | str | np.ndarray | Image.Image
 Item = tuple[ImageSource, Any]
 
 # Built-in data settings, fixed so results are comparable between runs.
-_DIGITS_VAL_FRACTION, _DIGITS_SEED = 0.2, 0
-_SHAPES_TRAIN, _SHAPES_VAL, _SHAPES_IMGSZ = 2000, 400, 64
-
-
-def classify_transforms(
-    imgsz: int,
-    train: bool,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    auto_augment: str | None = "trivial",
-    random_erasing: float = 0.0,
-    hflip: float = 0.5,
-    scale: tuple[float, float] = (0.35, 1.0),
-    crop_pct: float = 0.875,
-) -> v2.Compose:
-    """Transform preset: PIL image or uint8 H x W x 3 array → normalised float32 tensor 3 x imgsz x imgsz.
-
-    train: RandomResizedCrop(imgsz, scale) → RandomHorizontalFlip(hflip) → TrivialAugmentWide / RandAugment /
-    nothing → float → Normalize → RandomErasing(random_erasing) when > 0.
-    val: Resize(int(imgsz / crop_pct)) (shorter side) → CenterCrop(imgsz) → float → Normalize.
-    The input is made a `tv_tensors.Image` first (`v2.ToImage`), so PIL images and arrays take the same path.
-    """
-    if imgsz <= 0:
-        raise GhostkitError(f"imgsz must be > 0, got {imgsz}")
-    if not 0.0 <= random_erasing <= 1.0:
-        raise GhostkitError(f"random_erasing must be a probability in [0, 1], got {random_erasing}")
-    if not 0.0 <= hflip <= 1.0:
-        raise GhostkitError(f"hflip must be a probability in [0, 1], got {hflip}")
-    if not 0.0 < scale[0] <= scale[1] <= 1.0:
-        raise GhostkitError(f"scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}")
-    if not 0.0 < crop_pct <= 1.0:
-        raise GhostkitError(f"crop_pct must be in (0, 1], got {crop_pct}")
-    aug = "none" if auto_augment is None else str(auto_augment).lower()
-    if aug not in AUTO_AUGMENTS:
-        raise GhostkitError(f"auto_augment {auto_augment!r} is not one of: {', '.join(AUTO_AUGMENTS)}")
-    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
-    if not train:
-        return v2.Compose([v2.ToImage(), v2.Resize(int(imgsz / crop_pct)), v2.CenterCrop(imgsz), *to_float])
-    ops: list[Any] = [v2.ToImage(), v2.RandomResizedCrop(imgsz, scale=tuple(scale))]
-    if hflip > 0:
-        ops.append(v2.RandomHorizontalFlip(hflip))
-    if aug == "trivial":
-        ops.append(v2.TrivialAugmentWide())
-    elif aug == "randaugment":
-        ops.append(v2.RandAugment())
-    ops += to_float
-    if random_erasing > 0:
-        ops.append(v2.RandomErasing(p=random_erasing, value=0))
-    return v2.Compose(ops)
+_DIGITS_VAL_FRACTION, _DIGITS_SEED, _DIGITS_IMGSZ = 0.2, 0, 32
+_SHAPES_TRAIN, _SHAPES_VAL = 2000, 400
 
 
 def _load_rgb(source: ImageSource) -> Image.Image | np.ndarray:
@@ -136,9 +90,12 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _image(self, index: int) -> Any:
+        return _load_rgb(self.items[index][0])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor]:
-        source, target = self.items[index]
-        image = self.transform(_load_rgb(source))
+        target = self.items[index][1]
+        image = self.transform(self._image(index))
         values = np.asarray(target)
         if values.ndim == 0 and np.issubdtype(values.dtype, np.integer):
             return image, int(values)
@@ -216,11 +173,9 @@ def _parse_label_csv(csv_path: Path, images_dir: Path) -> list[tuple[int, Path, 
                 name, labels = row[col_file].strip(), row[col_labels].split()
                 if not name:
                     raise GhostkitError(f"{where}: empty filename")
-                if Path(name).is_absolute():
-                    raise GhostkitError(f"{where}: {name} must be a path relative to {images_dir}")
+                path = resolve_inside(images_dir, name, where)
                 if not labels:
                     raise GhostkitError(f"{where}: {name} has no labels")
-                path = images_dir / name
                 if not path.is_file():
                     raise GhostkitError(f"{where}: {name} does not exist in {images_dir}")
                 rows.append((reader.line_num, path, labels))
@@ -294,6 +249,7 @@ class ClassifyData:
     std: tuple[float, ...]
     imgsz: int
     crop_pct: float = 0.875
+    recipe: Recipe | None = None  # how the training transform was chosen
 
     @property
     def num_classes(self) -> int:
@@ -305,7 +261,7 @@ def _shape_samples(n: int, seed: int) -> tuple[tuple[np.ndarray, int, tuple[int,
     """Built-in shapes as (read-only uint8 image, label, classes present), cached: every run, and the single- and
     multi-label variants, reuse the same arrays (about 12 KB per 64 px image)."""
     out = []
-    for sample in make_shapes(n, imgsz=_SHAPES_IMGSZ, seed=seed):
+    for sample in make_shapes(n, imgsz=SHAPES_IMGSZ, seed=seed):
         sample.image.flags.writeable = False  # shared by the cache; `_load_rgb` copies before use
         out.append((sample.image, sample.label, tuple(sample.multilabel)))
     return tuple(out)
@@ -313,57 +269,66 @@ def _shape_samples(n: int, seed: int) -> tuple[tuple[np.ndarray, int, tuple[int,
 
 def build_classify_data(
     data: str | Path,
-    imgsz: int,
+    imgsz: int | None = None,
     multilabel: bool = False,
     val_fraction: float = 0.2,
     seed: int = 0,
-    auto_augment: str | None = "trivial",
+    auto_augment: str | None = None,
     random_erasing: float = 0.0,
+    *,
+    epochs: int = 30,
+    pretrained: bool = False,
+    flip: bool = False,
+    crop_scale: float | None = None,
+    dropout: float | None = None,
+    label_smoothing: float | None = None,
+    cache_mb: float = 0,
 ) -> ClassifyData:
-    """Resolve a `--data` value to train / val datasets of 3 x imgsz x imgsz tensors.
+    """Resolve a `--data` value to train / val datasets of 3 x imgsz x imgsz tensors, with the training transform of
+    `ghostkit.data.recipe.choose_recipe` for the data, `epochs` and `pretrained` (None options: the rule's choice).
 
-    `data`: "digits" (1797 images, 10 classes, a fixed stratified 20% val split with seed 0; no flip, no
-    auto-augment, gentle crops, since digits are tiny and orientation-sensitive), "shapes" (2000 train / 400
-    val 64 px images, seeds 0 / 1; target = class of the largest shape, or the classes present with
+    `data`: "digits" (1797 32 px images, 10 classes, a fixed stratified 20% val split with seed 0), "shapes" (2000
+    train / 400 val 64 px images, seeds 0 / 1; target = class of the largest shape, or the classes present with
     `multilabel`), or a folder: ImageFolder `train/<class>/*` (+ `val/<class>/*`), or multi-label
     `images/` + `train.csv` (+ `val.csv`), detected by train.csv. `multilabel` must match the data: a
     train.csv folder with `multilabel=False`, or ImageFolder / digits with `multilabel=True`, is an error.
     A missing val split is split off train with `val_fraction` and `seed` and gets the val transforms.
+    `cache_mb` > 0: decode all images once and keep them in memory as uint8 tensors when they fit in that many MiB.
     """
-    if imgsz <= 0:
+    if imgsz is not None and imgsz <= 0:
         raise GhostkitError(f"imgsz must be > 0, got {imgsz}")
     if not 0.0 < val_fraction < 1.0:
         raise GhostkitError(f"val_fraction must be in (0, 1), got {val_fraction}")
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     name = str(data)
 
-    def make(
-        train_items: list[Item],
-        val_items: list[Item],
-        names: Sequence[str],
-        is_multilabel: bool,
-        **train_kw: Any,
-    ) -> ClassifyData:
-        kw = dict(auto_augment=auto_augment, random_erasing=random_erasing) | train_kw
-        train_tf = classify_transforms(imgsz, True, mean, std, **kw)
-        val_tf = classify_transforms(imgsz, False, mean, std)
-        return ClassifyData(
-            train=ImageListDataset(train_items, train_tf),
-            val=ImageListDataset(val_items, val_tf),
-            class_names=list(names),
-            multilabel=is_multilabel,
-            mean=mean,
-            std=std,
-            imgsz=imgsz,
-        )
+    def make(train_items: list[Item], val_items: list[Item], names: Sequence[str], is_multilabel: bool) -> ClassifyData:
+        from ghostkit.data.cache import CachedImageDataset, decode_items
+
+        images = decode_items(train_items + val_items, cache_mb)
+        train_images = images[: len(train_items)] if images is not None else None
+        stats = data_stats(train_images or [src for src, _ in train_items], [t for _, t in train_items])
+        recipe = choose_recipe(stats, epochs, pretrained, task="multilabel" if is_multilabel else "classify",
+                               imgsz=imgsz, crop_scale=crop_scale,
+                               auto_augment=auto_augment, flip=flip, dropout=dropout, label_smoothing=label_smoothing)
+        train_tf = classify_transforms(recipe.imgsz, True, mean, std, auto_augment=recipe.auto_augment,
+                                       random_erasing=random_erasing, hflip=0.5 if recipe.flip else 0.0,
+                                       scale=(recipe.crop_scale, 1.0))
+        val_tf = classify_transforms(recipe.imgsz, False, mean, std)
+        if images is None:
+            train_set, val_set = ImageListDataset(train_items, train_tf), ImageListDataset(val_items, val_tf)
+        else:
+            train_set = CachedImageDataset(train_items, train_images, train_tf)
+            val_set = CachedImageDataset(val_items, images[len(train_items):], val_tf)
+        return ClassifyData(train=train_set, val=val_set, class_names=list(names), multilabel=is_multilabel,
+                            mean=mean, std=std, imgsz=recipe.imgsz, recipe=recipe)
 
     if name == "digits":
         if multilabel:
             raise GhostkitError("digits: built-in digits are single-label; multi-label built-in data is 'shapes'")
-        # Stored at up to 64 px; the transforms upscale to imgsz (keeps memory small for large imgsz).
-        images, labels, names = load_digits(min(imgsz, 64))
+        images, labels, names = load_digits(_DIGITS_IMGSZ)
         train_items, val_items = split_items(list(zip(images, labels, strict=True)), _DIGITS_VAL_FRACTION, _DIGITS_SEED)
-        return make(train_items, val_items, names, False, auto_augment="none", hflip=0.0, scale=(0.7, 1.0))
+        return make(train_items, val_items, names, False)
     if name == "shapes":
 
         def shape_items(n: int, shape_seed: int) -> list[Item]:
@@ -373,14 +338,7 @@ def build_classify_data(
             eye = np.eye(len(SHAPE_CLASSES), dtype=np.float32)
             return [(image, eye[list(present)].sum(axis=0)) for image, _, present in samples]
 
-        # Crops stay large: a shape cut out of the frame would make its label wrong.
-        return make(
-            shape_items(_SHAPES_TRAIN, 0),
-            shape_items(_SHAPES_VAL, 1),
-            SHAPE_CLASSES,
-            multilabel,
-            scale=(0.75, 1.0),
-        )
+        return make(shape_items(_SHAPES_TRAIN, 0), shape_items(_SHAPES_VAL, 1), SHAPE_CLASSES, multilabel)
 
     root = Path(data)
     if not root.exists():
@@ -428,10 +386,20 @@ def collate_classify(task: str) -> Callable:
     return collate
 
 
-def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0,
-              auto_augment: str = "trivial", random_erasing: float = 0.0, **_) -> TaskData:
-    """``classify`` / ``multilabel`` data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
+def task_data(task: str, data: str | Path, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0,
+              random_erasing: float = 0.0, **recipe_options) -> TaskData:
+    """``classify`` / ``multilabel`` data as the engine uses it (``ghostkit.data.tasks.build_task_data``), with the
+    recipe's choices in ``resolved`` and its line in ``recipe``. ``recipe_options``: `build_classify_data`'s
+    keyword-only ones and ``auto_augment`` (others, of other tasks, are ignored)."""
+    known = ("auto_augment", "epochs", "pretrained", "flip", "crop_scale", "dropout", "label_smoothing", "cache_mb")
     d = build_classify_data(data, imgsz=imgsz, multilabel=task == "multilabel", val_fraction=val_fraction,
-                            seed=seed, auto_augment=auto_augment, random_erasing=random_erasing)
+                            seed=seed, random_erasing=random_erasing,
+                            **{k: v for k, v in recipe_options.items() if k in known})
+    r = d.recipe
+    resolved = dict(imgsz=r.imgsz, crop_scale=r.crop_scale, auto_augment=r.auto_augment, dropout=r.dropout,
+                    label_smoothing=r.label_smoothing)
+    from ghostkit.data.cache import CachedImageDataset
+
     return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
-                    collate_classify(task), d)
+                    collate_classify(task), d, resolved=resolved, recipe=r.describe(),
+                    in_memory=isinstance(d.train, CachedImageDataset))

@@ -4,7 +4,7 @@ and the ``classes.txt`` reader. Neutral ground: task data modules import from he
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class TaskData:
     std: list[float]
     collate: Callable  # list of (image, target) → (images B x 3 x H x W, {task: batched targets})
     source: object = None  # what the task's builder returned (e.g. RestoreData, for its paired scale)
+    resolved: dict = field(default_factory=dict)  # TrainConfig options the data decided (the classify recipe)
+    recipe: str | None = None  # the line describing them, printed at the start of a run
+    in_memory: bool = False  # the images are decoded and held in memory (fewer loader workers needed)
 
 
 def read_classes_txt(path: Path, spaces: bool = True, max_classes: int | None = None, task: str = "") -> list[str]:

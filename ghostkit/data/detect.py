@@ -49,8 +49,8 @@ from ghostkit.data.formats.mot import read_mot_boxes
 from ghostkit.data.formats.voc import read_voc, voc_class_names, voc_ids
 from ghostkit.data.formats.widerface import read_widerface
 from ghostkit.data.formats.yolo import read_yolo
-from ghostkit.data.images import filter_readable, image_size, read_image
-from ghostkit.data.synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
+from ghostkit.data.images import filter_readable, median_short_side, read_image
+from ghostkit.data.synthetic import SHAPE_CLASSES, SHAPES_IMGSZ, ShapeSample, ShapeStream, make_shapes
 from ghostkit.data.tracks import data_root
 from ghostkit.errors import GhostkitError
 from ghostkit.tasks.registry import default_imgsz
@@ -243,12 +243,13 @@ def _read_folder(root: Path, val_fraction: float, seed: int) -> tuple[list[Item]
 
 def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: float = 0.2, seed: int = 0,
                       augment: dict | None = None) -> DetectData:
-    """Resolve `--data` (a folder in one of the layouts above, "shapes" or "tracks") to train / val datasets of
-    3 x imgsz x imgsz tensors (default imgsz: the task registry's). `augment` overrides
+    """Resolve `--data` (a folder in one of the layouts above, or "shapes" / "tracks") to train / val datasets of
+    3 x imgsz x imgsz tensors (default imgsz: from the training images, `ghostkit.tasks.registry.default_imgsz`; the
+    built-in shapes' own size is `SHAPES_IMGSZ`). `augment` overrides
     `detect_transforms`' probabilities (hflip, photometric, zoom_out, iou_crop)."""
     name = str(data)
     if name == "shapes":
-        imgsz = imgsz or default_imgsz("detect", name)
+        imgsz = imgsz or default_imgsz("detect", SHAPES_IMGSZ)
         train, val = ShapeStream(SHAPES_TRAIN, imgsz, _shape_item), list(_shapes(SHAPES_VAL, 1, imgsz))
         names = list(SHAPE_CLASSES)
         # synthetic shapes fill the frame already: zoom-out and IoU crops mostly slow the short CPU runs down
@@ -259,8 +260,8 @@ def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: 
             raise GhostkitError(f"{root}: no such data folder (built-in detection data: shapes, tracks)")
         if not root.is_dir():
             raise GhostkitError(f"{root}: not a folder (expected detection data, 'shapes' or 'tracks')")
-        imgsz = imgsz or default_imgsz("detect", name)
         train, val, names = _read_folder(root, val_fraction, seed)
+        imgsz = imgsz or default_imgsz("detect", median_short_side([src for src, _ in train]))
     if imgsz < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -274,7 +275,8 @@ def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: 
     )
 
 
-def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0, **_) -> TaskData:
+def task_data(task: str, data: str | Path, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0,
+              **_) -> TaskData:
     """Detection data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
     d = build_detect_data(data, imgsz=imgsz, val_fraction=val_fraction, seed=seed)
     return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std), collate_detect,

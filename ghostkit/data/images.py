@@ -15,7 +15,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -28,7 +28,9 @@ __all__ = [
     "filter_readable",
     "image_size",
     "list_images",
+    "median_short_side",
     "read_image",
+    "resolve_inside",
     "to_rgb",
 ]
 
@@ -72,6 +74,20 @@ def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
     else:
         found = [p for p in folder.iterdir() if p.is_file()]
     return sorted(p for p in found if not p.name.startswith(".") and p.suffix.lower() in IMG_EXTENSIONS)
+
+
+def resolve_inside(root: str | Path, name: str, source: str | Path) -> Path:
+    """`root / name` for a file `name` read from the annotation file `source`; raises `GhostkitError` naming
+    `source` when `name` is absolute or climbs out of `root` (`../../x.png`, `/etc/hostname`).
+
+    The check is on the path as written (normalised, not resolved): a data folder may itself hold symbolic links
+    to where its images live, which is the user's choice; an annotation file may not point elsewhere."""
+    text = name.replace("\\", "/")
+    norm = os.path.normpath(text)
+    if text.startswith("/") or PureWindowsPath(name).drive or norm == ".." or norm.startswith("../"):
+        raise GhostkitError(f"{source}: image path {name!r} leaves the data folder {root}; annotation paths must be "
+                            "relative to it")
+    return Path(root) / norm
 
 
 def _scale_to_uint8(img: Image.Image) -> Image.Image:
@@ -120,6 +136,25 @@ def image_size(path: Path, exif: bool = True) -> tuple[int, int] | None:
     except Exception:
         return None
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def median_short_side(sources: Sequence, sample: int = 64) -> int | None:
+    """The median shorter side (px) of an even sample of at most ``sample`` images: files (read from their headers,
+    as displayed), PIL images, ``H x W (x C)`` arrays or ``C x H x W`` tensors. ``None`` without readable images."""
+    step = max(1, len(sources) // sample)
+    sides = []
+    for source in list(sources)[::step]:
+        if isinstance(source, (str, Path)):
+            size = image_size(Path(source))
+        elif isinstance(source, Image.Image):
+            size = source.size
+        elif hasattr(source, "permute"):  # a torch tensor, C x H x W
+            size = tuple(source.shape[-2:])
+        else:
+            size = np.asarray(source).shape[:2]
+        if size and min(size) > 0:
+            sides.append(min(size))
+    return int(np.median(sides)) if sides else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -46,10 +46,10 @@ from .common import IMAGENET_MEAN, IMAGENET_STD, TaskData
 from .detect import build_detect_data, detect_format, is_mot_root
 from .formats.coco import CocoMask
 from .formats.voc import find_voc_root
-from .images import read_image
+from .images import median_short_side, read_image
 from .restore import Degradation
 from .segment import build_segment_data, read_mask
-from .synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
+from .synthetic import SHAPE_CLASSES, SHAPES_IMGSZ, ShapeSample, ShapeStream, make_shapes
 from .tracks import data_root
 
 __all__ = ["MultiTaskData", "MultiTaskDataset", "build_multitask_data", "collate_multitask", "multitask_transforms",
@@ -198,7 +198,7 @@ def _layouts(root: Path) -> set[str]:
     return found
 
 
-def _read_source(root: Path, tasks: Sequence[str], imgsz: int, val_fraction: float, seed: int
+def _read_source(root: Path, tasks: Sequence[str], imgsz: int | None, val_fraction: float, seed: int
                  ) -> tuple[dict[str, dict[str, dict]], dict[str, list[str]]]:
     """``({"train"|"val": {path: {task: target}}}, {task: class names})`` of one folder."""
     splits: dict[str, dict[str, dict]] = {"train": {}, "val": {}}
@@ -262,20 +262,21 @@ def _offset_ids(splits: dict[str, dict[str, dict]], offset: int) -> int:
 def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = None, val_fraction: float = 0.2,
                          seed: int = 0, degradation: Degradation | None = None) -> MultiTaskData:
     """Resolve ``--data`` (one or more comma-separated sources, see the module docstring) for ``tasks``;
-    ``degradation`` for a ``restore`` head (every image then has a restore target: its clean self)."""
-    imgsz = imgsz or default_imgsz("multitask", data)
-    if imgsz < 32:
+    ``degradation`` for a ``restore`` head (every image then has a restore target: its clean self); ``imgsz`` None:
+    from the training images (``ghostkit.tasks.registry.default_imgsz`` of the sources' median shorter sides; the
+    built-in shapes' own size is ``SHAPES_IMGSZ``)."""
+    if imgsz is not None and imgsz < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
-    train: list[Sequence[Item]] = []  # one part per source
+    train: list = []  # one part per source; a shapes source: its item maker, drawn once the size is known
     val: list[Item] = []
+    sides: list[int | None] = []  # each source's median shorter side
     class_names: dict[str, list[str]] = {}
     where: dict[str, str] = {}
     id_offset = 0
     for source in [s.strip() for s in str(data).split(",") if s.strip()]:
         if source == "shapes":
-            to_item = functools.partial(_shape_item, tuple(tasks))
-            train.append(ShapeStream(SHAPES_TRAIN, imgsz, to_item))
-            val += [to_item(s) for s in make_shapes(SHAPES_VAL, imgsz=imgsz, seed=1)]
+            train.append(functools.partial(_shape_item, tuple(tasks)))
+            sides.append(SHAPES_IMGSZ)
             names = {t: (["background", *SHAPE_CLASSES] if t == "segment" else list(SHAPE_CLASSES)) for t in tasks
                      if t != "restore"}
         else:
@@ -286,6 +287,7 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
             if "embed" in tasks:  # identities of several sources are different people
                 id_offset = _offset_ids(splits, id_offset)
             train.append([(Path(p), t) for p, t in splits["train"].items()])
+            sides.append(median_short_side([p for p, _ in train[-1]]))
             val += [(Path(p), t) for p, t in splits["val"].items()]
         for task, task_names in names.items():
             if task in class_names and class_names[task] != task_names:
@@ -293,6 +295,12 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
                                     f"{where[task]} {class_names[task][:5]}")
             class_names.setdefault(task, task_names)
             where.setdefault(task, source)
+    known = [s for s in sides if s]
+    imgsz = imgsz or default_imgsz("multitask", float(np.median(known)) if known else None)
+    for k, part in enumerate(train):
+        if isinstance(part, functools.partial):  # shapes, drawn at the run's size
+            train[k] = ShapeStream(SHAPES_TRAIN, imgsz, part)
+            val += [part(s) for s in make_shapes(SHAPES_VAL, imgsz=imgsz, seed=1)]
     # a shapes stream has every task's targets (each of its images has at least one shape)
     missing = [t for t in tasks if t != "restore" and not any(
         isinstance(part, ShapeStream) or any(t in targets for _, targets in part) for part in train)]
@@ -309,7 +317,7 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
                          class_names, imgsz)
 
 
-def task_data(task: str, data: str, imgsz: int, val_fraction: float = 0.2, seed: int = 0, noise: str = "0",
+def task_data(task: str, data: str, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0, noise: str = "0",
               jpeg: int = 0, **_) -> TaskData:
     """A comma list of tasks' data as the engine uses it (``ghostkit.data.tasks.build_task_data``); a restore head
     denoises (``noise``, ``jpeg``)."""

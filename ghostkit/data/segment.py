@@ -44,10 +44,17 @@ from torchvision.transforms import v2
 from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, read_classes_txt, split_items
 from ghostkit.data.formats.coco import CocoMask, read_coco_masks
 from ghostkit.data.formats.voc import VOC_CLASSES, find_voc_root, voc_segmentation_pairs
-from ghostkit.data.images import SkippedFilesWarning, filter_readable, image_size, list_images, read_image
-from ghostkit.data.synthetic import SHAPE_CLASSES, ShapeSample, ShapeStream, make_shapes
+from ghostkit.data.images import (
+    SkippedFilesWarning,
+    filter_readable,
+    image_size,
+    list_images,
+    median_short_side,
+    read_image,
+)
+from ghostkit.data.synthetic import SHAPE_CLASSES, SHAPES_IMGSZ, ShapeSample, ShapeStream, make_shapes
 from ghostkit.errors import GhostkitError
-from ghostkit.tasks.registry import IGNORE_INDEX
+from ghostkit.tasks.registry import IGNORE_INDEX, default_imgsz
 
 __all__ = [
     "VOC_SEGMENT_CLASSES",
@@ -261,19 +268,23 @@ def _shape_items(n: int, seed: int, imgsz: int) -> tuple[tuple[np.ndarray, np.nd
     return tuple(out)
 
 
-def build_segment_data(data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0) -> SegmentData:
+def build_segment_data(data: str | Path, imgsz: int | None = None, val_fraction: float = 0.2, seed: int = 0
+                       ) -> SegmentData:
     """Resolve a `--data` value (``shapes``, a mask-folder, VOC or COCO folder; see the module docstring) to train /
-    val datasets of ``(3 x imgsz x imgsz image, imgsz x imgsz mask)``."""
-    if imgsz < 32:
+    val datasets of ``(3 x imgsz x imgsz image, imgsz x imgsz mask)``; ``imgsz`` None: from the training images
+    (`ghostkit.tasks.registry.default_imgsz`; the built-in shapes' own size is `SHAPES_IMGSZ`)."""
+    if imgsz is not None and imgsz < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
     name = str(data)
 
     def make(train: Sequence, val: list, names: Sequence[str],
              scale: tuple[float, float] | None = (0.25, 1.0)) -> SegmentData:
-        return SegmentData(SegmentDataset(train, segment_transforms(imgsz, True, scale=scale)),
-                           SegmentDataset(val, segment_transforms(imgsz, False)), list(names), imgsz)
+        size = imgsz or default_imgsz("segment", median_short_side([src for src, _ in train]))
+        return SegmentData(SegmentDataset(train, segment_transforms(size, True, scale=scale)),
+                           SegmentDataset(val, segment_transforms(size, False)), list(names), size)
 
     if name == "shapes":  # drawn at the training size: sharp edges whatever imgsz
+        imgsz = imgsz or default_imgsz("segment", SHAPES_IMGSZ)
         names = ("background", *SHAPE_CLASSES)
         # no crops: new images every epoch need no more variety, and crops of other aspect ratios turn squares into
         # rectangles and circles into ellipses (built-in shapes: 0.66 mIoU with crops of scale 0.5-1, 30 epochs)
@@ -315,7 +326,8 @@ def collate_segment(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
     return images, {"segment": masks}
 
 
-def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2, seed: int = 0, **_) -> TaskData:
+def task_data(task: str, data: str | Path, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0,
+              **_) -> TaskData:
     """Segmentation data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
     d = build_segment_data(data, imgsz=imgsz, val_fraction=val_fraction, seed=seed)
     return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),

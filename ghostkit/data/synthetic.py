@@ -25,6 +25,7 @@ from PIL import Image
 from ghostkit.errors import GhostkitError
 
 __all__ = [
+    "SHAPES_IMGSZ",
     "SHAPE_CLASSES",
     "ShapeSample",
     "ShapeStream",
@@ -222,9 +223,14 @@ def _make_sample(
     return ShapeSample(image=image, boxes=boxes, labels=labels, mask=mask, instances=instances)
 
 
+# the built-in shapes' own image size: what a run defaults to (ghostkit.tasks.registry.default_imgsz) as it would on
+# the same images written to a folder; a run at another --imgsz draws them at that size
+SHAPES_IMGSZ = 64
+
+
 def make_shapes(
     n: int,
-    imgsz: int = 64,
+    imgsz: int = SHAPES_IMGSZ,
     seed: int = 0,
     min_objects: int = 1,
     max_objects: int = 3,

@@ -13,10 +13,10 @@ from collections.abc import Callable
 import torch
 from torchvision.transforms import v2
 
-from ghostkit.data.classify import classify_transforms
 from ghostkit.data.common import TaskData
+from ghostkit.data.recipe import classify_transforms
 from ghostkit.errors import GhostkitError
-from ghostkit.tasks.registry import default_imgsz, get_task
+from ghostkit.tasks.registry import get_task
 
 __all__ = ["TaskData", "build_task_data", "data_for_model", "inference_transform"]
 
@@ -24,10 +24,11 @@ __all__ = ["TaskData", "build_task_data", "data_for_model", "inference_transform
 def build_task_data(task: str, data: str, imgsz: int | None = None, val_fraction: float = 0.2, seed: int = 0,
                     **options) -> TaskData:
     """``task``'s (or a comma list of tasks') train / val data from ``data``, built by the ``task_data`` function of
-    the data module its registry entry names; ``imgsz`` ``None``: the registry's default. ``options``: the task's own
-    (classification: ``auto_augment``, ``random_erasing``; restoration: ``scale``, ``noise``, ``jpeg``)."""
+    the data module its registry entry names; ``imgsz`` ``None``: chosen by that builder from the training images
+    (:func:`ghostkit.tasks.registry.default_imgsz`). ``options``: the task's own (classification: ``auto_augment``,
+    ``random_erasing`` and the recipe's; restoration: ``scale``, ``noise``, ``jpeg``)."""
     module = importlib.import_module(f"{__package__}.{get_task(task).data}")
-    return module.task_data(task, data, imgsz or default_imgsz(task, data), val_fraction, seed, **options)
+    return module.task_data(task, data, imgsz, val_fraction, seed, **options)
 
 
 def data_for_model(config: dict, data: str, imgsz: int | None = None, seed: int = 0) -> TaskData:

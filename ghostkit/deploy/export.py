@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import GhostkitError
+from ..io import atomic_path, atomic_write_bytes, check_output_file
 from ..models import reparameterize
 from ..tasks.model import TaskModel, load_task_model
 from .evaluate import MetricsFactory
@@ -103,18 +104,6 @@ def parity(reference: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> 
         rows.append((diff / tol if diff == diff else float("inf"), diff, tol))  # NaN is the worst
     _, diff, tol = max(rows, default=(0.0, 0.0, RTOL))
     return diff, tol
-
-
-def _atomic_write(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _resolve_align(align: int | str) -> int:
@@ -226,9 +215,10 @@ def export(
     block = _resolve_align(align) if format == "onnx" and not int8 else 0
     if format == "openvino" and not int8:  # OpenVINO does its own layout work; ORT's rewrites would get in its way
         optimize = False
+    if isinstance(weights, TaskModel) and out is None:
+        raise GhostkitError("export of an in-memory model needs out=PATH")
+    out = check_output_file(out if out else default_out(weights, format, int8))  # before the work, not after
     if isinstance(weights, TaskModel):
-        if out is None:
-            raise GhostkitError("export of an in-memory model needs out=PATH")
         model = weights.eval()
     else:
         model = load_task_model(weights)
@@ -236,8 +226,6 @@ def export(
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if min(h, w) < 32:
         raise GhostkitError(f"--imgsz must be at least 32 x 32, got {h} x {w}")
-    out = Path(out) if out else default_out(weights, format, int8)
-
     images, source = sample_images(model, (h, w), data)
     trees, ref, batched = _reference_outputs(model, images, dynamic)
     names = list(ref)
@@ -268,7 +256,7 @@ def export(
         elif format == "openvino":
             _write_openvino(onnx_model, out, meta)
         else:
-            _atomic_write(onnx_model.SerializeToString(), out)
+            atomic_write_bytes(out, onnx_model.SerializeToString())
         got = _run_onnx(out, images, batched)
     result.max_abs_diff, result.tolerance = parity(ref, got)
     result.size_mb = sum(f.stat().st_size for f in (out, out.with_suffix(".bin")) if f.is_file()
@@ -326,7 +314,7 @@ def _write_int8(onnx_model, out: Path, model: TaskModel, data: str, imgsz: tuple
     fp32 = out.with_name(f".{out.name}.fp32.onnx")
     qdq = out if format == "onnx" else out.with_name(f".{out.name}.qdq.onnx")
     fp32_ir = out.with_name(f".{out.stem}.fp32.xml")
-    _atomic_write(onnx_model.SerializeToString(), fp32)
+    atomic_write_bytes(fp32, onnx_model.SerializeToString())
     try:
         quantize_calibrated(fp32, qdq, model, data, imgsz, log=log)
         if format == "onnx":
@@ -350,15 +338,18 @@ def _write_openvino(onnx_model, out: Path, meta: dict) -> None:
         raise GhostkitError("--format openvino needs openvino: pip install 'ghostkit[export]'") from None
     if out.suffix.lower() != ".xml":
         raise GhostkitError(f"{out}: an OpenVINO export is an .xml file (its weights go beside it as .bin)")
-    tmp = out.with_name(f".{out.stem}.tmp.xml")
     with tempfile.TemporaryDirectory() as folder:
         src = Path(folder) / "model.onnx"
         src.write_bytes(onnx_model.SerializeToString())
         ov_model = ov.convert_model(str(src))
     ov_model.set_rt_info(json.dumps(meta), ["ghostkit"])
-    ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
-    os.replace(tmp.with_suffix(".bin"), out.with_suffix(".bin"))
-    os.replace(tmp, out)
+    with atomic_path(out) as xml:  # the .bin is renamed into place first, then the .xml that names it
+        try:
+            ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+            with atomic_path(out.with_suffix(".bin")) as bin_path:
+                os.replace(xml.with_suffix(".bin"), bin_path)
+        finally:
+            xml.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def _onnx_model(net: TaskModel, names, example, batched, dynamic, opset, block, passes, meta):
@@ -384,7 +375,7 @@ def _export_torchscript(deploy: TaskModel, names, images, meta, out: Path) -> di
         traced = torch.jit.freeze(traced.eval())
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={"ghostkit.json": json.dumps(meta)})
-        _atomic_write(buffer.getvalue(), out)
+        atomic_write_bytes(out, buffer.getvalue())
         loaded = torch.jit.load(str(out), map_location="cpu")
         values = loaded(images)
     return dict(zip(names, values))

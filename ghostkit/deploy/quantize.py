@@ -8,7 +8,6 @@ follows the measurements in the README (``benchmarks/runtime_speed.py --int8``):
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import onnx
 
 from ..data.tasks import data_for_model
 from ..errors import GhostkitError
+from ..io import atomic_write_bytes
 from ..tasks.registry import get_task
 from .evaluate import MetricsFactory, evaluate
 from .runtime import INPUT_NAME, OnnxTaskModel, make_session, run_session
@@ -138,9 +138,7 @@ def quantize_onnx(fp32: str | Path, out: str | Path, batches: list[np.ndarray],
     source = onnx.load(str(fp32), load_external_data=False)
     del result.metadata_props[:]
     result.metadata_props.extend(source.metadata_props)  # keep the ghostkit config (mean/std, classes, outputs)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    onnx.save(result, str(tmp_out))
-    os.replace(tmp_out, out)
+    atomic_write_bytes(out, result.SerializeToString())
     return out
 
 

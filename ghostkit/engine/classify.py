@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torchmetrics import classification as tmc
 
+from ..data.recipe import STANDARD
 from ..data.tasks import build_task_data
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
@@ -83,11 +84,16 @@ class ClassifySpec(TaskSpec):
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
         return build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed,
-                               auto_augment=cfg.auto_augment, random_erasing=cfg.random_erasing)
+                               auto_augment=cfg.auto_augment, random_erasing=cfg.random_erasing, epochs=cfg.epochs,
+                               pretrained=bool(cfg.pretrained), flip=cfg.flip, crop_scale=cfg.crop_scale,
+                               dropout=cfg.dropout, label_smoothing=cfg.label_smoothing, cache_mb=cfg.cache_mb)
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
+        # a multi-task run builds no recipe: it regularises like the standard one
+        dropout = STANDARD["dropout"] if cfg.dropout is None else cfg.dropout
+        smoothing = STANDARD["label_smoothing"] if cfg.label_smoothing is None else cfg.label_smoothing
         return {"num_classes": len(data.class_names[self.name]), "multilabel": self.multilabel,
-                "dropout": cfg.dropout, "label_smoothing": 0.0 if self.multilabel else cfg.label_smoothing}
+                "dropout": dropout, "label_smoothing": 0.0 if self.multilabel else smoothing}
 
     def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
         if self.multilabel:

@@ -6,14 +6,16 @@ task names and defaults come from the task registry.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from ..errors import GhostkitError
-from ..tasks.registry import BUILTIN_IMGSZ, MULTITASK, TASKS, task_names
+from ..tasks.registry import MULTITASK, TASKS, task_names
 
 __all__ = ["TrainConfig", "TASK_NAMES"]
 
 TASK_NAMES = task_names()
+MAX_IMGSZ = 4096  # --imgsz bound: beyond it a batch of activations exceeds common memory sizes
 
 
 @dataclass
@@ -25,18 +27,21 @@ class TrainConfig:
     model: str = "ghostnet_100"
     epochs: int = 30
     batch: int | None = None  # default: the task registry's
-    imgsz: int | None = None  # default: the task registry's (built-in data: their own size)
-    lr: float | None = None  # default: the task registry's
+    imgsz: int | None = None  # default: from the training images, at most the task registry's (default_imgsz)
+    lr: float | None = None  # default: the task registry's x sqrt(batch / its batch) for larger batches
     optimizer: str = "adamw"  # adamw | sgd | rmsprop
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.05  # L2 (decoupled for AdamW); not applied to biases and norm weights
     l1: float = 0.0  # L1 penalty on conv/linear weights added to the loss
-    dropout: float = 0.2  # before the classifier
-    label_smoothing: float = 0.1
+    dropout: float | None = None  # before the classifier (None: the recipe's)
+    label_smoothing: float | None = None  # (None: the recipe's)
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
-    auto_augment: str = "trivial"  # trivial | randaugment | none
+    auto_augment: str | None = None  # trivial | randaugment | none (None: the recipe's)
+    flip: bool = False  # random horizontal flips (classify)
+    crop_scale: float | None = None  # smallest random crop as a fraction of the image area (None: the recipe's)
+    cache_mb: int = 1024  # classify: keep decoded images in memory up to this many MiB (0: read files every epoch)
     random_erasing: float = 0.0
     ema: bool = False
     ema_decay: float = 0.999
@@ -48,7 +53,7 @@ class TrainConfig:
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     grad_clip: float = 0.0
     seed: int = 0
-    workers: int = 2
+    workers: int | None = None  # None: from the cores and whether the data is in memory
     accelerator: str = "auto"
     devices: str = "1"  # a count, "auto", or a list like "0,1"
     num_nodes: int = 1
@@ -87,26 +92,53 @@ class TrainConfig:
     exist_ok: bool = False
 
     def validate(self) -> TrainConfig:
-        """Raise :class:`GhostkitError` (one line, naming the option) for nonsense values."""
+        """Raise :class:`GhostkitError` (one line, naming the option) for nonsense values: every numeric option is
+        checked here, the one place (NaN and infinities first, then each option's range)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise GhostkitError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         checks = [
             (self.task in TASK_NAMES or "," in self.task,
              f"--task must be one of {', '.join(TASK_NAMES)} or a comma-separated list of them, got {self.task!r}"),
             (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.batch is None or self.batch > 0, f"--batch must be positive, got {self.batch}"),
             (self.imgsz is None or self.imgsz >= 32, f"--imgsz must be at least 32, got {self.imgsz}"),
-            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.imgsz is None or self.imgsz <= MAX_IMGSZ,
+             f"--imgsz {self.imgsz} is too large: at most {MAX_IMGSZ} pixels (a training batch of such images does "
+             "not fit in memory; downscale the images)"),
+            (self.lr is None or 0 < self.lr <= 10, f"--lr must be in (0, 10], got {self.lr}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (self.optimizer in ("adamw", "sgd", "rmsprop"), f"--optimizer must be adamw, sgd or rmsprop, got "
                                                             f"{self.optimizer!r}"),
             (self.schedule in ("cosine", "step"), f"--schedule must be cosine or step, got {self.schedule!r}"),
             (self.weight_decay >= 0 and self.l1 >= 0, "--weight-decay and --l1 must not be negative"),
-            (0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
-            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (self.label_smoothing is None or 0 <= self.label_smoothing < 1,
+             f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.crop_scale is None or 0 < self.crop_scale <= 1, f"--crop-scale must be in (0, 1], got "
+                                                                  f"{self.crop_scale}"),
+            (self.cache_mb >= 0, f"--cache-mb must not be negative, got {self.cache_mb}"),
             (self.mixup >= 0 and self.cutmix >= 0, "--mixup and --cutmix must not be negative"),
+            (0 <= self.random_erasing <= 1, f"--random-erasing must be in [0, 1], got {self.random_erasing}"),
             (0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must not be negative, got {self.warmup_epochs}"),
+            (self.step_epochs > 0, f"--step-epochs must be positive, got {self.step_epochs}"),
+            (0 < self.step_gamma <= 1, f"--step-gamma must be in (0, 1], got {self.step_gamma}"),
             (self.patience >= 0, f"--patience must not be negative, got {self.patience}"),
+            (self.grad_clip >= 0, f"--grad-clip must not be negative (0: off), got {self.grad_clip}"),
+            (0 <= self.seed < 2**32, f"--seed must be in [0, 2**32), got {self.seed}"),
+            (self.num_nodes >= 1, f"--num-nodes must be at least 1, got {self.num_nodes}"),
+            (0 <= self.conf < 1, f"--conf must be in [0, 1), got {self.conf}"),
+            (0 < self.iou <= 1, f"--iou must be in (0, 1], got {self.iou}"),
+            (self.max_det > 0, f"--max-det must be positive, got {self.max_det}"),
+            (1 <= self.scale <= 4, f"--scale must be 1, 2, 3 or 4, got {self.scale}"),
+            (0 <= self.jpeg <= 100, f"--jpeg must be a quality in 1..100 (0: off), got {self.jpeg}"),
+            (self.width > 0 and self.depth > 0, f"--width and --depth must be positive, got {self.width}, "
+                                                f"{self.depth}"),
             (self.precision in ("32", "bf16-mixed", "16-mixed"), f"--precision must be 32, bf16-mixed or 16-mixed, "
                                                                 f"got {self.precision!r}"),
-            (self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
+            (self.workers is None or self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
             (self.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {self.output_stride}"),
             (0 < self.threshold < 1, f"--threshold must be in (0, 1), got {self.threshold}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
@@ -152,21 +184,26 @@ HELP: dict[str, str] = {
     "epochs": "training epochs",
     "batch": "batch size per device (default: the task's: " + ", ".join(f"{t} {e.batch}" for t, e in TASKS.items())
              + f", multi-task {MULTITASK.batch})",
-    "imgsz": "input size in pixels (default: " + ", ".join(f"{s} for {d}" for d, s in BUILTIN_IMGSZ.items())
-             + "; on folders the task's: " + ", ".join(f"{t} {e.imgsz}" for t, e in TASKS.items() if e.imgsz)
+    "imgsz": "input size in pixels (default: the median shorter side of the training images rounded up to a multiple "
+             "of 32, at least 32 and at most the task's: " + ", ".join(f"{t} {e.imgsz}" for t, e in TASKS.items()
+                                                                      if e.imgsz)
              + f", multi-task {MULTITASK.imgsz}; restore: a patch of 24 px x --scale)",
-    "lr": "peak learning rate (default: the task's: " + ", ".join(f"{t} {e.lr:g}" for t, e in TASKS.items())
-          + f", multi-task {MULTITASK.lr:g})",
+    "lr": "peak learning rate (default: the task's at its batch size: " + ", ".join(
+          f"{t} {e.lr:g}" for t, e in TASKS.items()) + f", multi-task {MULTITASK.lr:g}; scaled by sqrt(batch / the "
+          "task's batch) for larger batches)",
     "optimizer": "adamw, sgd or rmsprop",
     "momentum": "momentum (sgd, rmsprop)",
     "nesterov": "Nesterov momentum (sgd)",
     "weight_decay": "L2 weight decay (decoupled for adamw; not on biases and norm weights)",
     "l1": "L1 penalty on conv/linear weights, added to the loss",
-    "dropout": "dropout before the classifier",
-    "label_smoothing": "label smoothing of the cross-entropy",
+    "dropout": "dropout before the classifier (default: the recipe's, printed at the start of the run)",
+    "label_smoothing": "label smoothing of the cross-entropy (default: the recipe's)",
     "mixup": "Mixup alpha (0: off)",
     "cutmix": "CutMix alpha (0: off)",
-    "auto_augment": "trivial, randaugment or none",
+    "auto_augment": "trivial, randaugment or none (default: the recipe's)",
+    "flip": "random horizontal flips; off by default, since a mirrored 6, b or arrow is another class",
+    "crop_scale": "smallest random crop, as a fraction of the image area (default: the recipe's)",
+    "cache_mb": "classify: decode the images once and keep them in memory when they fit in this many MiB (0: off)",
     "random_erasing": "random erasing probability",
     "ema": "keep an exponential moving average of the weights (validated and saved)",
     "ema_decay": "EMA decay",
@@ -178,7 +215,8 @@ HELP: dict[str, str] = {
     "precision": "32, bf16-mixed or 16-mixed",
     "grad_clip": "gradient norm clipping (0: off)",
     "seed": "random seed",
-    "workers": "data loader worker processes",
+    "workers": "data loader worker processes (default, from the cores: with the data in memory none below 8 cores, "
+               "else a quarter of them; reading files half of them, at least 1; at most 8)",
     "accelerator": "auto, cpu, gpu, ...",
     "devices": "devices per node: a count, auto, or a list like 0,1",
     "num_nodes": "number of nodes (torchrun / SLURM)",

@@ -21,6 +21,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from ..data.tasks import build_task_data
 from ..errors import GhostkitError
+from ..io import atomic_path
 from ..tasks.detect import DEFAULT_ARCH, DETECT_ARCHS, detect_head_config
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
@@ -111,7 +112,8 @@ def plot_pr_curves(pr: dict[str, list[float]], per_class: dict, out: Path) -> Pa
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8, ncol=1 + len(pr) // 20)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out
 
@@ -133,7 +135,8 @@ def plot_val_predictions(dataset, samples: list[dict], class_names: list[str], o
                                         "labels": torch.tensor(s["labels"], dtype=torch.int64)}, class_names)
         drawn.thumbnail((cell, cell))
         grid.paste(drawn, ((k % cols) * cell, (k // cols) * cell))
-    grid.save(out)
+    with atomic_path(out) as tmp:
+        grid.save(tmp)
     return out
 
 

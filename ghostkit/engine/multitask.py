@@ -21,7 +21,7 @@ from torch import nn
 from ..data.multitask import task_data as multitask_data
 from ..data.restore import Degradation
 from ..errors import GhostkitError
-from ..tasks.registry import MULTITASK, TASKS, combinable_tasks, default_imgsz, get_task
+from ..tasks.registry import MULTITASK, TASKS, combinable_tasks, get_task
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, get_spec, register_multitask_spec
 
@@ -119,7 +119,7 @@ class MultiTaskSpec(TaskSpec):
             if Degradation.parse(1, cfg.noise, cfg.jpeg).identity:
                 raise GhostkitError("restoration in a multi-task run needs a degradation: --noise (e.g. 25) or --jpeg")
         # the multi-task pipeline also for one task (min_tasks=1), so not the registry's per-task data module
-        data = multitask_data(",".join(self._tasks), cfg.data, cfg.imgsz or default_imgsz(MULTITASK.name, cfg.data),
+        data = multitask_data(",".join(self._tasks), cfg.data, cfg.imgsz,
                               cfg.val_fraction, cfg.seed, noise=cfg.noise, jpeg=cfg.jpeg)
         self.attach_data(data)
         return data

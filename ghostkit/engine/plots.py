@@ -10,11 +10,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..io import atomic_path  # noqa: E402
+
 __all__ = ["plot_curves", "plot_confusion_matrix"]
 
 
 def plot_curves(metrics_csv: Path, out: Path) -> Path | None:
-    """One panel per logged quantity (``train/*``, ``val/*``) against epoch, from Lightning's metrics.csv."""
+    """One panel per logged quantity (``train/*``, ``val/*``) against epoch, from the run's metrics.csv."""
     if not metrics_csv.is_file():
         return None
     with open(metrics_csv) as f:
@@ -40,7 +42,8 @@ def plot_curves(metrics_csv: Path, out: Path) -> Path | None:
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out
 
@@ -66,6 +69,7 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], out: 
                     ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,10 +18,13 @@ import yaml
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ..data.cache import default_workers
+from ..data.recipe import scaled_lr
 from ..data.tasks import data_for_model
 from ..deploy.evaluate import evaluate
 from ..deploy.runtime import load_model_file
 from ..errors import GhostkitError
+from ..io import atomic_path, atomic_write_text, check_output_dir, remove_stale_temporaries
 from ..models.weights import read_checkpoint
 from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_task_model
 from ..tasks.registry import get_task
@@ -46,8 +50,8 @@ def _quiet_lightning() -> None:
 
 
 def _loaders(data: TaskData, cfg: TrainConfig) -> tuple[DataLoader | None, DataLoader]:
-    common = dict(batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=data.collate,
-                  persistent_workers=cfg.workers > 0)
+    workers = default_workers(data.in_memory) if cfg.workers is None else cfg.workers
+    common = dict(batch_size=cfg.batch, num_workers=workers, collate_fn=data.collate, persistent_workers=workers > 0)
     train = None
     if data.train is not None:
         if len(data.train) == 0:
@@ -79,14 +83,11 @@ def _monitor_key(cfg: TrainConfig, spec) -> str:
 
 def write_metrics(values: dict, out_dir: Path, score: float | None = None) -> Path:
     """metrics.json: the DESIGN keys per task (nested per task, plus the combined ``score``, for multi-task runs)."""
-    payload = _result(values, score)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "metrics.json"
-    path.write_text(json.dumps(payload, indent=2))
-    return path
+    return atomic_write_text(out_dir / "metrics.json", json.dumps(_result(values, score), indent=2))
 
 
-def _check_resume(cfg: TrainConfig, config: dict) -> None:
+def _check_resume(cfg: TrainConfig, config: dict) -> bool:
+    """Check that ``cfg.resume`` continues this run; True when it already finished its ``cfg.epochs`` epochs."""
     path = Path(cfg.resume)
     _, saved, _ = read_checkpoint(path)
     if not saved or "heads" not in saved:
@@ -96,6 +97,8 @@ def _check_resume(cfg: TrainConfig, config: dict) -> None:
                             f"not {list(config['heads'])} with {config['backbone']['name']}")
     if saved.get("class_names") != config.get("class_names"):
         raise GhostkitError(f"{path}: its class names differ from the data's ({cfg.data})")
+    epoch = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("epoch", -1)
+    return epoch + 1 >= cfg.epochs  # checkpoints hold whole epochs (saved at each epoch's end)
 
 
 def _save_samples(dataset, out_dir: Path, n: int = 8) -> None:
@@ -108,7 +111,8 @@ def _save_samples(dataset, out_dir: Path, n: int = 8) -> None:
     for i, (src, _) in enumerate(items[::step][:n]):
         img = Image.open(src) if isinstance(src, (str, Path)) else src
         img = Image.fromarray(img) if not isinstance(img, Image.Image) else img
-        img.convert("RGB").save(out_dir / f"sample_{i:02d}.png")
+        with atomic_path(out_dir / f"sample_{i:02d}.png") as tmp:
+            img.convert("RGB").save(tmp, format="PNG")
 
 
 def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None = None) -> dict:
@@ -116,12 +120,15 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     the best checkpoint's validation metrics. ``callbacks``: extra Lightning callbacks; ``spec``: the task spec
     (default: ``cfg.task``'s)."""
     import lightning as L
+    from lightning.pytorch.utilities import rank_zero_only
 
+    from .callbacks import RunGuard, RunHistory, RunInterrupted, resume_command
+    from .timing import LoaderTimer
     from .trainer import build_trainer
 
     cfg.validate()
     _quiet_lightning()
-    run_dir = Path(cfg.out)
+    run_dir = check_output_dir(cfg.out)
     if cfg.resume and not Path(cfg.resume).is_file():
         raise GhostkitError(f"{cfg.resume}: no such checkpoint to resume from")
     if not cfg.resume and not cfg.exist_ok and any((run_dir / f).exists() for f in ("best.ckpt", "last.ckpt")):
@@ -129,7 +136,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
                             f"{run_dir / 'last.ckpt'} to continue it")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec = spec or get_spec(cfg.task)
-    cfg = dataclasses.replace(cfg, batch=cfg.batch or spec.default_batch, lr=cfg.lr or spec.default_lr)
+    asked = cfg
+    batch = cfg.batch or spec.default_batch
+    cfg = dataclasses.replace(cfg, batch=batch, lr=cfg.lr or scaled_lr(spec.default_lr, batch, spec.default_batch))
     if get_task(cfg.task).lightning_module:  # a LightningModule of its own makes the whole run (generate: a GAN)
         return _lightning_module(cfg).run(cfg, callbacks)
     monitor = _monitor_key(cfg, spec)
@@ -137,6 +146,9 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
         raise GhostkitError("--task-weights needs a multi-task run (--task classify,detect,...)")
     task_weights = parse_task_weights(cfg.task_weights, spec.tasks)
     data = spec.build_data(cfg)
+    cfg = dataclasses.replace(cfg, **data.resolved)
+    if data.recipe:
+        rank_zero_only(print)(data.recipe)
     config = {
         "format": CONFIG_FORMAT,
         "backbone": {"name": cfg.model, "kwargs": {"output_stride": cfg.output_stride}},
@@ -148,8 +160,11 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
         "std": data.std,
         "deployed": False,
     }
-    if cfg.resume:
-        _check_resume(cfg, config)
+    if cfg.resume and _check_resume(cfg, config):
+        print(f"ghostkit: {cfg.resume} already finished its {cfg.epochs} epochs; nothing to do (pass a larger "
+              f"--epochs to train further)", file=sys.stderr)
+        saved = run_dir / "metrics.json"
+        return json.loads(saved.read_text()) if saved.is_file() else {}
     model = build_task_model(config)
     if cfg.pretrained and not cfg.resume:
         load_pretrained(model, cfg.pretrained)
@@ -157,24 +172,35 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     module = _lightning_module(cfg)(model, cfg, spec.task_metrics(data.class_names, cfg, model.heads), spec.monitors)
     module.distiller = distiller
     train_loader, val_loader = _loaders(data, cfg)
-    trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=callbacks)
+    timer = LoaderTimer()
+    trainer = build_trainer(cfg, run_dir, monitor=monitor, callbacks=[*(callbacks or []), timer])
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({"train": cfg.to_dict(), "model": config},
-                                                            sort_keys=False))
-    trainer.fit(module, train_loader, val_loader, ckpt_path=cfg.resume)
+        remove_stale_temporaries(run_dir)  # left by a run killed while writing
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"train": cfg.to_dict(), "model": config},
+                                                                  sort_keys=False))
+    history = next(c for c in trainer.callbacks if isinstance(c, RunHistory))
+    guard = next(c for c in trainer.callbacks if isinstance(c, RunGuard))
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=cfg.resume)
+    except SystemExit:  # Lightning answers Ctrl-C with a muted log line and sys.exit(1)
+        if guard.interrupted is None:
+            raise
+        done = history.outputs()
+        if trainer.is_global_zero and done is not None:
+            _write_outputs(*done, spec, data, run_dir)
+        epoch, step = guard.interrupted
+        raise RunInterrupted(f"interrupted during epoch {epoch + 1}/{cfg.epochs} (step {step}); "
+                             + (f"{guard.last_good()}; continue with: {resume_command(asked)}"
+                                if (run_dir / "last.ckpt").is_file() else guard.last_good())) from None
     best = trainer.checkpoint_callback.best_model_path or str(run_dir / "last.ckpt")
     # final metrics: the best checkpoint on the full validation set
     module.model.load_state_dict(load_task_model(best).state_dict())
     trainer.validate(module, val_loader, verbose=False)
     values = module.last_metrics
     if trainer.is_global_zero:
-        write_metrics(values, run_dir, module.last_score)
-        from .plots import plot_curves
-
-        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-        spec.task_plots(values, data.class_names, run_dir)
+        _write_outputs(values, module.last_score, spec, data, run_dir)
         _save_samples(data.val, run_dir / "samples")
+        print(timer.summary())
     return _result(values, module.last_score)
 
 
@@ -191,11 +217,21 @@ def _lightning_module(cfg: TrainConfig):
     return getattr(importlib.import_module(module), name)
 
 
+def _write_outputs(values: dict, score: float | None, spec: TaskSpec, data: TaskData, run_dir: Path) -> None:
+    """metrics.json and the plots (curves from metrics.csv, the task's own) of a finished or stopped run."""
+    from .plots import plot_curves
+
+    write_metrics(values, run_dir, score)
+    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    spec.task_plots(values, data.class_names, run_dir)
+
+
 def validate(weights: str | Path, data: str, out: str | Path | None = None, batch: int = 64, workers: int = 2,
              threshold: float = 0.5, tta: bool = False) -> dict:
     """Evaluate a checkpoint (or exported model) on ``data``'s validation set; writes ``metrics.json`` into ``out``
     (default: ``val/`` beside the weights) and returns the metrics. ``tta``: detection test-time augmentation
     (flips and scales). No Lightning: the loop is :func:`ghostkit.deploy.evaluate.evaluate`."""
+    out_dir = check_output_dir(out if out else Path(weights).parent / "val")  # before the work
     model = load_model_file(weights)
     if tta:
         enable_tta(model, weights)
@@ -211,7 +247,6 @@ def validate(weights: str | Path, data: str, out: str | Path | None = None, batc
     device = "cuda" if torch.cuda.is_available() else "cpu"
     values = evaluate(model, val_loader, metrics, device=device)
     score = combined_score(values, spec.monitors)
-    out_dir = Path(out) if out else Path(weights).parent / "val"
     write_metrics(values, out_dir, score)
     spec.task_plots(values, td.class_names, out_dir)
     return _result(values, score)

@@ -19,6 +19,7 @@ from torchmetrics import classification as tmc
 
 from ..data.tasks import build_task_data
 from ..errors import GhostkitError
+from ..io import atomic_path
 from ..tasks.segment import DEFAULT_HEAD, IGNORE_INDEX, SEGMENT_HEADS, color_palette, segment_head_config
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
@@ -125,7 +126,8 @@ def plot_mask_samples(samples: list[tuple[torch.Tensor, torch.Tensor]], out: Pat
         rows.append(np.concatenate([palette[t], gap, palette[p], gap, err], axis=1))
         rows.append(np.full((2, rows[-1].shape[1], 3), 255, dtype=np.uint8))
     grid = np.concatenate(rows[:-1], axis=0).repeat(scale, 0).repeat(scale, 1)
-    Image.fromarray(grid).save(out)
+    with atomic_path(out) as tmp:
+        Image.fromarray(grid).save(tmp)
     return out
 
 

@@ -1,13 +1,16 @@
 """Trainer factory shared by every task: callbacks, logger, precision, devices and strategy from TrainConfig.
 
-Checkpoints are written by Lightning's TorchCheckpointIO, which saves through an fsspec transaction (temporary file,
-then move), so an interrupted save never replaces ``last.ckpt`` with a partial file.
+Checkpoints are written through :func:`ghostkit.io.atomic_checkpoint_io` (temporary file beside the target, fsync,
+rename), so an interrupted or failed save never replaces ``last.ckpt`` with a partial file. ``metrics.csv`` comes
+from :class:`~ghostkit.engine.callbacks.RunHistory`, which carries the history in the checkpoints.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -18,9 +21,11 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     RichProgressBar,
 )
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..errors import GhostkitError
+from ..io import atomic_checkpoint_io
+from .callbacks import RunGuard, RunHistory
 from .config import TrainConfig
 
 __all__ = ["build_trainer", "parse_devices"]
@@ -43,10 +48,13 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list
     """A Trainer writing ``best.ckpt`` (highest ``monitor``; lowest with ``mode="min"``), ``last.ckpt`` and
     ``metrics.csv`` into ``run_dir``; ``callbacks`` are added to ghostkit's own."""
     extra = list(callbacks or [])
+    # saved at the end of each training epoch (after its validation), so that a checkpoint holds whole epochs only
+    # and carries RunHistory's row of that epoch
     callbacks = extra + [
+        RunHistory(run_dir, monitor), RunGuard(run_dir),
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
-                        save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False),
-        LearningRateMonitor(logging_interval="epoch"),
+                        save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
+                        save_on_train_epoch_end=True),
     ]
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
@@ -55,20 +63,28 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list
     interactive = sys.stdout.isatty()
     if interactive:
         callbacks.append(RichProgressBar())
-    logger = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    logger = []
     if importlib.util.find_spec("tensorboard") is not None:  # optional: event files in runs/<name>/tensorboard/
         logger.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    devices = parse_devices(cfg.devices)
+    if cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not _has_accelerator()):
+        cores = os.cpu_count() or 1
+        if isinstance(devices, int) and devices > cores:
+            warnings.warn(f"--devices {devices} starts {devices} training processes on {cores} CPU cores; each "
+                          f"step will be slower than with --devices {cores} or fewer", stacklevel=2)
     try:
         return L.Trainer(
             max_epochs=cfg.epochs,
             accelerator=cfg.accelerator,
-            devices=parse_devices(cfg.devices),
+            devices=devices,
             num_nodes=cfg.num_nodes,
             strategy=cfg.strategy,
             precision=cfg.precision,
             gradient_clip_val=cfg.grad_clip or None,
             callbacks=callbacks,
-            logger=logger,
+            logger=logger or False,
+            plugins=[atomic_checkpoint_io()],
             enable_progress_bar=interactive,
             enable_model_summary=False,
             log_every_n_steps=10,
@@ -78,3 +94,9 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list
         )
     except Exception as e:  # Lightning's configuration errors (bad device count, precision for the accelerator)
         raise GhostkitError(f"cannot set up training: {str(e).splitlines()[0]}") from None
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())

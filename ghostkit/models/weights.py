@@ -11,16 +11,15 @@ Key mapping (official / timm → ghostkit). ghostkit keeps the official paramete
 The official v1 release and timm share one key layout, so a plain state dict is reported as "timm".
 
 Files are read without unpickling arbitrary objects: torch files with ``torch.load(weights_only=True)``,
-safetensors natively. Writes are atomic (temporary file, then ``os.replace``).
+safetensors natively. Writes are atomic (:mod:`ghostkit.io`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import GhostkitError
+from ..io import atomic_open, atomic_path
 
 __all__ = ["read_checkpoint", "load_weights", "save_weights", "atomic_torch_save", "remap_state_dict"]
 
@@ -38,18 +38,10 @@ _V3_BN = re.compile(r"(_rpr_(?:conv\.\d+|scale))\.bn\.")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path`` and rename it into place, so no reader ever sees a
-    half-written file and an interrupted write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`ghostkit.io.atomic_open`: no reader ever sees a half-written file and an
+    interrupted or failed write leaves the previous file intact."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_weights(model: nn.Module, path: str | Path, config: dict | None = None) -> Path:
@@ -62,11 +54,8 @@ def save_weights(model: nn.Module, path: str | Path, config: dict | None = None)
     config.setdefault("deployed", bool(getattr(model, "deployed", False)))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        save_file(state, tmp, metadata={"ghostkit": json.dumps(config)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata={"ghostkit": json.dumps(config)})
     else:
         atomic_torch_save({"ghostkit": config, "state_dict": state}, path)
     return path
@@ -88,17 +77,27 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
         if "ghostkit" in meta:
             return state, json.loads(meta["ghostkit"]), "ghostkit"
         return remap_state_dict(state)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK\x03\x04") and head[:1] != b"\x80":  # torch files: a zip archive or a raw pickle
+        raise GhostkitError(f"{path}: not a checkpoint (neither a PyTorch file nor safetensors)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols before failing on them
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f" ({found.group(1)})" if found else ""
+        if not found:  # the unpickler met no Python object, only bytes it cannot read
+            raise GhostkitError(f"{path}: not a checkpoint (unreadable PyTorch data)") from None
         raise GhostkitError(
-            f"{path}: refused: the file holds pickled Python objects{what}, not only tensors; "
+            f"{path}: refused: the file holds pickled Python objects ({found.group(1)}), not only tensors; "
             "save a plain state dict or a .safetensors file"
         ) from None
     except Exception as e:
-        raise GhostkitError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        if head.startswith(b"PK"):  # a zip archive torch cannot read: cut short by a crash or a full disk
+            raise GhostkitError(f"{path}: truncated or damaged checkpoint (incomplete zip archive)") from None
+        raise GhostkitError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
     if not isinstance(obj, dict):
         raise GhostkitError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     if isinstance(obj.get("ghostkit"), dict) and isinstance(obj.get("state_dict"), dict):

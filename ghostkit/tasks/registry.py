@@ -18,13 +18,11 @@ from dataclasses import dataclass
 
 from ..errors import GhostkitError
 
-__all__ = ["IGNORE_INDEX", "TaskEntry", "TASKS", "MULTITASK", "BUILTIN_IMGSZ", "get_task", "task_names",
-           "combinable_tasks", "default_imgsz", "register_task"]
+__all__ = ["IGNORE_INDEX", "TaskEntry", "TASKS", "MULTITASK", "get_task", "task_names", "combinable_tasks",
+           "default_imgsz", "register_task"]
 
 # the label of pixels a segmentation mask leaves out (losses and metrics skip them), shared by data, tasks and engine
 IGNORE_INDEX = 255
-# built-in data are drawn at one size; a run on them defaults to it whatever the task
-BUILTIN_IMGSZ: dict[str, int] = {"digits": 32, "shapes": 64, "tracks": 160}
 
 
 @dataclass(frozen=True)
@@ -40,8 +38,8 @@ class TaskEntry:
         layouts: the ``--data`` layouts it reads (DESIGN.md, "Data formats"), for help texts and errors.
         batch: default ``--batch``.
         lr: default ``--lr``.
-        imgsz: default ``--imgsz`` on a user's folder (built-in data: :data:`BUILTIN_IMGSZ`); ``None``: the data
-            builder decides (restoration: a training patch that follows ``--scale``).
+        imgsz: the largest default ``--imgsz`` (:func:`default_imgsz` picks it from the training images, up to
+            this); ``None``: the data builder decides (restoration: a training patch that follows ``--scale``).
         metrics: the metrics.json keys.
         primary: the metrics.json key that picks the best checkpoint (see ``mode``).
         mode: ``"max"``: a higher ``primary`` is better; ``"min"``: a lower one (generate's FID).
@@ -152,10 +150,13 @@ def get_task(task: str) -> TaskEntry:
     return TASKS[task]
 
 
-def default_imgsz(task: str, data: str | None) -> int | None:
-    """The ``--imgsz`` of a run of ``task`` on ``data`` when none is given: the built-in data's own size, else the
-    task's (``None``: the data builder's, see :class:`TaskEntry`)."""
+def default_imgsz(task: str, median_side: float | None = None) -> int | None:
+    """The ``--imgsz`` of a run of ``task`` when none is given, from the training images alone (never from the
+    data's name, so built-in data and the same images in a folder get the same size): their median shorter side
+    ``median_side`` rounded up to a multiple of 32, at least 32 and at most the task's default
+    (:attr:`TaskEntry.imgsz`); that default when ``median_side`` is None. ``None``: the data builder's (see
+    :class:`TaskEntry`). Upscaling small images past their own size adds compute, not detail."""
     entry = get_task(task)
-    if data is not None and str(data) in BUILTIN_IMGSZ and entry.imgsz is not None:
-        return BUILTIN_IMGSZ[str(data)]
-    return entry.imgsz
+    if entry.imgsz is None or median_side is None:
+        return entry.imgsz
+    return min(entry.imgsz, max(32, -(-int(median_side) // 32) * 32))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ghostkit.data.formats.boxes import BoxCleaner
-from ghostkit.data.images import filter_readable, image_size
+from ghostkit.data.images import filter_readable, image_size, resolve_inside
 from ghostkit.errors import GhostkitError
 from ghostkit.tasks.registry import IGNORE_INDEX
 
@@ -77,10 +77,12 @@ def _categories(path: Path, data: Any) -> Categories:
     return [(i, cats[i]) for i in sorted(cats)]
 
 
-def _image_file(root: Path, split: str, name: str) -> Path | None:
+def _image_file(root: Path, split: str, name: str, source: Path) -> Path | None:
+    """The first existing ``images/[<split>/|<split>2017/]<name>``; a ``name`` that leaves ``images/`` is refused
+    (:func:`~ghostkit.data.images.resolve_inside`)."""
     images = root / "images"
-    return next((c for c in (images / name, images / split / name, images / f"{split}2017" / name) if c.is_file()),
-                None)
+    return next((c for c in (resolve_inside(d, name, source) for d in (images, images / split, images / f"{split}2017"))
+                 if c.is_file()), None)
 
 
 def load_coco(root: str | Path, split: str, categories: Categories | None = None) -> CocoFile:
@@ -98,7 +100,7 @@ def load_coco(root: str | Path, split: str, categories: Categories | None = None
             raise GhostkitError(f"{path}: image entry {img!r} needs an 'id' and a 'file_name'")
         if img["id"] in images:
             raise GhostkitError(f"{path}: duplicate image id {img['id']}")
-        file = _image_file(root, split, img["file_name"])
+        file = _image_file(root, split, img["file_name"], path)
         if file is None:
             raise GhostkitError(f"{path}: image {img['file_name']} (id {img['id']}) not found in {root / 'images'}")
         w, h = img.get("width"), img.get("height")

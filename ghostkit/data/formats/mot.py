@@ -23,8 +23,6 @@ symbolic links) may lie outside the data root.
 from __future__ import annotations
 
 import configparser
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ghostkit.data.images import IMG_EXTENSIONS, SkippedFilesWarning
+from ghostkit.data.images import IMG_EXTENSIONS, SkippedFilesWarning, resolve_inside
 from ghostkit.errors import GhostkitError
+from ghostkit.io import atomic_write_text
 
 __all__ = ["GT_FIELDS", "MOTData", "MOTSequence", "read_classes", "read_mot", "read_mot_boxes", "read_mot_sequence",
            "write_mot_results"]
@@ -135,7 +134,7 @@ def read_mot_sequence(folder: str | Path, class_names: list[str] | None = None,
     root_real = Path(root if root is not None else folder).resolve()
     _inside(folder, root_real, folder)
     info = _read_seqinfo(folder / "seqinfo.ini")
-    img_dir = folder / info.get("imdir", "img1")
+    img_dir = resolve_inside(folder, info.get("imdir", "img1"), folder / "seqinfo.ini")
     if not img_dir.is_dir():
         raise GhostkitError(f"{folder}: not a MOTChallenge sequence: no {img_dir.name}/ folder of frames")
     _inside(img_dir, root_real, folder / "seqinfo.ini")
@@ -173,13 +172,12 @@ def read_mot_sequence(folder: str | Path, class_names: list[str] | None = None,
 
 
 def write_mot_results(path: str | Path, frames: Iterable[tuple[int, Mapping]]) -> Path:
-    """Write tracks as a MOTChallenge result file, atomically (a temporary file beside ``path``, then a rename).
+    """Write tracks as a MOTChallenge result file, atomically (:func:`ghostkit.io.atomic_write_text`).
 
     frames: ``(frame, tracks)`` pairs, ``frame`` 1-based, ``tracks`` a tracker's output for that frame
     (``{"ids": K, "boxes": K x 4 xyxy, "scores": K}``, tensors or arrays). Lines: ``frame,id,x,y,w,h,score,-1,-1,-1``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for frame, tracks in frames:
         if int(frame) < 1:
@@ -188,15 +186,7 @@ def write_mot_results(path: str | Path, frames: Iterable[tuple[int, Mapping]]) -
         scores = np.asarray(tracks["scores"]).reshape(-1) if "scores" in tracks else np.ones(len(ids))
         for i, (x1, y1, x2, y2), s in zip(ids.tolist(), boxes.tolist(), scores.tolist()):
             lines.append(f"{int(frame)},{int(i)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{s:.4f},-1,-1,-1\n")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.chmod(tmp, 0o644)  # mkstemp's file is private; a result file is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, "".join(lines))
     return path
 
 

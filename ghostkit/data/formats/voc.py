@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ghostkit.data.formats.boxes import BoxCleaner
-from ghostkit.data.images import image_size
+from ghostkit.data.images import image_size, resolve_inside
 from ghostkit.errors import GhostkitError
 
 __all__ = ["VOC_CLASSES", "find_voc_root", "read_voc", "voc_class_names", "voc_ids", "voc_segmentation_pairs"]
@@ -73,7 +73,9 @@ def read_voc(root: str | Path, ids: Sequence[str] | None, names: Sequence[str]) 
     """Read the VOC annotations of image `ids` (default: every XML in `root/Annotations`) → items."""
     root = Path(root)
     ann_dir = root / "Annotations"
-    xmls = [ann_dir / f"{i}.xml" for i in ids] if ids is not None else sorted(ann_dir.glob("*.xml"))
+    listing = root / "ImageSets" / "Main"
+    xmls = ([resolve_inside(ann_dir, f"{i}.xml", listing) for i in ids] if ids is not None
+            else sorted(ann_dir.glob("*.xml")))
     index = {n: i for i, n in enumerate(names)}
     clean = BoxCleaner()
     items: list[Item] = []
@@ -81,7 +83,8 @@ def read_voc(root: str | Path, ids: Sequence[str] | None, names: Sequence[str]) 
         if not xml.is_file():
             raise GhostkitError(f"{xml}: no such annotation file (listed in ImageSets/Main)")
         tree = _parse_voc_xml(xml)
-        image = root / "JPEGImages" / ((tree.findtext("filename") or "").strip() or f"{xml.stem}.jpg")
+        image = resolve_inside(root / "JPEGImages", (tree.findtext("filename") or "").strip() or f"{xml.stem}.jpg",
+                               xml)
         if not image.is_file():
             raise GhostkitError(f"{xml}: image {image.name} not found in {root / 'JPEGImages'}")
         try:
@@ -122,7 +125,7 @@ def voc_segmentation_pairs(root: str | Path, split: str) -> list[tuple[Path, Pat
         stem = line.strip().split(" ")[0] if line.strip() else ""
         if not stem:
             continue
-        image = root / "JPEGImages" / f"{stem}.jpg"
+        image = resolve_inside(root / "JPEGImages", f"{stem}.jpg", f"{listing}:{lineno}")
         if not image.is_file():
             raise GhostkitError(f"{listing}:{lineno}: {image} does not exist")
         pairs.append((image, root / "SegmentationClass" / f"{stem}.png"))

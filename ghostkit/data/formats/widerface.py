@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ghostkit.data.formats.boxes import BoxCleaner, BoxesFixedWarning
-from ghostkit.data.images import image_size
+from ghostkit.data.images import image_size, resolve_inside
 from ghostkit.errors import GhostkitError
 
 __all__ = ["read_widerface"]
@@ -36,7 +36,7 @@ def read_widerface(root: str | Path, split: str) -> list[Item]:
         if not name:
             i += 1
             continue
-        image = img_dir / name
+        image = resolve_inside(img_dir, name, f"{path}:{i + 1}")
         if not image.is_file():
             raise GhostkitError(f"{path}:{i + 1}: image {name} not found in {img_dir}")
         try:

@@ -1,0 +1,164 @@
+"""The classification recipe rule, the in-memory image cache, and what a run prints about them."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torchvision.transforms import v2
+
+import ghostkit.data.cache as cache_module
+import ghostkit.data.recipe as recipe_module
+from ghostkit.cli import main
+from ghostkit.data.cache import CachedImageDataset, decode_items, default_workers
+from ghostkit.data.classify import build_classify_data, read_imagefolder
+from ghostkit.data.images import read_image
+from ghostkit.data.recipe import DataStats, choose_recipe, data_stats, scaled_lr
+from ghostkit.data.synthetic import load_digits, write_imagefolder
+from ghostkit.errors import GhostkitError
+
+
+def _kinds(dataset) -> list[type]:
+    return [type(t) for t in dataset.transform.transforms]
+
+
+# ------------------------------------------------------------------------------------------------------ the rule
+
+
+@pytest.mark.parametrize(
+    "stats, epochs, pretrained, name, augment, imgsz",
+    [
+        (DataStats(28, True, 400), 10, False, "light", "none", 32),  # small grayscale scans, short run
+        (DataStats(200, False, 500), 10, False, "light", "none", 224),  # large photos, but short from scratch
+        (DataStats(200, False, 500), 30, False, "standard", "randaugment", 224),  # long run on enough photos
+        (DataStats(200, False, 500), 10, True, "standard", "randaugment", 224),  # pretrained
+        (DataStats(200, True, 500), 30, False, "standard", "none", 224),  # grayscale: no colour policy
+        (DataStats(96, False, 40), 100, True, "light", "none", 96),  # few images per class
+        (DataStats(40, False, 1000), 100, True, "light", "none", 64),  # small images, rounded up to 64
+        (DataStats(500, False, 1000), 100, False, "standard", "randaugment", 224),  # capped at 224
+    ],
+)
+def test_rule_picks_the_documented_recipe(stats, epochs, pretrained, name, augment, imgsz):
+    r = choose_recipe(stats, epochs, pretrained)
+    assert (r.name, r.auto_augment, r.imgsz, r.flip) == (name, augment, imgsz, False)
+    expected = recipe_module.LIGHT if name == "light" else recipe_module.STANDARD
+    assert (r.crop_scale, r.dropout, r.label_smoothing) == tuple(expected[k] for k in
+                                                                 ("crop_scale", "dropout", "label_smoothing"))
+    assert r.overridden == ()
+    line = r.describe()
+    assert line.startswith(f"recipe: {name} augmentation (") and f"{epochs} epochs" in line
+    assert ("pretrained" if pretrained else "from scratch") in line and "flips off" in line
+
+
+def test_options_override_the_rule_and_are_named():
+    r = choose_recipe(DataStats(28, True, 400), 10, flip=True, dropout=0.3, auto_augment="trivial", crop_scale=0.5,
+                      imgsz=48, label_smoothing=0.0)
+    assert (r.flip, r.dropout, r.auto_augment, r.crop_scale, r.imgsz, r.label_smoothing) == (
+        True, 0.3, "trivial", 0.5, 48, 0.0)
+    assert set(r.overridden) == {"flip", "dropout", "auto_augment", "crop_scale", "imgsz", "label_smoothing"}
+    assert "set by option" in r.describe() and "flips on" in r.describe()
+    with pytest.raises(GhostkitError, match="crop-scale"):
+        choose_recipe(DataStats(28, True, 400), 10, crop_scale=1.5)
+
+
+def test_data_stats_reads_size_colour_and_counts():
+    gray = [np.full((28, 30, 3), 7, np.uint8)] * 6
+    stats = data_stats(gray, [0, 0, 0, 1, 1, 2])
+    assert stats == DataStats(size=28, grayscale=True, per_class=2)
+    colour = [torch.zeros(3, 64, 80, dtype=torch.uint8), torch.ones(3, 64, 80, dtype=torch.uint8)]
+    colour[1][0] = 200
+    assert data_stats(colour, [np.array([1.0, 1.0]), np.array([0.0, 1.0])]) == DataStats(64, False, 1)
+
+
+def test_no_recipe_code_looks_at_data_names():
+    for module in (recipe_module, cache_module):
+        source = inspect.getsource(module)
+        assert '"digits"' not in source and '"shapes"' not in source
+    make = inspect.getsource(build_classify_data)
+    body = make[make.index("def make("):make.index('if name == "digits"')]
+    assert "name" not in body.replace("names", "").replace("is_multilabel", "")
+
+
+def test_builtin_digits_get_the_same_recipe_as_the_same_images_in_a_folder(tmp_path):
+    images, labels, names = load_digits(32)
+    write_imagefolder(tmp_path / "train", images, labels, names)
+    builtin = build_classify_data("digits", epochs=10)
+    folder = build_classify_data(tmp_path, epochs=10)
+    assert builtin.recipe == folder.recipe and builtin.recipe.name == "light"
+    assert _kinds(builtin.train) == _kinds(folder.train)
+
+
+def test_flips_are_off_by_default_and_on_with_the_option(tmp_path):
+    images, labels, names = load_digits(32)
+    write_imagefolder(tmp_path / "train", images[:60], labels[:60], names)
+    assert v2.RandomHorizontalFlip not in _kinds(build_classify_data(tmp_path, epochs=100, pretrained=True).train)
+    flipped = build_classify_data(tmp_path, flip=True)
+    assert v2.RandomHorizontalFlip in _kinds(flipped.train) and flipped.recipe.flip
+
+
+def test_learning_rate_follows_the_batch():
+    assert scaled_lr(2e-3, 64, 64) == 2e-3
+    assert scaled_lr(2e-3, 256, 64) == pytest.approx(4e-3)
+    assert scaled_lr(4e-3, 64, 16) == pytest.approx(8e-3)
+    assert scaled_lr(2e-3, 32, 64) == 2e-3  # not scaled down
+
+
+# ------------------------------------------------------------------------------------------------------ the cache
+
+
+def test_cache_returns_the_decoded_files_and_respects_its_limit(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (20 + i, 24, 3), dtype=np.uint8) for i in range(6)]
+    write_imagefolder(tmp_path, images, [0, 1, 0, 1, 0, 1], ["a", "b"])
+    items, _ = read_imagefolder(tmp_path)
+    decoded = decode_items(items, limit_mb=1)
+    assert decoded is not None and len(decoded) == len(items)
+    for (path, _), tensor in zip(items, decoded, strict=True):
+        assert tensor.dtype == torch.uint8 and tensor.shape[0] == 3
+        assert torch.equal(tensor.permute(1, 2, 0), torch.from_numpy(np.asarray(read_image(path))))
+    need = sum(t.numel() for t in decoded) / 2**20
+    assert decode_items(items, limit_mb=need * 0.99) is None  # over the limit: nothing kept
+    assert decode_items(items, limit_mb=0) is None
+    data = build_classify_data(_folder(tmp_path), imgsz=32, cache_mb=1)
+    files = build_classify_data(_folder(tmp_path), imgsz=32, cache_mb=0)
+    assert isinstance(data.train, CachedImageDataset) and not isinstance(files.train, CachedImageDataset)
+    torch.testing.assert_close(data.val[0][0], files.val[0][0])  # same pixels, same val transform
+
+
+def _folder(tmp_path):
+    root = tmp_path / "data"
+    if not root.exists():
+        rng = np.random.default_rng(1)
+        write_imagefolder(root / "train", [rng.integers(0, 255, (30, 30, 3), dtype=np.uint8) for _ in range(8)],
+                          [0, 1] * 4, ["a", "b"])
+    return root
+
+
+def test_default_workers_from_cores():
+    assert default_workers(in_memory=True, cores=2) == 0
+    assert default_workers(in_memory=False, cores=2) == 1
+    assert default_workers(in_memory=True, cores=32) == 8
+    assert default_workers(in_memory=False, cores=64) == 8
+
+
+# ------------------------------------------------------------------------------------------------------ a run
+
+
+def test_run_prints_its_recipe_and_data_time(tmp_path, capsys):
+    images, labels, names = load_digits(32)
+    write_imagefolder(tmp_path / "data" / "train", images[:80], labels[:80], names)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--epochs", "1", "--model", "ghostnet_050", "--batch",
+                 "32", "--flip", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"recipe: light augmentation \(small images, \d+ images per class, 1 epochs, from scratch, "
+                     r"grayscale\): imgsz 32, crops 70%-100%, auto-augment none, flips on", printed)
+    assert "flips on" in printed and "set by option: flip" in printed
+    assert "training time: data loading" in printed and "compute" in printed
+    saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert saved["flip"] is True and saved["imgsz"] == 32 and saved["dropout"] == 0.0
+    assert saved["lr"] == 2e-3  # batch 32 is below the reference batch: the default rate

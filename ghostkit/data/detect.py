@@ -49,7 +49,7 @@ from ghostkit.data.formats.mot import read_mot_boxes
 from ghostkit.data.formats.voc import read_voc, voc_class_names, voc_ids
 from ghostkit.data.formats.widerface import read_widerface
 from ghostkit.data.formats.yolo import read_yolo
-from ghostkit.data.images import filter_readable, median_short_side, read_image
+from ghostkit.data.images import filter_readable, image_size, median_short_side, read_image
 from ghostkit.data.synthetic import SHAPE_CLASSES, SHAPES_IMGSZ, ShapeSample, ShapeStream, make_shapes
 from ghostkit.data.tracks import data_root
 from ghostkit.errors import GhostkitError

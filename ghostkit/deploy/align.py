@@ -32,7 +32,7 @@ __all__ = ["Layout", "AlignedBackbone", "align_channels", "cpu_block_size"]
 
 
 def cpu_block_size() -> int:
-    """The channel block of ONNX Runtime's blocked CPU kernels on the CPU running it: 16 with AVX-512, 8 with AVX2, else 0
+    """The channel block of ONNX Runtime's blocked CPU kernels of the running CPU: 16 with AVX-512, 8 with AVX2, else 0
     (no blocked kernels, e.g. ARM: alignment would only add work)."""
     try:
         with open("/proc/cpuinfo") as f:

@@ -24,6 +24,7 @@ from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
 from ..errors import GhostkitError
+from ..tasks.registry import default_imgsz
 from .classify import ImageListDataset, Item, read_imagefolder
 from .common import TaskData
 from .images import filter_readable, list_images
@@ -107,5 +108,5 @@ def task_data(task: str, data: str | Path, imgsz: int, val_fraction: float = 0.2
     """``generate`` data as the engine uses it (``ghostkit.data.tasks.build_task_data``): the training images serve
     as validation images too (``val_fraction`` does not apply), ``source`` is the :class:`GenerateData`, and a batch
     collates to ``(images B x 3 x S x S in [-1, 1], class indices B)``."""
-    d = build_generate_data(data, imgsz, batch)
+    d = build_generate_data(data, imgsz or default_imgsz(task), batch)
     return TaskData(d.train, d.train, {task: d.class_names}, d.imgsz, [0.5] * 3, [0.5] * 3, default_collate, d)

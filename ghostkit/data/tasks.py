@@ -31,10 +31,12 @@ def build_task_data(task: str, data: str, imgsz: int | None = None, val_fraction
     return module.task_data(task, data, imgsz, val_fraction, seed, **options)
 
 
-def data_for_model(config: dict, data: str, imgsz: int | None = None, seed: int = 0) -> TaskData:
+def data_for_model(config: dict, data: str, imgsz: int | None = None, seed: int = 0,
+                   where: str | None = None) -> TaskData:
     """The data a model with ``config`` (a checkpoint's ``"ghostkit"`` config) is evaluated on: ``data``'s
     validation split at ``imgsz`` (default: the training size), with the restoration degradation the model was
-    trained for. Raises :class:`GhostkitError` when ``data``'s classes are not the model's."""
+    trained for. Raises :class:`GhostkitError` when ``data``'s classes are not the model's (the message names
+    ``where``, the model's file, when given)."""
     heads = config["heads"]
     task = ",".join(heads)
     restore = {k: heads["restore"][k] for k in ("scale", "noise", "jpeg") if k in heads.get("restore", {})}
@@ -45,7 +47,8 @@ def data_for_model(config: dict, data: str, imgsz: int | None = None, seed: int 
     names = config.get("class_names", {})
     for t in heads:
         if td.class_names.get(t) != names.get(t):
-            raise GhostkitError(f"{data}: the model's {t} head was trained for {len(names.get(t) or [])} classes "
+            raise GhostkitError(f"{where or data}: the model's {t} head was trained for {len(names.get(t) or [])} "
+                                f"classes "
                                 f"{(names.get(t) or [])[:5]}, but {data} has {len(td.class_names.get(t, []))} "
                                 f"{td.class_names.get(t, [])[:5]}")
     return td

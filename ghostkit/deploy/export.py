@@ -199,6 +199,10 @@ def export(
     log = log or (lambda _: None)
     start = time.perf_counter()
     _check_options(format, int8, data, batch, opset)
+    block = _resolve_align(align) if format == "onnx" and not int8 else 0
+    if isinstance(weights, TaskModel) and out is None:
+        raise GhostkitError("export of an in-memory model needs out=PATH")
+    out = check_output_file(out if out else default_out(weights, format, int8))  # before the work, not after
     if not isinstance(weights, TaskModel) and Path(weights).suffix.lower() not in (".onnx", ".xml"):
         from ..models.weights import read_checkpoint
         from ..tasks.generate import is_generator_config
@@ -212,12 +216,8 @@ def export(
     if int8 and metrics is None:
         raise GhostkitError("an INT8 export needs metrics= for its accuracy check (ghostkit.export and the ghostkit "
                             "export command pass the task's)")
-    block = _resolve_align(align) if format == "onnx" and not int8 else 0
     if format == "openvino" and not int8:  # OpenVINO does its own layout work; ORT's rewrites would get in its way
         optimize = False
-    if isinstance(weights, TaskModel) and out is None:
-        raise GhostkitError("export of an in-memory model needs out=PATH")
-    out = check_output_file(out if out else default_out(weights, format, int8))  # before the work, not after
     if isinstance(weights, TaskModel):
         model = weights.eval()
     else:

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import GhostkitError
+from ..io import atomic_write_bytes
 from ..tasks.generate import GANModel, load_generator
-from .export import DEFAULT_OPSET, ExportResult, _atomic_write, default_out, parity
+from .export import DEFAULT_OPSET, ExportResult, default_out, parity
 
 __all__ = ["export_generator"]
 
@@ -74,7 +75,7 @@ def export_generator(weights: str | Path, format: str = "onnx", batch: int = 1, 
                                        "outputs": ["images"], "source": str(weights)}}
     onnx.helper.set_model_props(onnx_model, {"ghostkit": json.dumps(meta)})
     onnx.checker.check_model(onnx_model)
-    _atomic_write(onnx_model.SerializeToString(), out)
+    atomic_write_bytes(out, onnx_model.SerializeToString())
     session = make_session(out)
     got = session.run(["images"], {k: v.numpy() for k, v in inputs.items()})[0]
     diff, tol = parity({"images": reference}, {"images": torch.from_numpy(np.asarray(got))})

@@ -54,6 +54,7 @@ class GANModule(L.LightningModule):
         self.model, self.cfg, self.run_dir = model, cfg, run_dir
         self.metrics = metrics
         self.last_metrics: dict = {}
+        self.last_score: float | None = None  # single-task: no combined score (RunHistory reads it)
         n = 64
         gen = torch.Generator().manual_seed(1234)
         self.register_buffer("grid_z", torch.randn(n, model.z_dim, generator=gen), persistent=False)

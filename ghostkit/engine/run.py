@@ -238,7 +238,7 @@ def validate(weights: str | Path, data: str, out: str | Path | None = None, batc
     config = model.config
     task = ",".join(config["heads"])
     spec = get_spec(task)
-    td = data_for_model(config, data)
+    td = data_for_model(config, data, where=str(weights))
     spec.attach_data(td)
     cfg = TrainConfig(task=task, data=data, model=config["backbone"]["name"], batch=batch, workers=workers,
                       imgsz=config["imgsz"][0], threshold=threshold).validate()

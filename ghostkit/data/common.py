@@ -3,6 +3,10 @@ and the ``classes.txt`` reader. Neutral ground: task data modules import from he
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ghostkit.errors import GhostkitError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TaskData", "read_classes_txt", "split_items"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TaskData", "cached_folder", "read_classes_txt", "split_items"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -87,3 +91,25 @@ def split_items(
     train = [item for i, item in enumerate(items) if i not in val_idx]
     val = [item for i, item in enumerate(items) if i in val_idx]
     return train, val
+
+
+def cached_folder(name: str, key: object, write: Callable[[Path], None], cache_dir: str | Path | None = None) -> Path:
+    """A built-in data folder ``<cache_dir>/<name>-<hash of key>`` (default cache ``~/.cache/ghostkit``): ``write``
+    fills a temporary folder beside it on first use, which is then renamed into place, so an interrupted run never
+    leaves half a data set behind and concurrent first uses agree; reused afterwards."""
+    cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "ghostkit"
+    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:10]
+    target = cache / f"{name}-{digest}"
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{name}-{digest}."))
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():  # not another process finishing first: a real failure
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

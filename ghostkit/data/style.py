@@ -21,10 +21,6 @@ B x 3 x H x W, "style": style image 1 x 3 x h x w}}`` (:class:`StyleCollate`).
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +30,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ghostkit.data.common import TaskData, split_items
+from ghostkit.data.common import TaskData, cached_folder, split_items
 from ghostkit.data.images import filter_readable, list_images, read_image
 from ghostkit.errors import GhostkitError
 
@@ -90,33 +86,24 @@ def load_style(style: str | Path | None, imgsz: int) -> torch.Tensor:
 def builtin_photos(cache_dir: str | Path | None = None) -> Path:
     """The built-in ``photos`` folder (module docstring), written once under ``cache_dir`` (default
     ``~/.cache/ghostkit``) through a temporary folder renamed into place, and reused afterwards."""
-    cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "ghostkit"
-    key = hashlib.sha1(repr((_VERSION, _PATCH, _STRIDE, _TRAIN_FRACTION)).encode()).hexdigest()[:10]
-    target = cache / f"photos-{key}"
-    if target.is_dir():
-        return target
+    return cached_folder("photos", (_VERSION, _PATCH, _STRIDE, _TRAIN_FRACTION), _write_photos, cache_dir)
+
+
+def _write_photos(folder: Path) -> None:
+    """Patches of the photographs scikit-learn ships into ``folder/{train,val}``: validation from the right part of
+    each photo, training from the rest."""
     from sklearn.datasets import load_sample_images  # bundled with scikit-learn: no download
 
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".photos-{key}."))
-    try:
-        bunch = load_sample_images()
-        for path, image in zip(bunch.filenames, bunch.images):
-            h, w = image.shape[:2]
-            cut = round(w * _TRAIN_FRACTION)
-            for split, (x_lo, x_hi), stride in (("train", (0, cut), _STRIDE), ("val", (cut, w), _VAL_STRIDE)):
-                (tmp / split).mkdir(exist_ok=True)
-                for y in range(0, h - _PATCH + 1, stride):
-                    for x in range(x_lo, x_hi - _PATCH + 1, _STRIDE):
-                        patch = Image.fromarray(image[y:y + _PATCH, x:x + _PATCH])
-                        patch.save(tmp / split / f"{Path(path).stem}_{y:03d}_{x:03d}.png")
-        os.replace(tmp, target)
-    except OSError:
-        if not target.is_dir():  # not another process finishing first: a real failure
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    bunch = load_sample_images()
+    for path, image in zip(bunch.filenames, bunch.images):
+        h, w = image.shape[:2]
+        cut = round(w * _TRAIN_FRACTION)
+        for split, (x_lo, x_hi), stride in (("train", (0, cut), _STRIDE), ("val", (cut, w), _VAL_STRIDE)):
+            (folder / split).mkdir(exist_ok=True)
+            for y in range(0, h - _PATCH + 1, stride):
+                for x in range(x_lo, x_hi - _PATCH + 1, _STRIDE):
+                    patch = Image.fromarray(image[y:y + _PATCH, x:x + _PATCH])
+                    patch.save(folder / split / f"{Path(path).stem}_{y:03d}_{x:03d}.png")
 
 
 class PhotoDataset(Dataset):

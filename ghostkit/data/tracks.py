@@ -14,16 +14,13 @@ val sequences follow, so the splits never share a sequence. The drawing reuses t
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ghostkit.data.common import cached_folder
 from ghostkit.data.synthetic import SHAPE_CLASSES, _pick_colour, _pixel_centres, _shape_mask, _texture
 from ghostkit.errors import GhostkitError
 
@@ -67,22 +64,8 @@ def builtin_tracks(cache_dir: str | Path | None = None, **options) -> Path:
     """The built-in ``tracks`` folder for these :func:`write_tracks` options, generated once under ``cache_dir``
     (default ``~/.cache/ghostkit``) and reused afterwards; written into a temporary folder and renamed into place,
     so an interrupted run never leaves half a data set behind."""
-    cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "ghostkit"
-    key = hashlib.sha1(repr((_VERSION, sorted(options.items()))).encode()).hexdigest()[:10]
-    target = cache / f"tracks-{key}"
-    if target.is_dir():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".tracks-{key}."))
-    try:
-        write_tracks(tmp, **options)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.is_dir():  # not another process finishing first: a real failure
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_folder("tracks", (_VERSION, sorted(options.items())), lambda tmp: write_tracks(tmp, **options),
+                         cache_dir)
 
 
 def data_root(data: str | Path) -> Path:

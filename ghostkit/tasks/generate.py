@@ -50,6 +50,7 @@ from ..errors import GhostkitError
 from ..models import GhostModule, create_model
 from ..models.layers import SqueezeExcite
 from ..models.weights import read_checkpoint
+from .model import load_matching_state
 from .restore import drop_batchnorm
 
 __all__ = ["GENERATE_DEFAULTS", "Generator", "Discriminator", "GANModel", "ConditionalBatchNorm2d",
@@ -337,15 +338,7 @@ def load_generator(path: str | Path) -> GANModel:
     if not is_generator_config(config):
         raise GhostkitError(f"{path}: not a generative model checkpoint (train one with --task generate)")
     state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")} or state
-    model = GANModel(config)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or bad:
-        raise GhostkitError(f"{path}: weights do not match the model in its config (missing: {missing[:3]}, "
-                            f"shape mismatch: {bad[:3]})")
-    model.load_state_dict({k: state[k] for k in own})
-    return model.eval()
+    return load_matching_state(GANModel(config), state, path)
 
 
 def image_grid(images: np.ndarray, rows: int | None = None) -> np.ndarray:

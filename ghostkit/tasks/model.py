@@ -20,8 +20,8 @@ from ..models.hub import check_normalisation, resolve_weights
 from ..models.weights import read_checkpoint
 from . import build_head, get_head_class
 
-__all__ = ["TaskModel", "MultiTaskModel", "build_task_model", "load_task_model", "load_pretrained", "enable_tta",
-           "BACKBONE_OUT_INDICES"]
+__all__ = ["TaskModel", "MultiTaskModel", "build_task_model", "load_task_model", "load_matching_state",
+           "load_pretrained", "enable_tta", "BACKBONE_OUT_INDICES"]
 
 # every head sees the stride 4, 8, 16 and 32 stage ends; computing them all costs nothing extra
 BACKBONE_OUT_INDICES = (1, 2, 3, 4)
@@ -142,7 +142,12 @@ def load_task_model(path: str | Path) -> TaskModel:
                             "create_model(name, weights=...)")
     # Lightning checkpoints hold the LightningModule's state: the TaskModel lives under "model."
     state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()}
-    model = build_task_model(config)
+    return load_matching_state(build_task_model(config), state, path)
+
+
+def load_matching_state(model: nn.Module, state: dict, path: str | Path) -> nn.Module:
+    """``model`` (built from a checkpoint's config) with ``state``'s tensors, in eval mode; a one-line error naming
+    ``path`` when keys are missing or shapes differ (the weights do not belong to that config)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     bad = [k for k in own if k in state and state[k].shape != own[k].shape]

@@ -66,19 +66,20 @@ PARTS_MIN_NUMEL = 1 << 20
 
 def enable(model: nn.Module) -> nn.Module:
     """Switch the fast path on for ``model`` and every ghostkit module in it, in place; returns ``model``."""
-    for m in model.modules():
-        twin = _TWINS.get(type(m))
-        if twin is not None:
-            m.__class__ = twin
-    return model
+    return _swap_classes(model, _TWINS)
 
 
 def disable(model: nn.Module) -> nn.Module:
     """Switch the fast path off for ``model``, in place: plain modules again; returns ``model``."""
+    return _swap_classes(model, _PLAIN)
+
+
+def _swap_classes(model: nn.Module, classes: dict[type, type]) -> nn.Module:
+    """Give every submodule whose class is a key of ``classes`` the class it maps to (same parameters and keys)."""
     for m in model.modules():
-        plain = _PLAIN.get(type(m))
-        if plain is not None:
-            m.__class__ = plain
+        target = classes.get(type(m))
+        if target is not None:
+            m.__class__ = target
     return model
 
 

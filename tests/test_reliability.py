@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -258,3 +259,40 @@ def test_devices_above_the_core_count_warn(tmp_path):
     n = (os.cpu_count() or 1) + 1
     with pytest.warns(UserWarning, match=f"--devices {n} starts {n} training processes on {n - 1} CPU cores"):
         build_trainer(TrainConfig(accelerator="cpu", devices=str(n), strategy="ddp"), tmp_path, monitor="val/top1")
+
+
+class _ScriptedMetric(L.LightningModule):
+    """A one-weight module whose validation logs a scripted `val/fid` per epoch (a real Lightning run)."""
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.values, self.last_metrics, self.last_score = values, {}, None
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight - batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        fid = self.values[self.current_epoch]
+        self.last_metrics = {"generate": {"fid": fid}}
+        self.log("val/fid", fid)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("mode, best", [("min", 5.0), ("max", 9.0)])
+def test_run_history_best_epoch_follows_the_monitor_mode(tmp_path, mode, best):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ghostkit.engine.callbacks import RunHistory
+    from ghostkit.engine.config import TrainConfig
+    from ghostkit.engine.trainer import build_trainer
+
+    values = [9.0, 5.0, 7.0]
+    trainer = build_trainer(TrainConfig(epochs=len(values)), tmp_path, monitor="val/fid", mode=mode)
+    loader = DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)
+    trainer.fit(_ScriptedMetric(values), loader, loader)
+    history = next(c for c in trainer.callbacks if isinstance(c, RunHistory))
+    assert history.outputs()[0]["generate"]["fid"] == best
+    assert [row["val/fid"] for row in history.rows] == values

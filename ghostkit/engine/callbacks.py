@@ -32,14 +32,18 @@ class RunHistory(Callback):
     """One row per finished epoch (``epoch``, ``step``, ``lr``, every logged ``train/*`` and ``val/*`` scalar),
     written to ``run_dir/metrics.csv`` after each epoch and saved in every checkpoint, so a resumed run rebuilds its
     whole history from ``last.ckpt``. Also keeps the full validation metrics of the best and the latest epoch, for
-    the outputs of a run that stops early. ``monitor``: the logged key choosing the best epoch (higher is better).
+    the outputs of a run that stops early. ``monitor``: the logged key choosing the best epoch; ``mode``: ``"max"``
+    (higher is better) or ``"min"`` (lower is better, e.g. FID), as for the best checkpoint.
     """
 
-    def __init__(self, run_dir: Path, monitor: str) -> None:
+    def __init__(self, run_dir: Path, monitor: str, mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.run_dir, self.monitor = Path(run_dir), monitor
+        self.sign = 1.0 if mode == "max" else -1.0  # best = largest sign * value
         self.rows: list[dict[str, float]] = []
         self.best: tuple[dict, float | None] | None = None  # (module.last_metrics, last_score) of the best epoch
-        self.best_value = -math.inf
+        self.best_value = -math.inf  # sign * value of the best epoch
         self.latest: tuple[dict, float | None] | None = None
 
     def state_dict(self) -> dict:
@@ -59,8 +63,8 @@ class RunHistory(Callback):
         values = (dict(pl_module.last_metrics), pl_module.last_score)
         self.latest = values
         value = logged.get(self.monitor)
-        if value is not None and value > self.best_value:
-            self.best, self.best_value = values, value
+        if value is not None and self.sign * value > self.best_value:
+            self.best, self.best_value = values, self.sign * value
         if trainer.is_global_zero:
             self.write_csv()
 

@@ -51,7 +51,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list
     # saved at the end of each training epoch (after its validation), so that a checkpoint holds whole epochs only
     # and carries RunHistory's row of that epoch
     callbacks = extra + [
-        RunHistory(run_dir, monitor), RunGuard(run_dir),
+        RunHistory(run_dir, monitor, mode), RunGuard(run_dir),
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
                         save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
                         save_on_train_epoch_end=True),

@@ -207,6 +207,19 @@ def test_appearance_tracker_uses_the_embed_head(joint, detector, mot_root, tmp_p
     assert code == 2 and "embed head" in err and len(err.strip().splitlines()) == 1
 
 
+def test_exported_joint_model_tracks_like_its_checkpoint(joint, mot_root, tmp_path):
+    """ONNX export of detect,embed keeps the embedding output: the appearance tracker gives the same tracks."""
+    onnx = tmp_path / "joint.onnx"
+    assert main(["export", "--weights", str(joint), "--format", "onnx", "--out", str(onnx)]) == 0
+    kwargs = dict(tracker="appearance", conf=0.01)
+    from_ckpt = list(ghostkit.track(joint, mot_root / "val", **kwargs))
+    from_onnx = list(ghostkit.track(onnx, mot_root / "val", **kwargs))
+    assert len(from_onnx) == len(from_ckpt) == FRAMES and sum(len(r["tracks"]["ids"]) for r in from_onnx) > 0
+    for a, b in zip(from_ckpt, from_onnx):
+        assert torch.equal(torch.as_tensor(a["tracks"]["ids"]), torch.as_tensor(b["tracks"]["ids"]))
+        assert torch.allclose(torch.as_tensor(a["tracks"]["boxes"]), torch.as_tensor(b["tracks"]["boxes"]), atol=1e-2)
+
+
 def test_val_track_writes_the_metrics(detector, joint, mot_root, tmp_path, capsys):
     out = tmp_path / "val"
     assert main(["val", "--weights", str(detector), "--data", str(mot_root), "--task", "track", "--out", str(out),

@@ -1,27 +1,26 @@
-"""The README's screenshot of ``ghostkit app`` (docs/images/app.png): the page after clicking a digit example.
+"""The README's screenshot of ``ghostkit app`` (docs/images/app.png), taken along a newcomer's path.
 
     make demo                                   # trains runs/demo/best.ckpt on the built-in digits
     .venv/bin/python docs/screenshot.py         # --weights runs/demo/best.ckpt --example 3 --out docs/images/app.png
 
-Starts the app on a free local port, opens it in Debian's Chromium (``/usr/bin/chromium``, driven by Playwright),
-clicks the example, waits for the result, prints the classes shown and saves the screenshot as a palette PNG
-(256 colours: the page is flat colours and greys, so this loses nothing visible and keeps the file small).
+Runs ``ghostkit app --weights W --port P`` as a user does, opens the URL it prints in Debian's Chromium
+(``/usr/bin/chromium``, driven by Playwright), clicks an example, waits for the result, prints the classes shown
+and saves the screenshot as a palette PNG (256 colours: the page is flat colours and greys, so this loses nothing
+visible and keeps the file small).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import re
 import socket
-import threading
-import time
+import subprocess
+import sys
 from pathlib import Path
 
-import uvicorn
 from PIL import Image
 from playwright.sync_api import sync_playwright
-
-from ghostkit.app.server import create_app
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
@@ -37,30 +36,33 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app([args.weights]), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise SystemExit("the app did not start")
-        time.sleep(0.05)
+    app = subprocess.Popen([sys.executable, "-m", "ghostkit.cli", "app", "--weights", args.weights, "--port",
+                            str(port)], stdout=subprocess.PIPE, text=True)
     try:
+        line = app.stdout.readline()  # "ghostkit app: 1 model(s); open http://127.0.0.1:PORT/ (Ctrl+C to stop)"
+        url = re.search(r"open (http://\S+)", line)
+        if url is None:
+            raise SystemExit(f"ghostkit app did not print its URL: {line!r}")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1100, "height": 620})
-            page.goto(f"http://127.0.0.1:{port}/")
+            for _ in range(600):  # the server prints its URL just before it starts listening
+                try:
+                    page.goto(url.group(1))
+                    break
+                except Exception:  # connection refused until uvicorn listens
+                    page.wait_for_timeout(100)
             page.click(f'#examples img[data-index="{args.example}"]')
-            page.wait_for_selector("#result .row")
+            page.wait_for_selector(f"#status:has-text('example_{args.example}.png: ')")
             page.wait_for_function("[...document.querySelectorAll('#result img')].every((i) => i.complete)")
             page.mouse.move(0, 0)  # no hover highlight in the picture
             shown = page.locator("#result .row .cls").all_text_contents()
-            print(f"example {args.example}: classes shown, best first: {', '.join(shown)}")
+            print(f"{url.group(1)}: example {args.example}: classes shown, best first: {', '.join(shown)}")
             png = page.screenshot()
             browser.close()
     finally:
-        server.should_exit = True
-        thread.join(30)
+        app.terminate()
+        app.wait(30)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(out, optimize=True)

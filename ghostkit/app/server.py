@@ -136,18 +136,28 @@ def create_app(weights: list[str | Path], limits: Limits | None = None) -> FastA
 
     async def run_image(image: UploadFile, style: UploadFile | None, model, options: dict,
                         pictures: bool) -> tuple[dict, dict]:
+        """An image (and a style image) through a tab; the style image is read from a file, as ``--style`` is."""
         tab = tab_of(model)
         data = await image.read()
         name = Path(image.filename or "upload").name[:200]
         style_data = await style.read() if style is not None else None
-        style_name = Path(style.filename or "style").name[:200] if style is not None else ""
+        style_name = Path(style.filename or "style.png").name[:200] if style is not None else ""
+        folder = Path(tempfile.mkdtemp(dir=tmp_root.name)) if style is not None else None
 
         def work_fn():
             picture = decode_image(data, name, limits.max_megapixels)
-            style_picture = None if style_data is None else decode_image(style_data, style_name, limits.max_megapixels)
-            return tab.predict(picture, name, options, pictures, style_picture)
+            style_file = None
+            if style_data is not None:
+                decode_image(style_data, style_name, limits.max_megapixels)  # the same checks as for the image
+                style_file = folder / ("style" + Path(style_name).suffix.lower()[:8])
+                style_file.write_bytes(style_data)
+            return tab.predict(picture, name, options, pictures, style_file and (style_file, style_name))
 
-        return await work.run(work_fn)
+        try:
+            return await work.run(work_fn)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

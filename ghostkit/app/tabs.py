@@ -8,9 +8,10 @@ controls (sliders) it offers; the page's ``RENDERERS`` table draws each task's J
 head's own ``render`` through :func:`~ghostkit.predict.render_result`, so the app has no drawing code of its own.
 
 Style transfer: a model trained for one style renders that style (its kept ``style_image`` is shown on the card) and
-takes only ``alpha``; a head that sets ``arbitrary_style = True`` (any style at prediction) also takes a style image
-through its ``set_style(3 x h x w in [0, 1])``, and the app puts the head's own style (``head.style``,
-``1 x 3 x h x w``) back after each request. Sending a style image to a one-style model is a 400 that says so.
+takes only ``alpha``; a head with ``arbitrary = True`` (any style at prediction) also takes a style image, read as
+``ghostkit predict --style`` reads it (:func:`ghostkit.data.style.load_style`: shorter side at the training size) and
+set with the head's ``set_style(3 x h x w in [0, 1])``; the head's own style (``head.style``, ``1 x 3 x h x w``) is
+put back after each request. Sending a style image to a one-style model is a 400 that says so.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import GhostkitError
 from ..predict import Predictor, render_result
 from .limits import AppError, Limits
 
@@ -116,7 +118,7 @@ class ModelTab:
         self.lock = threading.Lock()
         self.examples = self._examples()
         style = self.heads["style"] if "style" in self.heads else None
-        self.arbitrary_style = bool(getattr(style, "arbitrary_style", False))
+        self.arbitrary_style = bool(getattr(style, "arbitrary", False))
         kept = getattr(style, "style_image", None) if isinstance(style, torch.nn.Module) else None
         self.style_png = _png(Image.fromarray(kept.permute(1, 2, 0).cpu().numpy())) if kept is not None else None
 
@@ -152,7 +154,16 @@ class ModelTab:
                      video="detect" in self.heads, style=style,
                      controls=[c for t in self.tasks for c in TASK_VIEWS.get(t, TaskView()).controls(self.heads[t])])
 
-    def _settings(self, options: dict, style: Image.Image | None) -> tuple[dict, dict]:
+    def _style_image(self, path: Path, name: str) -> torch.Tensor:
+        """The uploaded style image (``path``, uploaded as ``name``) as the CLI's ``--style`` reads it."""
+        from ..data.style import load_style
+
+        try:
+            return load_style(path, self.predictor.model.config["imgsz"][0])
+        except GhostkitError as e:  # name the upload, not its temporary copy
+            raise AppError(400, str(e).replace(str(path), name).replace("--style ", "style image ")) from None
+
+    def _settings(self, options: dict, style: tuple[Path, str] | None) -> tuple[dict, dict]:
         """Split request options into the heads' ``format_result`` options and the head attributes to set for the
         request: ``{"detect": {"conf", "iou"}, "style": {"alpha", "image"}}``."""
         settings: dict[str, dict] = {}
@@ -172,7 +183,8 @@ class ModelTab:
             if style is not None and not self.arbitrary_style:
                 raise AppError(400, f"{self.name}: this model renders the one style it was trained on; a style "
                                     "image applies to models of arbitrary styles")
-            settings["style"] = {k: v for k, v in (("alpha", alpha), ("image", style)) if v is not None}
+            image = self._style_image(*style) if style is not None else None
+            settings["style"] = {k: v for k, v in (("alpha", alpha), ("image", image)) if v is not None}
         return options, settings
 
     def _with_settings(self, settings: dict, fn: Callable[[], object]) -> object:
@@ -189,8 +201,7 @@ class ModelTab:
                     saved["style"] = head.alpha, head.style[0].clone() if "image" in wanted else None
                     head.alpha = wanted.get("alpha", head.alpha)
                     if "image" in wanted:
-                        pixels = torch.from_numpy(np.asarray(wanted["image"]).copy()).permute(2, 0, 1)
-                        head.set_style(pixels.float() / 255)
+                        head.set_style(wanted["image"])
                 return fn()
             finally:
                 if "detect" in saved:
@@ -202,9 +213,11 @@ class ModelTab:
                         head.set_style(own)
 
     def predict(self, image: Image.Image, source: str, options: dict, pictures: bool,
-                style: Image.Image | None = None) -> tuple[dict, dict]:
+                style: tuple[Path, str] | None = None) -> tuple[dict, dict]:
         """The ``ghostkit predict --json`` dict of one image and (``pictures``) the page's PNG data URLs; ``style``:
-        the style image for an arbitrary-style model."""
+        an arbitrary-style model's style image, ``(file, name uploaded as)``."""
+        from ..tasks.restore import to_pil_image
+
         options, settings = self._settings(dict(options), style)
         result = self._with_settings(settings, lambda: self.predictor.predict([image], raw=pictures, **options)[0])
         result["source"] = source
@@ -217,9 +230,11 @@ class ModelTab:
         else:  # every head's own pictures after the combined one
             wanted = ["all"] + [k for k in drawn if k != "all" and not k.endswith("_mask")]
         out = {k or self.tasks[0]: png_data_url(drawn[k]) for k in wanted}
-        if "style" in self.heads and (style is not None or self.style_png is not None):
-            out["style image"] = png_data_url(style) if style is not None else (
-                "data:image/png;base64," + base64.b64encode(self.style_png).decode())
+        used = settings.get("style", {}).get("image")
+        if used is not None:
+            out["style image"] = png_data_url(to_pil_image(used))
+        elif "style" in self.heads and self.style_png is not None:
+            out["style image"] = "data:image/png;base64," + base64.b64encode(self.style_png).decode()
         return result, out
 
     def video(self, path: Path, out_path: Path, options: dict, name: str) -> dict:

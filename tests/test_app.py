@@ -319,27 +319,24 @@ def page(browser, server, tmp_path, request):
 @pytest.mark.slow
 def test_page_classifies_a_clicked_example(page, digits_run, capsys):
     """The path of a newcomer: a model trained on the digits, its page, a click on a digit example, the right class
-    on top (the examples' labels found by their pixels among scikit-learn's digits)."""
+    on top (its label found by its pixels among scikit-learn's digits). Every example shows the
+    classes ``ghostkit predict`` gives for it, best first."""
     from ghostkit.data.synthetic import load_digits
 
-    (cli,) = _cli_json(capsys, "--weights", str(digits_run / "best.ckpt"), "--source",
-                       str(digits_run / "samples" / "sample_03.png"), "--topk", "5")
+    cli = _cli_json(capsys, "--weights", str(digits_run / "best.ckpt"), "--source", str(digits_run / "samples"))
     assert "classify" in page.text_content("#card") and "top1" in page.text_content("#card")  # the model card
     images, labels, names = load_digits(32)
-    by_pixels = {image.tobytes(): names[label] for image, label in zip(images, labels)}
-    right = 0
+    truth = {image.tobytes(): names[label] for image, label in zip(images, labels)}
     for index in (3, 0, 1, 2, 4, 5, 6, 7):
         page.click(f'#examples img[data-index="{index}"]')
         page.wait_for_selector(f"#status:has-text('example_{index}.png: ')")
         shown = page.locator("#result .row .cls").all_text_contents()
-        truth = by_pixels[np.asarray(Image.open(digits_run / "samples" / f"sample_{index:02d}.png")).tobytes()]
+        assert shown == [x["class"] for x in cli[index]["topk"]], index
         if index == 3:
-            assert shown == [x["class"] for x in cli["topk"]]  # the same classes, best first, as ghostkit predict
-            assert shown[0] == truth, f"example 3 is a {truth}; the page shows {shown}"
+            label = truth[np.asarray(Image.open(digits_run / "samples" / "sample_03.png")).tobytes()]
+            assert shown[0] == label, f"example 3 is a {label}; the page shows {shown}"
             if os.environ.get("GHOSTKIT_APP_SCREENSHOT"):
                 page.screenshot(path=os.environ["GHOSTKIT_APP_SCREENSHOT"])
-        right += shown[0] == truth
-    assert right >= 6, f"{right} of the 8 examples classified right"
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from PIL import Image
 
 from ..errors import GhostkitError
 from ..predict import Predictor, render_result
+from ..tasks.model import TaskModel
 from .limits import AppError, Limits
 
 __all__ = ["TaskView", "TASK_VIEWS", "ModelTab", "GeneratorTab", "open_tab", "png_data_url"]
@@ -38,11 +39,6 @@ __all__ = ["TaskView", "TASK_VIEWS", "ModelTab", "GeneratorTab", "open_tab", "pn
 
 def _slider(name: str, label: str, lo: float, hi: float, step: float, value: float) -> dict:
     return {"name": name, "label": label, "min": lo, "max": hi, "step": step, "value": value}
-
-
-def _style_controls(head) -> list[dict]:
-    # alpha blends the network's output with the photo inside the PyTorch head; an exported graph renders alpha 1
-    return [_slider("alpha", "alpha", 0.0, 1.0, 0.05, 1.0)] if isinstance(head, torch.nn.Module) else []
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ TASK_VIEWS: dict[str, TaskView] = {
                                          _slider("iou", "NMS IoU", 0.1, 1.0, 0.05, round(h.iou, 2))]),
     "segment": TaskView(("overlay",)),
     "restore": TaskView(("compare",)),
-    "style": TaskView(("",), _style_controls),
+    "style": TaskView(("",), lambda h: [_slider("alpha", "alpha", 0.0, 1.0, 0.05, 1.0)]),
 }
 
 
@@ -117,9 +113,12 @@ class ModelTab:
         self.tasks = list(self.heads)
         self.lock = threading.Lock()
         self.examples = self._examples()
-        style = self.heads["style"] if "style" in self.heads else None
+        # style: alpha and the kept style image live in the PyTorch head; an exported graph renders its style at
+        # alpha 1 (its heads here are built from the config only, without the kept image)
+        self.pytorch = isinstance(predictor.model, TaskModel)
+        style = self.heads["style"] if "style" in self.heads and self.pytorch else None
         self.arbitrary_style = bool(getattr(style, "arbitrary", False))
-        kept = getattr(style, "style_image", None) if isinstance(style, torch.nn.Module) else None
+        kept = getattr(style, "style_image", None)
         self.style_png = _png(Image.fromarray(kept.permute(1, 2, 0).cpu().numpy())) if kept is not None else None
 
     def _examples(self, n: int = 8) -> list[bytes]:
@@ -152,7 +151,8 @@ class ModelTab:
         return _card(index, self.name, self.path, config, self.tasks, config.get("backbone", {}).get("name"),
                      classes=config.get("class_names", {}), palette=palette, examples=len(self.examples),
                      video="detect" in self.heads, style=style,
-                     controls=[c for t in self.tasks for c in TASK_VIEWS.get(t, TaskView()).controls(self.heads[t])])
+                     controls=[c for t in self.tasks for c in TASK_VIEWS.get(t, TaskView()).controls(self.heads[t])
+                               if self.pytorch or c["name"] != "alpha"])
 
     def _style_image(self, path: Path, name: str) -> torch.Tensor:
         """The uploaded style image (``path``, uploaded as ``name``) as the CLI's ``--style`` reads it."""
@@ -177,9 +177,9 @@ class ModelTab:
             head = self.heads["style"] if "style" in self.heads else None
             if head is None:
                 raise AppError(400, f"{self.name}: alpha and a style image apply to style-transfer models")
-            if alpha is not None and alpha != 1.0 and not isinstance(head, torch.nn.Module):
-                raise AppError(400, f"{self.name}: alpha needs the PyTorch checkpoint (an exported model renders "
-                                    "alpha 1)")
+            if (style is not None or alpha not in (None, 1.0)) and not self.pytorch:
+                raise AppError(400, f"{self.name}: alpha and a style image need the PyTorch checkpoint (an exported "
+                                    "model renders its style at alpha 1)")
             if style is not None and not self.arbitrary_style:
                 raise AppError(400, f"{self.name}: this model renders the one style it was trained on; a style "
                                     "image applies to models of arbitrary styles")

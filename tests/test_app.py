@@ -491,6 +491,28 @@ def test_generate_api_errors(server):
     assert r.status_code == 400 and "a generative model; call POST /generate" in r.json()["error"]
 
 
+def test_an_exported_generator_samples_as_its_checkpoint(generate_run, tmp_path, capsys):
+    """An ONNX generator gets a generate tab too: the same samples for the same seed (within the export's
+    tolerance: one grey level), and ``ghostkit predict --num`` samples from it."""
+    from fastapi.testclient import TestClient
+
+    from ghostkit.deploy.generate import export_generator
+
+    onnx = export_generator(generate_run / "best.ckpt", out=tmp_path / "g.onnx", log=None).path  # batch 1
+    with TestClient(create_app([generate_run / "best.ckpt", onnx], LIMITS)) as client:
+        cards = client.get("/api/models").json()
+        assert [m["tasks"] for m in cards] == [["generate"], ["generate"]]
+        got = [client.post("/generate", data={"model": m["name"], "num": "3", "class": "ring", "seed": "5"}).json()
+               for m in cards]
+    assert got[0]["classes"] == got[1]["classes"] == ["ring"] * 3
+    for a, b in zip(got[0]["images"], got[1]["images"]):
+        assert np.abs(_data_url_pixels(a).astype(int) - _data_url_pixels(b).astype(int)).max() <= 1
+    assert main(["predict", "--weights", str(onnx), "--num", "2", "--save", str(tmp_path / "s")]) == 0
+    assert sorted(p.name for p in (tmp_path / "s").rglob("*.png")) == ["0.png", "0.png", "1.png", "1.png", "grid.png"]
+    assert main(["predict", "--weights", str(onnx), "--source", str(tmp_path / "s" / "grid.png")]) == 2
+    assert "a generative model; sample from it with --num N --save DIR" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_page_style_own_style_and_alpha(page, server, style_run):
     photo = _png((40, 36), seed=4)

@@ -152,13 +152,18 @@ def generate_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(digits_run, segment_ckpt, detect_run, restore_run, style_run, generate_run):
-    """Base URL of the app serving one model per task (tabs named as :data:`TAB`); stopped (and its temporary
-    folder removed) at the end."""
+def app(digits_run, segment_ckpt, detect_run, restore_run, style_run, generate_run):
+    """The app with one model per task (tabs named as :data:`TAB`)."""
     weights = [digits_run / "best.ckpt", segment_ckpt, detect_run / "best.ckpt", restore_run / "best.ckpt",
                style_run / "best.ckpt", generate_run / "best.ckpt"]
     app = create_app(weights, LIMITS)
     assert [t.name for t in app.state.tabs] == list(TAB.values())
+    return app
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    """Base URL of :func:`app` served on a free local port; stopped (and its temporary folder removed) at the end."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -534,6 +539,39 @@ def test_page_style_own_style_and_alpha(page, server, style_run):
     r = httpx.post(f"{server}/predict", files={"image": ("p.png", photo, "image/png")},
                    data={"model": TAB["style"], "alpha": "1.5"}, timeout=60)
     assert r.status_code == 400 and "alpha must be in [0, 1]" in r.json()["error"]
+
+
+@pytest.mark.slow
+def test_page_sends_a_style_image_to_an_arbitrary_style_model(app, browser, server, tmp_path):
+    """With a head that takes any style (``arbitrary = True``), the page offers a style upload and shows the style
+    it was sent; the page of a one-style model offers none (test above)."""
+    tab = app.state.tabs[list(TAB).index("style")]
+    h, w = tab.heads["style"].style_image.shape[1:]
+    style = np.random.default_rng(5).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(style).save(buf, format="PNG")
+    tab.arbitrary_style = True
+    context = browser.new_context(viewport={"width": 1100, "height": 720})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(server)
+        _open_tab(page, "style")
+        assert not page.is_hidden("#style-upload") and page.is_hidden("#style-fixed")
+        page.set_input_files("#file", {"name": "photo.png", "mimeType": "image/png", "buffer": _png((40, 36))})
+        page.wait_for_selector("#status:has-text('photo.png: ')")
+        own = page.get_attribute("#result img[data-name='style image']", "src")
+        page.set_input_files("#style-file", {"name": "style.png", "mimeType": "image/png", "buffer": buf.getvalue()})
+        page.wait_for_function("(own) => { const i = document.querySelector(\"#result img[data-name='style image']\");"
+                               " return i && i.src !== own; }", arg=own)
+        sent = page.get_attribute("#result img[data-name='style image']", "src")
+        assert np.array_equal(_data_url_pixels(sent), style)  # read at the training size: this one already is
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        raise
+    finally:
+        tab.arbitrary_style = False
+        context.close()
 
 
 def test_style_image_goes_to_an_arbitrary_style_head_and_back(style_run):

@@ -37,10 +37,19 @@ def load_model(path: str | Path, device: str = "cpu", tta: bool = False):
     """A ready :class:`~ghostkit.predict.Predictor` for a ghostkit checkpoint or exported ``.onnx`` / ``.xml``
     model: ``load_model("runs/x/best.ckpt").predict([...])``, ``.stream("video.mp4")``. ``tta``: detection
     test-time augmentation. A generative model's checkpoint gives its :class:`~ghostkit.tasks.generate.GANModel`:
-    ``load_model("runs/gan/best.ckpt").generate(16, classes="3", seed=0)``."""
+    ``load_model("runs/gan/best.ckpt").generate(16, classes="3", seed=0)``, its ONNX export an
+    :class:`~ghostkit.deploy.generate.OnnxGenerator` that samples the same way."""
     from .predict import Predictor
 
-    if Path(path).suffix.lower() not in (".onnx", ".xml"):
+    if Path(path).suffix.lower() == ".onnx" and Path(path).is_file():
+        from .deploy.generate import OnnxGenerator
+        from .deploy.runtime import make_session, read_onnx_config
+        from .tasks.generate import is_generator_config
+
+        # the metadata alone: a session without graph optimisation opens at once
+        if is_generator_config(read_onnx_config(make_session(path, threads=1, optimization="none"))):
+            return OnnxGenerator(path)
+    elif Path(path).suffix.lower() != ".xml":
         from .models.weights import read_checkpoint
         from .tasks.generate import is_generator_config, load_generator
 

@@ -20,17 +20,18 @@ __all__ = ["Limits", "AppError", "WorkQueue", "BodyLimit", "decode_image", "chec
 class Limits:
     """Bounds on what one request may cost. ``max_upload_mb``: request body size (image or video);
     ``max_megapixels``: decoded image or video frame size; ``max_frames``: frames predicted per video (the rest is
-    cut, and the response says so); ``concurrency``: predictions running at once; ``queue``: requests that may wait
-    for a free slot (more get 503)."""
+    cut, and the response says so); ``max_samples``: images a generative model draws per request; ``concurrency``:
+    predictions running at once; ``queue``: requests that may wait for a free slot (more get 503)."""
 
     max_upload_mb: float = 20.0
     max_megapixels: float = 16.0
     max_frames: int = 300
+    max_samples: int = 64
     concurrency: int = 1
     queue: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_megapixels", "max_frames", "concurrency"):
+        for name in ("max_upload_mb", "max_megapixels", "max_frames", "max_samples", "concurrency"):
             if getattr(self, name) <= 0:
                 raise GhostkitError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.queue < 0:
@@ -43,8 +44,6 @@ class AppError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
 
 
 def decode_image(data: bytes, name: str, max_megapixels: float) -> Image.Image:
@@ -68,7 +67,8 @@ def decode_image(data: bytes, name: str, max_megapixels: float) -> Image.Image:
         raise AppError(400, f"{name}: {str(e).split(': ', 1)[-1]}") from None
 
 
-def check_options(topk: int, threshold: float, conf: float | None, iou: float | None) -> dict:
+def check_options(topk: int, threshold: float, conf: float | None, iou: float | None,
+                  alpha: float | None = None) -> dict:
     if topk <= 0:
         raise AppError(400, f"topk must be positive, got {topk}")
     if not 0 <= threshold <= 1:
@@ -77,7 +77,9 @@ def check_options(topk: int, threshold: float, conf: float | None, iou: float | 
         raise AppError(400, f"conf must be in [0, 1), got {conf}")
     if iou is not None and not 0 < iou <= 1:
         raise AppError(400, f"iou must be in (0, 1], got {iou}")
-    return {"topk": topk, "threshold": threshold, "conf": conf, "iou": iou}
+    if alpha is not None and not 0 <= alpha <= 1:
+        raise AppError(400, f"alpha must be in [0, 1], got {alpha}")
+    return {"topk": topk, "threshold": threshold, "conf": conf, "iou": iou, "alpha": alpha}
 
 
 class WorkQueue:

@@ -1,4 +1,5 @@
-"""The web app and HTTP API: one FastAPI application over one :class:`~ghostkit.predict.Predictor` per model file.
+"""The web app and HTTP API: one FastAPI application over the models' tabs (:mod:`ghostkit.app.tabs`: a
+:class:`~ghostkit.predict.Predictor` per image model, a generator per generative model).
 
 Why FastAPI (+ uvicorn) and a hand-written page rather than Gradio: the page must work with no network at all (the
 tests run offline), and Gradio's front end fetches web fonts and checks for updates, and wraps results in its own
@@ -11,12 +12,16 @@ Endpoints::
     GET  /                          the page: one tab per model
     GET  /api/models                the model cards (tasks, classes, input size, the run's metrics.json, controls)
     GET  /api/examples/{tab}/{i}    example image i of tab (the run's samples/ folder, else built-in images)
+    GET  /api/style/{tab}           a style-transfer model's own style image (PNG)
     POST /predict                   multipart: image (file), model (tab name; default the first), topk, threshold,
-                                    conf, iou → the result dict of ``ghostkit predict --json``; "source" is the
-                                    uploaded file's name
-    POST /api/view                  the same form → {"result", "pictures": {name: PNG data URL}, "ms"}
+                                    conf, iou, alpha, style (file) → the result dict of ``ghostkit predict --json``;
+                                    "source" is the uploaded file's name
+    POST /api/view                  the same form → {"result", "pictures": {name: PNG data URL}, "ms"}; restored
+                                    and stylised images come back here, as pictures
     POST /api/video                 multipart: video (file) + the same options → {"frames", "fps", "truncated",
                                     "video": WebM data URL of the annotated clip, "results": one dict per frame}
+    POST /generate                  form: model, num, class (empty: every class in turn), seed → {"num", "seed",
+                                    "classes", "size", "grid": PNG data URL, "images": PNG data URLs}
     GET  /openapi.json              the API's OpenAPI schema
 
 Images are decoded in memory; an uploaded video is copied into a temporary folder (OpenCV reads files) that is
@@ -25,32 +30,25 @@ removed after the request, and the app's whole temporary folder at shutdown.
 Errors are JSON ``{"error": "one line"}`` with a 4xx status: 400 unreadable upload or bad option, 404 unknown model,
 411 no Content-Length, 413 upload or image over the limits, 503 queue full; never a traceback.
 
-Per-task parts are data: :data:`TASK_VIEWS` says which of the head's ``render`` pictures the page shows and which
-controls (sliders) it offers; the page's ``RENDERERS`` table draws each task's JSON. A new task (generate, style)
-adds one entry to each; the pictures come from the head's own ``render`` through
-:func:`~ghostkit.predict.render_result`, so the app has no drawing code of its own.
+``--share``: the app listens on every network interface and prints the machine's LAN addresses, with a warning that
+anyone who can reach them can use the model. There is no public link: a relay on the internet (Gradio's
+``share=True`` tunnels through Hugging Face's servers) would send every upload through a third party's machine and
+needs the network, which ghostkit never assumes; to publish the app, put it behind your own reverse proxy or tunnel.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import logging
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from ..errors import GhostkitError
-from ..predict import Predictor, render_result
 from .limits import AppError, BodyLimit, Limits, WorkQueue, check_options, decode_image
+from .tabs import GeneratorTab, ModelTab, open_tab
 
 try:
     import uvicorn
@@ -60,188 +58,12 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     raise GhostkitError("the web app needs FastAPI and uvicorn: pip install 'ghostkit[app]'") from None
 
-__all__ = ["TaskView", "TASK_VIEWS", "create_app", "serve"]
+__all__ = ["create_app", "make_server", "serve", "lan_addresses"]
 
 log = logging.getLogger("ghostkit.app")
 PAGE = Path(__file__).with_name("page.html")
-
-
-# ------------------------------------------------------------------------------------------------ per-task parts
-
-
-def _slider(name: str, label: str, lo: float, hi: float, step: float, value: float) -> dict:
-    return {"name": name, "label": label, "min": lo, "max": hi, "step": step, "value": value}
-
-
-@dataclass(frozen=True)
-class TaskView:
-    """What the page shows for a task: ``pictures``, the suffixes of the head's ``render`` output to show (``""``:
-    its main picture), and ``controls(head)``, the sliders whose values are sent with each request."""
-
-    pictures: tuple[str, ...] = ()
-    controls: Callable[[object], list[dict]] = field(default=lambda head: [])
-
-
-TASK_VIEWS: dict[str, TaskView] = {
-    "classify": TaskView((), lambda h: [_slider("topk", "top-k", 1, min(10, h.num_classes), 1, min(5, h.num_classes))]),
-    "multilabel": TaskView((), lambda h: [_slider("threshold", "threshold", 0.05, 0.95, 0.05, 0.5)]),
-    "detect": TaskView(("",), lambda h: [_slider("conf", "confidence", 0.01, 0.95, 0.01, round(h.conf, 2)),
-                                         _slider("iou", "NMS IoU", 0.1, 1.0, 0.05, round(h.iou, 2))]),
-    "segment": TaskView(("overlay",)),
-    "restore": TaskView(("compare",)),
-}
-
-
-def _png_data_url(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-# --------------------------------------------------------------------------------------------------- one model
-
-
-class ModelTab:
-    """One model file: its Predictor, model card and example images. Predictions on one model are serialised by a
-    lock, because the detection sliders set the head's ``conf`` / ``iou`` for the duration of a request."""
-
-    def __init__(self, name: str, path: Path, limits: Limits) -> None:
-        from ..api import load_model
-
-        self.name, self.path, self.limits = name, path, limits
-        self.predictor: Predictor = load_model(path)
-        self.heads = self.predictor.model.heads
-        self.tasks = list(self.heads)
-        self.lock = threading.Lock()
-        self.examples = self._examples()
-
-    def _examples(self, n: int = 8) -> list[bytes]:
-        """PNG bytes of the run's ``samples/`` images (written by ``ghostkit train`` beside the weights), else a few
-        built-in pictures (procedural shapes and handwritten digits) at the model's input size."""
-        from ..data.images import list_images, read_image
-
-        folder = self.path.parent / "samples"
-        if folder.is_dir():
-            images = [read_image(p) for p in list_images(folder)[:n]]
-        else:
-            from ..data.synthetic import load_digits, make_shapes
-
-            size = max(self.predictor.model.config["imgsz"])
-            images = [Image.fromarray(s.image) for s in make_shapes(n // 2, imgsz=max(64, size))]
-            images += [Image.fromarray(a) for a in load_digits(max(32, size))[0][: n - len(images)]]
-        out = []
-        for image in images:
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            out.append(buf.getvalue())
-        return out
-
-    def card(self, index: int) -> dict:
-        config = self.predictor.model.config
-        metrics_file = self.path.parent / "metrics.json"
-        try:
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-        except (OSError, ValueError):
-            metrics = None
-        palette = {}
-        if "segment" in self.heads:
-            from ..tasks.segment import color_palette
-
-            names = config.get("class_names", {}).get("segment", [])
-            palette["segment"] = {n: "#{:02x}{:02x}{:02x}".format(*c) for n, c in zip(names, color_palette(len(names)))}
-        return {"index": index, "name": self.name, "file": str(self.path), "tasks": self.tasks,
-                "backbone": config.get("backbone", {}).get("name"), "imgsz": config.get("imgsz"),
-                "classes": config.get("class_names", {}), "metrics": _scalars(metrics), "palette": palette,
-                "examples": len(self.examples), "video": "detect" in self.heads,
-                "controls": [c for t in self.tasks for c in TASK_VIEWS.get(t, TaskView()).controls(self.heads[t])]}
-
-    def _settings(self, options: dict) -> tuple[dict, dict]:
-        """Split request options into the heads' ``format_result`` options and detection's conf / iou."""
-        head_opts = {k: v for k in ("conf", "iou") if (v := options.pop(k, None)) is not None}
-        if head_opts and "detect" not in self.heads:
-            raise AppError(400, f"{self.name}: conf and iou apply to detection models")
-        return options, head_opts
-
-    def _with_detect(self, head_opts: dict, fn: Callable[[], object]) -> object:
-        with self.lock:
-            head = self.heads.get("detect") if head_opts else None
-            saved = (head.conf, head.iou) if head is not None else None
-            try:
-                if head is not None:
-                    head.conf, head.iou = head_opts.get("conf", head.conf), head_opts.get("iou", head.iou)
-                return fn()
-            finally:
-                if head is not None:
-                    head.conf, head.iou = saved
-
-    def predict(self, image: Image.Image, source: str, options: dict, pictures: bool) -> tuple[dict, dict]:
-        """The ``ghostkit predict --json`` dict of one image and (``pictures``) the page's PNG data URLs."""
-        options, head_opts = self._settings(dict(options))
-        result = self._with_detect(head_opts, lambda: self.predictor.predict([image], raw=pictures, **options)[0])
-        result["source"] = source
-        raw, seen = result.pop("raw", None), result.pop("image", image)  # seen: the decoded image the model saw
-        if raw is None:
-            return result, {}
-        drawn = render_result(self.predictor.model, seen, raw, self.predictor.class_names)
-        if len(self.tasks) == 1:
-            wanted = [s for s in TASK_VIEWS.get(self.tasks[0], TaskView(("",))).pictures if s in drawn]
-        else:  # every head's own pictures after the combined one
-            wanted = ["all"] + [k for k in drawn if k != "all" and not k.endswith("_mask")]
-        return result, {k or self.tasks[0]: _png_data_url(drawn[k]) for k in wanted}
-
-    def video(self, path: Path, out_path: Path, options: dict, name: str) -> dict:
-        """Annotate a clip frame by frame (at most ``max_frames``) into a WebM (VP8, which browsers play)."""
-        import cv2
-        import numpy as np
-
-        options, head_opts = self._settings(dict(options))
-        cap = cv2.VideoCapture(str(path))
-        src_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-        cap.release()
-        max_pixels = self.limits.max_megapixels * 1e6
-
-        def run() -> dict:
-            writer, results, t0 = None, [], time.perf_counter()
-            stream = self.predictor.stream(path, max_frames=self.limits.max_frames + 1, **options)
-            try:
-                for image, result in stream:
-                    if result["frame"] == self.limits.max_frames:
-                        return {"results": results, "truncated": True, "seconds": time.perf_counter() - t0}
-                    if image.width * image.height > max_pixels:
-                        raise AppError(413, f"video frames of {image.width} x {image.height} pixels are over the "
-                                            f"limit of {self.limits.max_megapixels:g} megapixels")
-                    drawn = render_result(self.predictor.model, image, result.pop("raw"), self.predictor.class_names)
-                    picture = drawn.get("all", drawn.get("overlay", drawn.get("", image))).convert("RGB")
-                    if writer is None:
-                        size = picture.size
-                        writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"VP80"), src_fps, size)
-                    writer.write(cv2.cvtColor(np.asarray(picture.resize(size)), cv2.COLOR_RGB2BGR))
-                    result["source"] = name
-                    results.append(result)
-            finally:
-                stream.close()
-                if writer is not None:
-                    writer.release()
-            return {"results": results, "truncated": False, "seconds": time.perf_counter() - t0}
-
-        out = self._with_detect(head_opts, run)
-        frames = len(out["results"])
-        video = base64.b64encode(out_path.read_bytes()).decode() if out_path.is_file() else ""
-        return {"frames": frames, "fps": round(frames / max(out["seconds"], 1e-9), 2), "truncated": out["truncated"],
-                "video": "data:video/webm;base64," + video, "results": out["results"]}
-
-
-def _scalars(metrics: dict | None) -> dict | None:
-    """metrics.json without per-class tables: numbers, and for multi-task runs each task's numbers."""
-    if not isinstance(metrics, dict):
-        return None
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, (int, float)):
-            out[key] = value
-        elif isinstance(value, dict) and key != "per_class":
-            out[key] = {k: v for k, v in value.items() if isinstance(v, (int, float))}
-    return out
+SHARE_WARNING = ("--share: anyone who can reach these addresses can use the model (no password); "
+                 "stop the app with Ctrl+C when done")
 
 
 # ------------------------------------------------------------------------------------------- request handling
@@ -266,7 +88,7 @@ def create_app(weights: list[str | Path], limits: Limits | None = None) -> FastA
     for p in paths:
         if not p.is_file():
             raise GhostkitError(f"{p}: no such model file")
-    tabs = [ModelTab(name, p, limits) for name, p in zip(_tab_names(paths), paths)]
+    tabs = [open_tab(name, p, limits) for name, p in zip(_tab_names(paths), paths)]
     by_name = {t.name: t for t in tabs}
     work = WorkQueue(limits.concurrency, limits.queue)
     tmp_root = tempfile.TemporaryDirectory(prefix="ghostkit-app-")
@@ -298,23 +120,44 @@ def create_app(weights: list[str | Path], limits: Limits | None = None) -> FastA
         log.exception("request failed")
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
-    def tab_of(model: str | None) -> ModelTab:
+    def tab_of(model: str | None, kind: type = ModelTab) -> ModelTab | GeneratorTab:
         if model is None or model == "":
-            return tabs[0]
+            matching = [t for t in tabs if isinstance(t, kind)]
+            if not matching:
+                what = "takes images" if kind is ModelTab else "generates images"
+                raise AppError(400, f"no model here {what}; available: {', '.join(by_name)}")
+            return matching[0]
         if model not in by_name:
             raise AppError(404, f"no model {model!r}; available: {', '.join(by_name)}")
+        if not isinstance(by_name[model], kind):
+            raise AppError(400, f"{model}: a generative model; call POST /generate" if kind is ModelTab
+                           else f"{model}: takes images; call POST /predict")
         return by_name[model]
 
-    async def run_image(image: UploadFile, model, topk, threshold, conf, iou, pictures: bool) -> tuple[dict, dict]:
+    async def run_image(image: UploadFile, style: UploadFile | None, model, options: dict,
+                        pictures: bool) -> tuple[dict, dict]:
+        """An image (and a style image) through a tab; the style image is read from a file, as ``--style`` is."""
         tab = tab_of(model)
-        options = check_options(topk, threshold, conf, iou)
         data = await image.read()
         name = Path(image.filename or "upload").name[:200]
+        style_data = await style.read() if style is not None else None
+        style_name = Path(style.filename or "style.png").name[:200] if style is not None else ""
+        folder = Path(tempfile.mkdtemp(dir=tmp_root.name)) if style is not None else None
 
         def work_fn():
-            return tab.predict(decode_image(data, name, limits.max_megapixels), name, options, pictures)
+            picture = decode_image(data, name, limits.max_megapixels)
+            style_file = None
+            if style_data is not None:
+                decode_image(style_data, style_name, limits.max_megapixels)  # the same checks as for the image
+                style_file = folder / ("style" + Path(style_name).suffix.lower()[:8])
+                style_file.write_bytes(style_data)
+            return tab.predict(picture, name, options, pictures, style_file and (style_file, style_name))
 
-        return await work.run(work_fn)
+        try:
+            return await work.run(work_fn)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
@@ -330,17 +173,27 @@ def create_app(weights: list[str | Path], limits: Limits | None = None) -> FastA
             raise AppError(404, f"no example {index} for model {tab}")
         return Response(tabs[tab].examples[index], media_type="image/png")
 
+    @app.get("/api/style/{tab}")
+    async def own_style(tab: int):
+        if not 0 <= tab < len(tabs) or tabs[tab].style_png is None:
+            raise AppError(404, f"model {tab} has no style image of its own")
+        return Response(tabs[tab].style_png, media_type="image/png")
+
     @app.post("/predict")
     async def predict(image: UploadFile = File(...), model: str | None = Form(None), topk: int = Form(5),
-                      threshold: float = Form(0.5), conf: float | None = Form(None), iou: float | None = Form(None)):
-        result, _ = await run_image(image, model, topk, threshold, conf, iou, pictures=False)
+                      threshold: float = Form(0.5), conf: float | None = Form(None), iou: float | None = Form(None),
+                      alpha: float | None = Form(None), style: UploadFile | None = File(None)):
+        options = check_options(topk, threshold, conf, iou, alpha)
+        result, _ = await run_image(image, style, model, options, pictures=False)
         return result
 
     @app.post("/api/view")
     async def view(image: UploadFile = File(...), model: str | None = Form(None), topk: int = Form(5),
-                   threshold: float = Form(0.5), conf: float | None = Form(None), iou: float | None = Form(None)):
+                   threshold: float = Form(0.5), conf: float | None = Form(None), iou: float | None = Form(None),
+                   alpha: float | None = Form(None), style: UploadFile | None = File(None)):
         t0 = time.perf_counter()
-        result, pictures = await run_image(image, model, topk, threshold, conf, iou, pictures=True)
+        options = check_options(topk, threshold, conf, iou, alpha)
+        result, pictures = await run_image(image, style, model, options, pictures=True)
         return {"result": result, "pictures": pictures, "ms": round(1000 * (time.perf_counter() - t0), 1)}
 
     @app.post("/api/video")
@@ -361,19 +214,60 @@ def create_app(weights: list[str | Path], limits: Limits | None = None) -> FastA
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    @app.post("/generate")
+    async def generate(model: str | None = Form(None), num: int = Form(8),
+                       class_name: str = Form("", alias="class"), seed: int = Form(0)):
+        tab = tab_of(model, GeneratorTab)
+        return await work.run(tab.generate, num, class_name, seed)
+
     return app
 
 
-def serve(weights: list[str | Path], host: str = "127.0.0.1", port: int = 7860, limits: Limits | None = None) -> None:
-    """Load the models and serve the page and API until interrupted."""
+def lan_addresses() -> list[str]:
+    """This computer's IPv4 addresses that other machines may reach (not loopback), best first: the one of the
+    default route (found by routing a UDP socket, which sends nothing), then those the host name resolves to."""
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed on the internet; only the route is looked up
+            found.append(s.getsockname()[0])
+        except OSError:  # no route at all: an offline machine
+            pass
+    try:
+        found += [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
+    except OSError:
+        pass
+    return list(dict.fromkeys(a for a in found if not a.startswith("127.") and a != "0.0.0.0"))
+
+
+def make_server(weights: list[str | Path], host: str = "127.0.0.1", port: int = 7860, limits: Limits | None = None,
+                share: bool = False, log: Callable[[str], None] = print) -> uvicorn.Server:
+    """Load the models and return the (not yet started) server; ``log`` gets the URLs to open. ``share``: listen on
+    every interface (``host`` must be left at 127.0.0.1 or be 0.0.0.0) and print the LAN URLs with a warning."""
     limits = limits or Limits()
     if not 0 < port < 65536:
         raise GhostkitError(f"--port must be in 1..65535, got {port}")
+    if share:
+        if host not in ("127.0.0.1", "0.0.0.0"):
+            raise GhostkitError(f"--share listens on every interface (0.0.0.0); it does not go with --host {host}")
+        host = "0.0.0.0"
     with socket.socket() as s:  # uvicorn would log a bind failure and exit; a GhostkitError names the option
         try:
             s.bind((host, port))
         except OSError as e:
             raise GhostkitError(f"--host {host} --port {port}: cannot listen there ({e.strerror})") from None
     app = create_app(weights, limits)
-    print(f"ghostkit app: {len(app.state.tabs)} model(s); open http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+    shown = "127.0.0.1" if host == "0.0.0.0" else host
+    log(f"ghostkit app: {len(app.state.tabs)} model(s); open http://{shown}:{port}/ (Ctrl+C to stop)")
+    if host == "0.0.0.0":
+        addresses = lan_addresses()
+        for address in addresses:
+            log(f"  on the network: http://{address}:{port}/")
+        log(SHARE_WARNING if addresses else "--share: no network address found besides this computer's own")
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+
+
+def serve(weights: list[str | Path], host: str = "127.0.0.1", port: int = 7860, limits: Limits | None = None,
+          share: bool = False) -> None:
+    """Load the models and serve the page and API until interrupted."""
+    make_server(weights, host, port, limits, share, log=lambda line: print(line, flush=True)).run()

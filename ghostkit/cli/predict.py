@@ -94,14 +94,19 @@ def predict(
 
 
 def _sample(weights: str, num: int | None, save: str | None, class_name: str | None, seed: int) -> None:
-    """``ghostkit predict --weights G.ckpt --num N --save OUT [--class NAME] [--seed S]``."""
-    from ..tasks.generate import load_generator, save_samples
+    """``ghostkit predict --weights G.ckpt|G.onnx --num N --save OUT [--class NAME] [--seed S]``."""
+    from ..api import load_model
+    from ..tasks.generate import save_samples
 
     if num is None or num <= 0:
         raise GhostkitError(f"--num must be a positive number of samples, got {num}")
     if save is None:
         raise GhostkitError("--num needs --save DIR: the folder the samples are written to")
-    paths = save_samples(load_generator(weights), num, save, class_name, seed)
+    model = load_model(weights)
+    if not hasattr(model, "generate"):
+        raise GhostkitError(f"{weights}: not a generative model (train one with --task generate); --num and --class "
+                            "apply to generative models")
+    paths = save_samples(model, num, save, class_name, seed)
     console.print(f"{len(paths)} samples and grid.png saved to {save}")
 
 

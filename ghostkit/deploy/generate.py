@@ -4,7 +4,9 @@ The exported graph has the input ``latent`` (``B x z_dim`` float32, standard nor
 also ``labels`` (``B`` int64 class indices, in the order of the config's ``class_names``), and the output
 ``images`` (``B x 3 x H x W`` float32 in [0, 1]). The ghostkit config is in the metadata, as for the other tasks.
 After writing, ONNX Runtime runs it on fixed latents and the result is compared with PyTorch (the same tolerance as
-``ghostkit export`` of other tasks).
+``ghostkit export`` of other tasks). :class:`OnnxGenerator` samples from the exported file as
+:meth:`GANModel.generate <ghostkit.tasks.generate.GANModel.generate>` does from the checkpoint: the same latents for
+the same seed, so the same images within that tolerance.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from torch import nn
 
 from ..errors import GhostkitError
 from ..io import atomic_write_bytes
-from ..tasks.generate import GANModel, load_generator
+from ..tasks.generate import GANModel, is_generator_config, load_generator
 from .export import DEFAULT_OPSET, ExportResult, default_out, parity
 
-__all__ = ["export_generator"]
+__all__ = ["export_generator", "OnnxGenerator"]
 
 
 class _Sampler(nn.Module):
@@ -87,3 +89,46 @@ def export_generator(weights: str | Path, format: str = "onnx", batch: int = 1, 
     result.params = sum(int(np.prod(t.dims)) for t in onnx_model.graph.initializer)
     log(f"saved {out} ({result.size_mb:.2f} MB, {result.seconds:.1f} s)")
     return result
+
+
+class OnnxGenerator:
+    """An exported generator (:func:`export_generator`'s file) on ONNX Runtime, with :class:`GANModel`'s sampling
+    interface: ``config``, ``class_names``, ``conditional``, ``z_dim``, ``class_indices`` and ``generate``."""
+
+    class_indices = GANModel.class_indices  # the same rules for the classes asked for
+    conditional = GANModel.conditional
+
+    def __init__(self, path: str | Path) -> None:
+        from .runtime import make_session, read_onnx_config
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise GhostkitError(f"{path}: no such ONNX model")
+        self.session = make_session(self.path)
+        self.config = read_onnx_config(self.session)
+        if not is_generator_config(self.config):
+            raise GhostkitError(f"{path}: not an exported generative model")
+        self.class_names: list[str] = list(self.config.get("class_names", []))
+        self.z_dim: int = self.config["generator"]["z_dim"]
+        batch = self.session.get_inputs()[0].shape[0]
+        self.batch = batch if isinstance(batch, int) else 0  # 0: any batch size (exported with --dynamic)
+
+    def generate(self, n: int, classes: int | str | list | None = None, seed: int | None = None,
+                 batch: int = 256) -> np.ndarray:
+        """``n`` images as ``uint8 n x H x W x 3``, from the latents :meth:`GANModel.generate` draws for ``seed``."""
+        if n <= 0:
+            raise GhostkitError(f"the number of samples must be positive, got {n}")
+        y = self.class_indices(n, classes)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(n, self.z_dim, generator=gen).numpy()
+        step = self.batch or batch
+        chunks = []
+        for i in range(0, n, step):
+            zi = z[i:i + step]
+            pad = step - len(zi) if self.batch else 0  # a fixed-batch graph takes whole batches
+            inputs = {"latent": np.concatenate([zi, np.zeros((pad, self.z_dim), np.float32)])}
+            if y is not None:
+                inputs["labels"] = np.concatenate([y[i:i + step].numpy(), np.zeros(pad, np.int64)])
+            chunks.append(self.session.run(["images"], inputs)[0][:len(zi)])
+        images = np.clip(np.concatenate(chunks), 0, 1) * 255
+        return images.round().astype(np.uint8).transpose(0, 2, 3, 1)

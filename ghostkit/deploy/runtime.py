@@ -185,6 +185,7 @@ class OnnxTaskModel(nn.Module):
 
     def __init__(self, path: str | Path, threads: int | None = None, optimization: str = "all") -> None:
         super().__init__()
+        from ..tasks.generate import is_generator_config
         from ..tasks.model import build_task_model
 
         self.path = Path(path)
@@ -197,6 +198,9 @@ class OnnxTaskModel(nn.Module):
         self.batched = set(config.get("export", {}).get("batched", []))
         if not self.tree:
             raise GhostkitError(f"{path}: its ghostkit metadata has no output description; re-export it")
+        if is_generator_config(config):  # latents in, images out: no heads to predict with
+            raise GhostkitError(f"{path}: an exported generator (latents in, images out); sample from it with "
+                                "ghostkit predict --weights FILE --num N --save DIR")
         structure = build_task_model({**config, "deployed": False})  # only the heads' code is needed
         self.backbone = None
         self.heads = structure.heads

@@ -179,8 +179,8 @@ def _sqrt_and_inverse(c: torch.Tensor, steps: int = 30) -> tuple[torch.Tensor, t
     """``(C^½, C^-½)`` of symmetric positive definite ``B x 3 x 3`` matrices by coupled Newton-Schulz iterations
     (Higham, "Functions of Matrices", 2008, eq. 6.35). Matrix products only, unlike an eigendecomposition, so that
     the ONNX export of a model that colour-matches inside its forward pass carries it."""
-    n = c.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]  # divided by the trace: eigenvalues in (0, 1]
     eye = torch.eye(3, dtype=c.dtype, device=c.device).expand_as(c)
+    n = (c * eye).sum((1, 2), keepdim=True)  # divided by the trace: eigenvalues in (0, 1]
     y, z = c / n, eye
     for _ in range(steps):
         t = 0.5 * (3 * eye - z @ y)

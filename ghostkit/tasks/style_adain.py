@@ -4,11 +4,15 @@ https://arxiv.org/abs/1703.06868) between a frozen GhostNet encoder and a decode
     photo c, style s (B x 3 x H x W, in [0, 1]) → GhostNet stages (frozen, ImageNet-normalised input) to the stride-8
     stage end (ADAIN_STAGE): f_c, f_s → t = σ(f_s) (f_c - μ(f_c)) / σ(f_c) + μ(f_s) (per channel, over positions)
     → t_α = α t + (1 - α) f_c → decoder: 3 x [Ghost module → nearest x2 → Ghost module] (channels 96, 48, 24)
-    → 3x3 conv → sigmoid → stylised image B x 3 x H x W
+    → 3x3 conv r → stylised image sigmoid(logit(b) + r), B x 3 x H x W
 
-One network renders any style: the style enters only through the statistics ``μ(f_s)``, ``σ(f_s)``. The decoder
-has no normalisation (a normalisation would undo the statistics AdaIN has just set), so its Ghost modules keep the
-primary and cheap convolutions with ReLU only.
+with ``b = c + α (match_colour(c, s) - c)``: the photo with its colour statistics moved towards the style's (the
+colour-matching baseline, :func:`ghostkit.tasks.style.match_colour`). The style enters through AdaIN's statistics
+``μ(f_s)``, ``σ(f_s)`` and through ``b``'s colours; the decoder renders texture on top of ``b`` (its last conv
+starts at zero: the untrained head renders the baseline), which a short CPU training reaches where a decoder
+that draws the whole image from features alone does not (a flat grey image after the same number of steps). The
+decoder has no normalisation (a normalisation would undo the statistics AdaIN has just set), so its Ghost modules
+keep the primary and cheap convolutions with ReLU only.
 
 Losses (as the paper, with the loss network being the encoder itself, see :mod:`ghostkit.tasks.style`):
 
@@ -32,7 +36,7 @@ from torch import nn
 
 from ..errors import GhostkitError
 from ..models.ghostnet import GhostModule
-from .style import StyleHead, _features, content_distance, gram, loss_network, style_distance
+from .style import StyleHead, _features, content_distance, gram, loss_network, match_colour, style_distance
 
 __all__ = ["AdaINHead", "GhostDecoder", "adain", "ADAIN_STAGE"]
 
@@ -59,7 +63,8 @@ def _plain_ghost(in_chs: int, out_chs: int) -> GhostModule:
 
 
 class GhostDecoder(nn.Sequential):
-    """Stride-8 features ``B x in_chs x H/8 x W/8`` → image ``B x 3 x H x W`` in (0, 1) (module docstring)."""
+    """Stride-8 features ``B x in_chs x H/8 x W/8`` → residual ``B x 3 x H x W`` in logit space (zero at
+    initialisation; module docstring)."""
 
     def __init__(self, in_chs: int, widths: tuple[int, ...] = (96, 48, 24)) -> None:
         layers: list[nn.Module] = []
@@ -67,7 +72,9 @@ class GhostDecoder(nn.Sequential):
         for w in widths:
             layers += [_plain_ghost(chs, w), nn.Upsample(scale_factor=2, mode="nearest"), _plain_ghost(w, w)]
             chs = w
-        super().__init__(*layers, nn.Conv2d(chs, 3, 3, 1, 1, padding_mode="reflect"), nn.Sigmoid())
+        super().__init__(*layers, nn.Conv2d(chs, 3, 3, 1, 1, padding_mode="reflect"))
+        nn.init.zeros_(self[-1].weight)
+        nn.init.zeros_(self[-1].bias)
 
 
 class AdaINHead(nn.Module):
@@ -129,7 +136,8 @@ class AdaINHead(nn.Module):
         f_s = self._encode(styles)[ADAIN_STAGE]
         t = adain(f_c, f_s)
         t = alpha * t + (1 - alpha) * f_c
-        return {"image": self.decoder(t), "target": t}
+        base = photos + alpha * (match_colour(photos, styles) - photos)
+        return {"image": torch.sigmoid(torch.logit(base, eps=1e-3) + self.decoder(t)), "target": t}
 
     def stylise(self, photos: torch.Tensor, styles: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         """``photos`` ``B x 3 x H x W`` of any size in ``styles``: padded to a multiple of 8 (reflection), or above

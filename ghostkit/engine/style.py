@@ -56,13 +56,15 @@ class StyleMetrics(nn.Module):
 
     ``style``: a one-style model's own style image ``1 x 3 x h x w`` (None: the targets'); ``render``: an
     arbitrary-style model's ``(photos, styles) -> images``, which renders each photo in its target style (the
-    outputs then go unused: in eval mode they show the model's kept style)."""
+    outputs then go unused: in eval mode they show the model's kept style); ``net``: another evaluation network
+    (``benchmarks/style_quality.py`` scores with a trained classifier's stages too; default: the fixed random one)."""
 
-    def __init__(self, style: torch.Tensor | None = None, render: Callable | None = None) -> None:
+    def __init__(self, style: torch.Tensor | None = None, render: Callable | None = None,
+                 net: nn.Module | None = None) -> None:
         super().__init__()
         self.style = style
         self.render = [render]  # in a list: the head is the model's, not a submodule of the metric
-        self.net = loss_network("ghostnet_100", EVAL_SEED)
+        self.net = net if net is not None else loss_network("ghostnet_100", EVAL_SEED)
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.ssim_baseline = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.sums: dict[str, float] = {}

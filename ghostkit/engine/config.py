@@ -59,7 +59,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
     output_stride: int = 32
-    head: str | None = None  # detect: ssdlite | fcos | retinanet; segment: lraspp | deeplabv3 (None: task default)
+    head: str | None = None  # detect: ssdlite | fcos | retinanet; segment: lraspp | deeplabv3; style: johnson | adain
     aux_loss: bool = False  # segment: auxiliary loss on a stride-16 head
     conf: float = 0.25  # detect: score threshold for predictions
     iou: float = 0.5  # detect: NMS IoU threshold
@@ -69,7 +69,7 @@ class TrainConfig:
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
     width: int | None = None  # restore, style: network width; generate: generator channels (None: the task's)
     depth: int | None = None  # restore, style: number of ghost blocks (None: the task's)
-    style: str | None = None  # style: the style image (None: the built-in mosaic)
+    style: str | None = None  # style: the style image (None: the built-in mosaic); adain: a folder (None: built-in)
     content_weight: float = 1.0  # style: weight of the content loss
     style_weight: float = 5.0  # style: weight of the style loss
     tv_weight: float = 0.0  # style: weight of the total-variation loss
@@ -222,7 +222,8 @@ HELP: dict[str, str] = {
     "num_nodes": "number of nodes (torchrun / SLURM)",
     "strategy": "auto, ddp, ddp_spawn, ...",
     "output_stride": "backbone output stride: 32, 16 or 8 (dilation)",
-    "head": "detect: ssdlite, fcos or retinanet; segment: lraspp or deeplabv3 (default: the task's)",
+    "head": "detect: ssdlite, fcos or retinanet; segment: lraspp or deeplabv3; style: johnson (one style per model) or "
+            "adain (any style) (default: the task's)",
     "aux_loss": "segment: auxiliary loss on stride-16 features",
     "conf": "detect: score threshold of predictions",
     "iou": "detect: NMS IoU threshold",
@@ -233,7 +234,8 @@ HELP: dict[str, str] = {
     "width": "restore, style: network width (default: restore 32, style 16); generate: generator channels at full "
              "resolution (x2 per halving, at most x8; default 32)",
     "depth": "restore, style: number of ghost blocks (default: restore 6, style 3)",
-    "style": "style: the style image file, or the built-in mosaic (the default)",
+    "style": "style: the style image file, or the built-in mosaic (the default); --head adain: a folder of style "
+             "images, or the built-in set styles (the default)",
     "content_weight": "style: weight of the content loss",
     "style_weight": "style: weight of the style loss (Gram matrices over four stages)",
     "tv_weight": "style: weight of the total-variation loss",

@@ -211,7 +211,7 @@ def match_colour(photos: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
 
 
 class StyleHead(nn.Module):
-    """``head(features, images) -> {"image": stylised B x 3 x H x W}`` (not clamped; :meth:`postprocess` clamps).
+    """``head(features, images) -> {"image": stylised B x 3 x H x W in (0, 1)}``.
 
     ``images`` are photos ``B x 3 x H x W`` in [0, 1] (style models keep mean 0, std 1). The targets of
     :meth:`loss` are ``{"content": photos B x 3 x H x W, "style": style image 1 x 3 x h x w}``, both in [0, 1].

@@ -1,5 +1,5 @@
-"""Style transfer: transform network, losses, colour-matching baseline, data, CLI train / predict / export, bad
-input. Tiny networks (width 4, one block, ghostnet_050 loss network), 32 px crops, one epoch."""
+"""Style transfer: transform network, AdaIN head, losses, colour-matching baseline, data, CLI train / predict /
+export, bad input. Tiny networks (width 4, one block, ghostnet_050 loss network), 32 px crops, one epoch."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 from ghostkit.cli import main
-from ghostkit.data.style import builtin_photos, load_style, mosaic
+from ghostkit.data.style import builtin_photos, load_style, load_styles, mosaic
 from ghostkit.engine.style import StyleMetrics
+from ghostkit.tasks import build_head
 from ghostkit.tasks.model import load_task_model
 from ghostkit.tasks.style import StyleHead, gram, loss_network, match_colour
+from ghostkit.tasks.style_adain import AdaINHead, adain
 
 TINY = ["--width", "4", "--depth", "1", "--model", "ghostnet_050", "--imgsz", "32", "--epochs", "1", "--batch", "4",
         "--workers", "0"]
@@ -40,6 +42,18 @@ def test_output_has_the_photo_size_at_odd_sizes_and_above_max_size() -> None:
     for h, w in ((37, 45), (33, 64), (80, 50)):
         out = head(None, torch.rand(1, 3, h, w))["image"]
         assert out.shape == (1, 3, h, w)
+
+
+def test_untrained_network_renders_the_colour_matched_photo_in_range() -> None:
+    head = _head(style_size=(32, 32)).eval()
+    head.set_style(load_style(None, 32))
+    photos = torch.rand(2, 3, 32, 32) * 0.5
+    with torch.no_grad():
+        out = head(None, photos)["image"]
+        assert torch.allclose(out, match_colour(photos, head.style), atol=2e-3)
+        head.transform.net[-1].bias.fill_(50.0)  # a huge residual still gives colours in [0, 1]
+        out = head(None, photos)["image"]
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
 
 
 def test_loss_trains_the_transform_network_only() -> None:
@@ -93,6 +107,50 @@ def test_metrics_score_the_baseline_against_itself() -> None:
     metrics.update({"image": photos}, {"content": photos, "style": style})
     assert metrics.compute()["content_loss"] == pytest.approx(0.0, abs=1e-6)
     assert metrics.compute()["ssim_content"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_adain_takes_the_style_statistics_per_channel() -> None:
+    g = torch.Generator().manual_seed(0)
+    content, style = torch.rand(2, 5, 6, 7, generator=g), 3 * torch.rand(2, 5, 4, 4, generator=g) + 1
+    out = adain(content, style)
+    assert torch.allclose(out.mean((2, 3)), style.mean((2, 3)), atol=1e-4)
+    assert torch.allclose(out.std((2, 3), unbiased=False), style.std((2, 3), unbiased=False), atol=1e-3)
+
+
+def test_adain_head_trains_its_decoder_only_and_renders_any_style_at_any_size() -> None:
+    torch.manual_seed(0)
+    head = build_head("style", None, head="adain", loss_model="ghostnet_050", style_size=[32, 32])
+    assert isinstance(head, AdaINHead) and head.train().loss_net.training is False
+    frozen = {k: v.clone() for k, v in head.loss_net.state_dict().items()}
+    photos, styles = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    opt = torch.optim.Adam([p for p in head.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(12):
+        terms = head.loss(head(None, photos), {"content": photos, "style": styles})
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        losses.append(float(terms["loss"].detach()))
+    assert set(terms) == {"content", "style", "loss"} and losses[-1] < losses[0]
+    assert all(torch.equal(frozen[k], v) for k, v in head.loss_net.state_dict().items())
+    head.eval()
+    photo = torch.rand(1, 3, 37, 45)
+    head.set_style(load_style(None, 32))
+    a = head(None, photo)["image"]
+    head.set_style(torch.rand(3, 40, 50))
+    b = head(None, photo)["image"]
+    assert a.shape == b.shape == (1, 3, 37, 45) and float((a - b).abs().max()) > 1e-3
+
+
+def test_style_set_folder_and_builtin(tmp_path) -> None:
+    for i, size in enumerate(((40, 50), (64, 32))):
+        Image.fromarray(np.full((*size, 3), 60 * i, dtype=np.uint8)).save(tmp_path / f"s{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"no image")
+    with pytest.warns(UserWarning, match="1"):
+        styles = load_styles(tmp_path, 32)
+    assert styles.shape == (2, 3, 32, 32)
+    assert load_styles(None, 32).shape == (8, 3, 32, 32)
+    assert load_styles(tmp_path / "s0.png", 32).shape == (1, 3, 32, 32)
 
 
 def test_style_images_grayscale_small_and_builtin(tmp_path) -> None:
@@ -177,3 +235,62 @@ def test_cli_rejects_alpha_outside_0_1(tmp_path, capsys, alpha: str) -> None:
     code = main(["predict", "--weights", str(tmp_path / "x.ckpt"), "--source", str(tmp_path), "--alpha", alpha])
     err = capsys.readouterr().err
     assert code == 2 and "--alpha must be in [0, 1]" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_adain_train_predict_any_style_export(tmp_path, capsys) -> None:
+    data, run, styles = tmp_path / "data", tmp_path / "run", tmp_path / "styles"
+    _photo_folder(data)
+    styles.mkdir()
+    mosaic(40, 20, seed=1).save(styles / "a.png")
+    mosaic(48, 60, seed=2).save(styles / "b.png")
+    assert main(["train", "--task", "style", "--head", "adain", "--data", str(data), "--style", str(styles),
+                 *TINY, "--out", str(run)]) == 0
+    values = json.loads((run / "metrics.json").read_text())
+    assert all(np.isfinite(values[k]) for k in ("content_loss", "style_loss", "ssim_content", "style_reduction"))
+    assert main(["val", "--weights", str(run / "best.ckpt"), "--data", str(data), "--workers", "0"]) == 0
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.tile(np.arange(40, dtype=np.uint8) * 6, (40, 1))).save(gray)
+    outs = {}
+    for name, style in (("a", styles / "a.png"), ("gray", gray)):  # a grayscale style is read as RGB
+        assert main(["predict", "--weights", str(run / "best.ckpt"), "--source", str(data / "val"), "--save",
+                     str(tmp_path / name), "--style", str(style), "--alpha", "0.8"]) == 0
+        outs[name] = np.asarray(Image.open(tmp_path / name / "p1.png"), dtype=np.float32)
+        assert outs[name].shape == (40, 52, 3)
+    assert np.abs(outs["a"] - outs["gray"]).max() > 1  # the style image changes the result
+    assert main(["export", "--weights", str(run / "best.ckpt"), "--format", "onnx"]) == 0
+    from ghostkit.deploy.runtime import load_model_file
+
+    onnx_model, torch_model = load_model_file(run / "best.onnx"), load_task_model(run / "best.ckpt")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        diff = (onnx_model(x)["style"]["image"] - torch_model(x)["style"]["image"]).abs().max()
+    assert float(diff) < 1e-3
+    capsys.readouterr()
+    assert main(["predict", "--weights", str(run / "best.onnx"), "--source", str(data / "val"), "--style",
+                 str(styles / "a.png")]) == 2
+    assert "PyTorch checkpoint" in capsys.readouterr().err
+    for bad, message in ((tmp_path / "missing.png", "no such image file"), (data / "val", "no such image file")):
+        assert main(["predict", "--weights", str(run / "best.ckpt"), "--source", str(data / "val"), "--style",
+                     str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--head", "vgg"], "style heads are"),
+    (["--head", "adain", "--style", "{empty}"], "no images in this folder"),
+    (["--head", "adain", "--style", "{tiny}"], "too small to carry a texture"),
+    (["--head", "adain", "--imgsz", "36"], "multiple of 8"),
+])
+def test_cli_rejects_bad_adain_options(tmp_path, capsys, args: list[str], message: str) -> None:
+    data = tmp_path / "data"
+    _photo_folder(data)
+    (tmp_path / "empty").mkdir()
+    Image.fromarray(np.zeros((10, 12, 3), dtype=np.uint8)).save(tmp_path / "tiny.png")
+    args = [a.replace("{empty}", str(tmp_path / "empty")).replace("{tiny}", str(tmp_path / "tiny.png")) for a in args]
+    code = main(["train", "--task", "style", "--data", str(data), *TINY, "--out", str(tmp_path / "run"), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -156,7 +156,8 @@ def _predict_stream(predictor, source: str, max_frames: int, as_json: bool, save
 
 def _set_style(model, weights: str, style: str | None, alpha: float) -> None:
     """``--style`` / ``--alpha`` onto a style head; errors for other models and for a one-style model's
-    ``--style``."""
+    ``--style``. An arbitrary-style model reads the style image as in training (shorter side at the training
+    size)."""
     from ..tasks.model import TaskModel
 
     head = model.heads["style"] if "style" in model.heads else None
@@ -164,9 +165,14 @@ def _set_style(model, weights: str, style: str | None, alpha: float) -> None:
         if style is not None or alpha != 1.0:
             raise GhostkitError(f"{weights}: --style and --alpha apply to style-transfer models")
         return
-    if style is not None:
+    if style is not None and not getattr(head, "arbitrary", False):
         raise GhostkitError(f"{weights}: this model renders the one style it was trained on; --style applies to "
-                            "models of arbitrary styles")
-    if alpha != 1.0 and not isinstance(model, TaskModel):
-        raise GhostkitError(f"{weights}: --alpha needs the PyTorch checkpoint (an exported model renders alpha 1)")
+                            "models of arbitrary styles (--head adain)")
+    if (alpha != 1.0 or style is not None) and not isinstance(model, TaskModel):
+        raise GhostkitError(f"{weights}: --alpha and --style need the PyTorch checkpoint (an exported model renders "
+                            "its kept style at alpha 1)")
+    if style is not None:
+        from ..data.style import load_style
+
+        head.set_style(load_style(style, model.config["imgsz"][0]))
     head.alpha = alpha

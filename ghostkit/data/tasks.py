@@ -39,11 +39,13 @@ def data_for_model(config: dict, data: str, imgsz: int | None = None, seed: int 
     ``where``, the model's file, when given)."""
     heads = config["heads"]
     task = ",".join(heads)
-    restore = {k: heads["restore"][k] for k in ("scale", "noise", "jpeg") if k in heads.get("restore", {})}
-    td = build_task_data(task, data, imgsz or config["imgsz"][0], seed=seed, **restore)
+    options = {k: heads["restore"][k] for k in ("scale", "noise", "jpeg") if k in heads.get("restore", {})}
+    if heads.get("style", {}).get("head") == "adain":  # arbitrary styles: validated on the built-in style set
+        options["style_set"] = True
+    td = build_task_data(task, data, imgsz or config["imgsz"][0], seed=seed, **options)
     paired = getattr(td.source, "paired_scale", None)
-    if paired is not None and paired != restore.get("scale"):
-        raise GhostkitError(f"{data}: the lr/ + hr/ pairs are x{paired}, but the model is x{restore.get('scale')}")
+    if paired is not None and paired != options.get("scale"):
+        raise GhostkitError(f"{data}: the lr/ + hr/ pairs are x{paired}, but the model is x{options.get('scale')}")
     names = config.get("class_names", {})
     for t in heads:
         if td.class_names.get(t) != names.get(t):

@@ -59,7 +59,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
     output_stride: int = 32
-    head: str | None = None  # detect: ssdlite | fcos | retinanet; segment: lraspp | deeplabv3 (None: task default)
+    head: str | None = None  # detect: ssdlite | fcos | retinanet; segment: lraspp | deeplabv3; style: johnson | adain
     aux_loss: bool = False  # segment: auxiliary loss on a stride-16 head
     conf: float = 0.25  # detect: score threshold for predictions
     iou: float = 0.5  # detect: NMS IoU threshold
@@ -67,9 +67,9 @@ class TrainConfig:
     scale: int = 2  # restore: super-resolution factor 1..4 (1: denoise only)
     noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
-    width: int = 32  # restore: network width (channels); generate: generator channels at full resolution
-    depth: int = 6  # restore: number of ghost blocks
-    style: str | None = None  # style: the style image (None: the built-in mosaic)
+    width: int | None = None  # restore, style: network width; generate: generator channels (None: the task's)
+    depth: int | None = None  # restore, style: number of ghost blocks (None: the task's)
+    style: str | None = None  # style: the style image (None: the built-in mosaic); adain: a folder (None: built-in)
     content_weight: float = 1.0  # style: weight of the content loss
     style_weight: float = 5.0  # style: weight of the style loss
     tv_weight: float = 0.0  # style: weight of the total-variation loss
@@ -134,8 +134,8 @@ class TrainConfig:
             (self.max_det > 0, f"--max-det must be positive, got {self.max_det}"),
             (1 <= self.scale <= 4, f"--scale must be 1, 2, 3 or 4, got {self.scale}"),
             (0 <= self.jpeg <= 100, f"--jpeg must be a quality in 1..100 (0: off), got {self.jpeg}"),
-            (self.width > 0 and self.depth > 0, f"--width and --depth must be positive, got {self.width}, "
-                                                f"{self.depth}"),
+            ((self.width or 1) > 0 and (self.depth or 1) > 0, f"--width and --depth must be positive, got "
+                                                              f"{self.width}, {self.depth}"),
             (self.precision in ("32", "bf16-mixed", "16-mixed"), f"--precision must be 32, bf16-mixed or 16-mixed, "
                                                                 f"got {self.precision!r}"),
             (self.workers is None or self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
@@ -222,7 +222,8 @@ HELP: dict[str, str] = {
     "num_nodes": "number of nodes (torchrun / SLURM)",
     "strategy": "auto, ddp, ddp_spawn, ...",
     "output_stride": "backbone output stride: 32, 16 or 8 (dilation)",
-    "head": "detect: ssdlite, fcos or retinanet; segment: lraspp or deeplabv3 (default: the task's)",
+    "head": "detect: ssdlite, fcos or retinanet; segment: lraspp or deeplabv3; style: johnson (one style per model) or "
+            "adain (any style) (default: the task's)",
     "aux_loss": "segment: auxiliary loss on stride-16 features",
     "conf": "detect: score threshold of predictions",
     "iou": "detect: NMS IoU threshold",
@@ -230,10 +231,11 @@ HELP: dict[str, str] = {
     "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
-    "width": "restore, style: network width; generate: generator channels at full resolution (x2 per halving, "
-             "at most x8)",
-    "depth": "restore, style: number of ghost blocks",
-    "style": "style: the style image file, or the built-in mosaic (the default)",
+    "width": "restore, style: network width (default: restore 32, style 16); generate: generator channels at full "
+             "resolution (x2 per halving, at most x8; default 32)",
+    "depth": "restore, style: number of ghost blocks (default: restore 6, style 3)",
+    "style": "style: the style image file, or the built-in mosaic (the default); --head adain: a folder of style "
+             "images, or the built-in set styles (the default)",
     "content_weight": "style: weight of the content loss",
     "style_weight": "style: weight of the style loss (Gram matrices over four stages)",
     "tv_weight": "style: weight of the total-variation loss",

@@ -196,7 +196,7 @@ def train_gan(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "format": 1,
         "task": "generate",
         "generator": {"imgsz": imgsz, "num_classes": len(data.class_names), "z_dim": GENERATE_DEFAULTS["z_dim"],
-                      "width": cfg.width},
+                      "width": cfg.width or 32},
         "discriminator": {"model": cfg.model},
         "class_names": data.class_names,
         "imgsz": [imgsz, imgsz],

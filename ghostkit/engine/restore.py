@@ -112,7 +112,8 @@ class RestoreSpec(TaskSpec):
         paired = getattr(self._data, "paired_scale", None)
         if paired is not None and paired != cfg.scale:
             raise GhostkitError(f"{cfg.data}: the lr/ + hr/ pairs are x{paired}, but --scale is {cfg.scale}")
-        return {"scale": cfg.scale, "width": cfg.width, "depth": cfg.depth, "noise": str(cfg.noise), "jpeg": cfg.jpeg}
+        return {"scale": cfg.scale, "width": cfg.width or 32, "depth": cfg.depth or 6, "noise": str(cfg.noise),
+                "jpeg": cfg.jpeg}
 
     def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
         # `ghostkit val` builds the data from default options, not the model's scale and noise: re-target the

@@ -18,13 +18,26 @@ run's ``--seed``, default 0), so a model is not scored by the network it was opt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from ..data.tasks import build_task_data
 from ..errors import GhostkitError
-from ..tasks.style import CONTENT_STAGE, _features, content_distance, gram, loss_network, match_colour, style_distance
+from ..tasks.style import (
+    CONTENT_STAGE,
+    STYLE_DEPTH,
+    STYLE_HEADS,
+    STYLE_WIDTH,
+    _features,
+    content_distance,
+    gram,
+    loss_network,
+    match_colour,
+    style_distance,
+)
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
 
@@ -39,12 +52,19 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
 
 
 class StyleMetrics(nn.Module):
-    """``update(outputs, targets)``: the head's ``{"image"}`` and ``{"content", "style"}`` (module docstring)."""
+    """``update(outputs, targets)``: the head's ``{"image"}`` and ``{"content", "style"}`` (module docstring).
 
-    def __init__(self, style: torch.Tensor | None = None) -> None:
+    ``style``: a one-style model's own style image ``1 x 3 x h x w`` (None: the targets'); ``render``: an
+    arbitrary-style model's ``(photos, styles) -> images``, which renders each photo in its target style (the
+    outputs then go unused: in eval mode they show the model's kept style); ``net``: another evaluation network
+    (``benchmarks/style_quality.py`` scores with a trained classifier's stages too; default: the fixed random one)."""
+
+    def __init__(self, style: torch.Tensor | None = None, render: Callable | None = None,
+                 net: nn.Module | None = None) -> None:
         super().__init__()
-        self.style = style  # 1 x 3 x h x w: the model's own style image (None: the targets')
-        self.net = loss_network("ghostnet_100", EVAL_SEED)
+        self.style = style
+        self.render = [render]  # in a list: the head is the model's, not a submodule of the metric
+        self.net = net if net is not None else loss_network("ghostnet_100", EVAL_SEED)
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.ssim_baseline = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.sums: dict[str, float] = {}
@@ -54,7 +74,8 @@ class StyleMetrics(nn.Module):
     def update(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
         photos = targets["content"].float()
         style = (self.style if self.style is not None else targets["style"]).float().to(photos.device)
-        out = outputs["image"].detach().float().clamp(0, 1)
+        out = outputs["image"] if self.render[0] is None else self.render[0](photos, style)
+        out = out.detach().float().clamp(0, 1)
         base = match_colour(photos, style)
         grams = [gram(f) for f in _features(self.net, style)]
         target = _features(self.net, photos)[CONTENT_STAGE]
@@ -82,10 +103,12 @@ class StyleMetrics(nn.Module):
 
 
 class StyleSpec(TaskSpec):
-    """``--task style``: ``--style IMAGE`` (default: the built-in ``mosaic``), ``--content-weight``,
-    ``--style-weight``, ``--tv-weight``, ``--width`` / ``--depth`` of the transform network, ``--model`` the
-    GhostNet of the loss network (``--pretrained FILE``: its weights; otherwise random weights drawn from
-    ``--seed``), ``--imgsz`` the training crop. Images stay in [0, 1] (mean 0, std 1)."""
+    """``--task style``: ``--head johnson`` (default: one style per model, ``--style IMAGE``, default the built-in
+    ``mosaic``; ``--width`` / ``--depth`` of the transform network) or ``--head adain`` (any style; ``--style DIR``
+    of style images, default the built-in set ``styles``); ``--content-weight``, ``--style-weight``, ``--tv-weight``
+    (johnson), ``--model`` the GhostNet of the loss network / AdaIN encoder (``--pretrained FILE``: its weights;
+    otherwise random weights drawn from ``--seed``), ``--imgsz`` the training crop. Images stay in [0, 1]
+    (mean 0, std 1)."""
 
     name = "style"
 
@@ -93,14 +116,24 @@ class StyleSpec(TaskSpec):
         self._style = None  # the style image of the data last built (training)
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        data = build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed, style=cfg.style)
+        if cfg.head not in (None, *STYLE_HEADS):
+            raise GhostkitError(f"--head {cfg.head!r}: style heads are {', '.join(STYLE_HEADS)}")
+        data = build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed, style=cfg.style,
+                               style_set=cfg.head == "adain")
         self._style = data.source.style
         return data
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
+        if cfg.head == "adain":
+            if data.imgsz % 8:
+                raise GhostkitError(f"--imgsz must be a multiple of 8 for --head adain, got {data.imgsz}")
+            return {"head": "adain", "loss_model": cfg.model, "loss_seed": cfg.seed,
+                    "content_weight": cfg.content_weight, "style_weight": cfg.style_weight,
+                    "style_size": list(data.source.style.shape[-2:])}
         if data.imgsz % 4:
             raise GhostkitError(f"--imgsz must be a multiple of 4 for style transfer, got {data.imgsz}")
-        return {"width": cfg.width, "depth": cfg.depth, "loss_model": cfg.model, "loss_seed": cfg.seed,
+        return {"width": cfg.width or STYLE_WIDTH, "depth": cfg.depth or STYLE_DEPTH, "loss_model": cfg.model,
+                "loss_seed": cfg.seed,
                 "content_weight": cfg.content_weight, "style_weight": cfg.style_weight, "tv_weight": cfg.tv_weight,
                 "style_size": list(data.source.style.shape[-2:])}
 
@@ -109,6 +142,8 @@ class StyleSpec(TaskSpec):
         if not bool(head.style_image.any()) and self._style is not None:
             head.set_style(self._style)
         self._style = None
+        if getattr(head, "arbitrary", False):
+            return StyleMetrics(render=head.stylise)
         return StyleMetrics(head.style)
 
 

@@ -171,7 +171,12 @@ def load_pretrained(model: TaskModel, path: str | Path) -> str:
     checkpoint; a classification head also takes the 1x1 ``conv_head`` when its shape fits. The classifier itself
     stays fresh (transfer learning). Hub weights record their normalisation in ``model.config["pretrained"]`` (and
     set ``mean`` / ``std`` where the config has none; differing ones raise). Returns the format found."""
-    path, pretrained_cfg = resolve_weights(model.backbone.model_name, path)
+    # a model without backbone may still measure with one: a style head's frozen loss network
+    target = model.backbone if model.backbone is not None else next(
+        (h.loss_net for h in model.heads.values() if hasattr(h, "loss_net")), None)
+    if target is None:
+        raise GhostkitError(f"--pretrained {path}: loads backbone weights, but this model has no backbone")
+    path, pretrained_cfg = resolve_weights(target.model_name, path)
     if pretrained_cfg is not None:
         if "mean" in model.config:
             check_normalisation(pretrained_cfg, model.config["mean"], model.config["std"])
@@ -185,11 +190,6 @@ def load_pretrained(model: TaskModel, path: str | Path) -> str:
     from ..models.weights import load_weights
 
     head_state = {k: v for k, v in state.items() if k.startswith("conv_head.")}
-    # a model without backbone may still measure with one: a style head's frozen loss network
-    target = model.backbone if model.backbone is not None else next(
-        (h.loss_net for h in model.heads.values() if hasattr(h, "loss_net")), None)
-    if target is None:
-        raise GhostkitError(f"--pretrained {path}: loads backbone weights, but this model has no backbone")
     load_weights(target, {k: v for k, v in state.items() if not k.startswith(("conv_head.", "classifier."))})
     for head in model.heads.values():
         conv = getattr(head, "conv_head", None)

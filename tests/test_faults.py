@@ -229,3 +229,16 @@ def test_read_only_output_folder_is_refused_before_any_work(tmp_path, mounts, ca
         assert code == 2 and len(lines) == 1, (args, err)
         assert option in lines[0] and "cannot write there" in lines[0], lines[0]
     assert list(folder.iterdir()) == []
+
+
+def test_a_finished_run_killed_before_its_outputs_writes_them_on_resume(reference, tiny_digits, tmp_path):
+    """kill -9 after the last epoch's last.ckpt but before metrics.json: --resume trains nothing and writes them."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / "metrics.json").unlink()
+    resumed = _run(_train_args(tiny_digits, run, 3) + ["--resume", str(run / "last.ckpt")])
+    assert resumed.returncode == 0, resumed.stderr
+    want, got = json.loads((reference / "metrics.json").read_text()), json.loads((run / "metrics.json").read_text())
+    assert got["top1"] == pytest.approx(want["top1"], abs=1e-6) and _csv(run) == _csv(reference)
+    again = _run(_train_args(tiny_digits, run, 3) + ["--resume", str(run / "last.ckpt")])
+    assert again.returncode == 0 and "nothing to do" in again.stderr

@@ -296,3 +296,5 @@ def test_run_history_best_epoch_follows_the_monitor_mode(tmp_path, mode, best):
     history = next(c for c in trainer.callbacks if isinstance(c, RunHistory))
     assert history.outputs()[0]["generate"]["fid"] == best
     assert [row["val/fid"] for row in history.rows] == values
+    epoch = {name: torch.load(tmp_path / f"{name}.ckpt", weights_only=True)["epoch"] for name in ("best", "last")}
+    assert epoch == {"best": values.index(best), "last": len(values) - 1}  # last.ckpt follows every epoch

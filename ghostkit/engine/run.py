@@ -160,11 +160,12 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
         "std": data.std,
         "deployed": False,
     }
-    if cfg.resume and _check_resume(cfg, config):
+    saved = run_dir / "metrics.json"
+    # a finished run killed before its outputs were written goes on below: fit has no epoch left, the outputs follow
+    if cfg.resume and _check_resume(cfg, config) and saved.is_file():
         print(f"ghostkit: {cfg.resume} already finished its {cfg.epochs} epochs; nothing to do (pass a larger "
               f"--epochs to train further)", file=sys.stderr)
-        saved = run_dir / "metrics.json"
-        return json.loads(saved.read_text()) if saved.is_file() else {}
+        return json.loads(saved.read_text())
     model = build_task_model(config)
     if cfg.pretrained and not cfg.resume:
         load_pretrained(model, cfg.pretrained)

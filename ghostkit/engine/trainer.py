@@ -49,12 +49,14 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list
     ``metrics.csv`` into ``run_dir``; ``callbacks`` are added to ghostkit's own."""
     extra = list(callbacks or [])
     # saved at the end of each training epoch (after its validation), so that a checkpoint holds whole epochs only
-    # and carries RunHistory's row of that epoch
+    # and carries RunHistory's row of that epoch. last.ckpt has its own callback: Lightning 2.6's ``save_last``
+    # writes it only in epochs that also write a monitored checkpoint, so it would stop at the best epoch.
+    saved = dict(dirpath=run_dir, save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
+                 save_on_train_epoch_end=True)
     callbacks = extra + [
         RunHistory(run_dir, monitor, mode), RunGuard(run_dir),
-        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
-                        save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
-                        save_on_train_epoch_end=True),
+        ModelCheckpoint(filename="best", monitor=monitor, mode=mode, **saved),  # trainer.checkpoint_callback
+        ModelCheckpoint(filename="last", monitor=None, every_n_epochs=1, **saved),
     ]
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))

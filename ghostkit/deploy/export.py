@@ -267,9 +267,10 @@ def export(
     result.max_abs_diff, result.tolerance = parity(ref, got)
     result.size_mb = sum(f.stat().st_size for f in (out, out.with_suffix(".bin")) if f.is_file()
                          and (f == out or format == "openvino")) / 2**20
-    log(f"{format}{' int8' if int8 else ''} vs PyTorch on {len(images)} {source} images: max abs diff "
-        f"{result.max_abs_diff:.2e} (tolerance {result.tolerance:.1e}{', not applied to INT8' if int8 else ''})")
-    if not int8 and not result.max_abs_diff <= result.tolerance:  # also catches NaN
+    quantized = bool(result.int8) and result.int8["precision"] == "int8"  # an INT8 export may have kept FP32
+    log(f"{format}{' int8' if quantized else ''} vs PyTorch on {len(images)} {source} images: max abs diff "
+        f"{result.max_abs_diff:.2e} (tolerance {result.tolerance:.1e}{', not applied to INT8' if quantized else ''})")
+    if not quantized and not result.max_abs_diff <= result.tolerance:  # also catches NaN
         raise GhostkitError(f"{out}: exported model differs from the checkpoint (max abs diff "
                             f"{result.max_abs_diff:.3g} > {result.tolerance:.3g}); please report this model")
     result.seconds = time.perf_counter() - start

@@ -22,6 +22,7 @@ The choice is recorded in the file's metadata (``export.int8`` is true only when
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -48,6 +49,8 @@ def quantize_openvino(fp32: Path, batches: list[np.ndarray], plan: Int8Plan, kee
     """NNCF post-training quantisation of the FP32 ONNX model ``fp32`` (read into OpenVINO) calibrated on
     ``batches``: ``plan``'s preset, 7-bit weights (NNCF's overflow fix) where the plan says so, the nodes
     ``keep_fp32`` ignored. Returns the quantised ``openvino.Model``."""
+    # NNCF loads its PyTorch extensions' builder, whose import warns about CUDA on machines without it: not ours
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         import nncf
         import openvino as ov
@@ -55,6 +58,7 @@ def quantize_openvino(fp32: Path, batches: list[np.ndarray], plan: Int8Plan, kee
         raise GhostkitError("OpenVINO INT8 needs openvino and nncf: pip install 'ghostkit[export]'") from None
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
+    nncf.set_log_level(logging.ERROR)
     model = ov.Core().read_model(str(fp32))
     fix = OverflowFix.ENABLE if plan.weight_bits == 7 else OverflowFix.DISABLE
     # OpenVINO names a converted ONNX conv after the ONNX node, plus "/WithoutBiases" once its bias is split off
@@ -128,9 +132,7 @@ def write_int8(onnx_model, out: Path, model, data: str, imgsz: tuple[int, int], 
             quantize_onnx(fp32, qdq, batches, Int8Options(reduce_range=opts.reduce_range, exclude=tuple(kept)))
         quantizer = "onnxruntime qdq"
         if format == "openvino":
-            import openvino as ov
-
-            ov.save_model(quantize_openvino(fp32, batches, plan, kept), str(tmp / "int8.xml"), compress_to_fp16=False)
+            write_openvino(quantize_openvino(fp32, batches, plan, kept), tmp / "int8.xml", meta)
             write_openvino(onnx_model, tmp / "fp32.xml", meta)
             fp32, qdq, quantizer = tmp / "fp32.xml", tmp / "int8.xml", f"nncf {plan.preset}"
         n_img = sum(len(b) for b in batches)

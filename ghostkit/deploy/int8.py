@@ -67,10 +67,11 @@ def quantize_openvino(fp32: Path, batches: list[np.ndarray], plan: Int8Plan, kee
     ignored = nncf.IgnoredScope(names=[n for name in keep_fp32 for n in (name, f"{name}/WithoutBiases")],
                                 validate=False)
     presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+    advanced = AdvancedQuantizationParameters(overflow_fix=fix)
     with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout; ghostkit logs its own line
         return nncf.quantize(model, nncf.Dataset(batches), preset=presets[plan.preset],
                              target_device=nncf.TargetDevice.CPU, subset_size=sum(len(b) for b in batches),
-                             ignored_scope=ignored, advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix))
+                             ignored_scope=ignored, advanced_parameters=advanced)
 
 
 def time_interleaved(paths: dict[str, Path], images: np.ndarray, rounds: int = 6, block: int = 4) -> dict[str, float]:

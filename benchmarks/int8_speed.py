@@ -52,9 +52,22 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=60, help="timed runs per runtime at batch 1 (batch 32: fewer)")
     parser.add_argument("--weights", help="a trained classifier for the top1 check")
     parser.add_argument("--data", help="its data (calibration: training split; top1: validation split)")
+    parser.add_argument("--no-speed", action="store_true", help="only the top1 check")
     args = parser.parse_args()
+    if bool(args.weights) != bool(args.data):
+        parser.error("--weights and --data go together")
     torch.manual_seed(0)
     start = time.perf_counter()
+    ok = args.no_speed or speed(args)
+    if args.weights:
+        passed = accuracy(args.weights, args.data)
+        ok &= passed
+        print(f"\nbar: INT8 top1 within {100 * MAX_TOP1_DROP:.1f} points of FP32 -> {'PASS' if passed else 'FAIL'}")
+    print(f"\n{time.perf_counter() - start:.0f} s in all")
+    return 0 if ok else 1
+
+
+def speed(args: argparse.Namespace) -> bool:
     result = int8_sweep(model=args.model, imgsz=args.imgsz, batches=tuple(BARS), threads=(1, args.threads),
                         runs=args.runs, log=lambda s: print(s, file=sys.stderr))
     print(f"\n### {args.model}, {args.imgsz} px, {result['cpu']} ({result['features']}), "
@@ -68,12 +81,12 @@ def main() -> int:
             print(f"\nbar, batch {s['batch']}, {args.threads} threads: fastest INT8 ({s['fastest_int8']}) "
                   f"{s['int8_vs_fp32']:.2f}x the fastest FP32 ({s['fastest_fp32']}), >= {BARS[s['batch']]}x -> "
                   f"{'PASS' if passed else 'FAIL'}")
-    if args.weights:
-        passed = accuracy(args.weights, args.data)
-        ok &= passed
-        print(f"\nbar: INT8 top1 within {100 * MAX_TOP1_DROP:.1f} points of FP32 -> {'PASS' if passed else 'FAIL'}")
-    print(f"\n{time.perf_counter() - start:.0f} s in all")
-    return 0 if ok else 1
+    one = {(r["runtime"], r["precision"], r["batch"]): r["cpu_ms"] for r in result["rows"] if r["threads"] == 1}
+    print("\nCPU time per run, 1 thread (steadier than wall time on shared cores), INT8 vs FP32 of the same runtime:")
+    for runtime, _, batch in sorted(k for k in one if k[1] == "int8"):
+        if (runtime, "fp32", batch) in one:
+            print(f"- {runtime}, batch {batch}: {one[(runtime, 'fp32', batch)] / one[(runtime, 'int8', batch)]:.2f}x")
+    return ok
 
 
 if __name__ == "__main__":

@@ -53,18 +53,34 @@ def main() -> int:
     parser.add_argument("--weights", help="a trained classifier for the top1 check")
     parser.add_argument("--data", help="its data (calibration: training split; top1: validation split)")
     parser.add_argument("--no-speed", action="store_true", help="only the top1 check")
+    parser.add_argument("--profile", action="store_true", help="also profile each runtime's FP32 and INT8 graph "
+                                                               "(batch 1, 1 thread): time per kind of layer")
     args = parser.parse_args()
     if bool(args.weights) != bool(args.data):
         parser.error("--weights and --data go together")
     torch.manual_seed(0)
     start = time.perf_counter()
     ok = args.no_speed or speed(args)
+    if args.profile:
+        profile(args)
     if args.weights:
         passed = accuracy(args.weights, args.data)
         ok &= passed
         print(f"\nbar: INT8 top1 within {100 * MAX_TOP1_DROP:.1f} points of FP32 -> {'PASS' if passed else 'FAIL'}")
     print(f"\n{time.perf_counter() - start:.0f} s in all")
     return 0 if ok else 1
+
+
+def profile(args: argparse.Namespace) -> None:
+    from ghostkit.deploy.benchmark import _task_model, deploy_models
+    from ghostkit.deploy.profile import profile_markdown, profile_model
+
+    net = _task_model(None, args.model, (args.imgsz, args.imgsz))
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in deploy_models(net, Path(tmp), (args.imgsz, args.imgsz), 1, True, True, lambda _: None):
+            r = profile_model(m.path, threads=1)
+            print(f"\n#### {m.name}: {r['total_ms']:.2f} ms per run in its layers (profiled, 1 thread)\n")
+            print(profile_markdown(r))
 
 
 def speed(args: argparse.Namespace) -> bool:

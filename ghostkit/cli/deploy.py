@@ -27,13 +27,16 @@ def export(
     align: str = typer.Option("auto", help="pad channels to ONNX Runtime's CPU block: auto (this CPU's, where it "
                                            "pays), 0 (off), 8 or 16"),
     optimize: bool = typer.Option(True, "--optimize/--no-optimize", help="exact graph rewrites for ONNX Runtime"),
+    int8_fallback: bool = typer.Option(True, "--int8-fallback/--no-int8-fallback",
+                                       help="--int8: write the FP32 model where INT8 is not faster on this CPU"),
 ) -> None:
     """Export a checkpoint to ONNX (optionally INT8) or TorchScript, checked against PyTorch on sample images."""
     from ..api import export as run_export
 
     size = tuple(imgsz) if imgsz else None
     result = run_export(weights, format=format.lower(), imgsz=size, batch=batch, dynamic=dynamic, int8=int8, data=data,
-                        out=out, opset=opset, align=align, optimize=optimize)
+                        out=out, opset=opset, align=align, optimize=optimize,
+                        int8_fallback=int8_fallback)
     if result.ops:
         print("nodes: " + ", ".join(f"{k} {v}" for k, v in result.ops.items()))
 

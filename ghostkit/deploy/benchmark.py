@@ -3,8 +3,8 @@
 Runtimes: PyTorch eager (training structure, eval), PyTorch deploy (re-parameterised, channels-last), ONNX Runtime
 FP32 (the ``ghostkit export`` graph), ONNX Runtime INT8 (calibrated on synthetic images: its speed is real, its
 accuracy is not measured here; ``ghostkit export --int8 --data`` reports that), OpenVINO FP32 (the graph
-``ghostkit export --format openvino`` converts, compiled in f32) and INT8 (NNCF's quantisation, as ``export --format
-openvino --int8`` makes it) when installed; and
+``ghostkit export --format openvino`` converts, compiled in f32) and INT8 (that ONNX Runtime INT8 model, whose Q/DQ
+pairs OpenVINO runs as FakeQuantize, as ``export --format openvino --int8`` converts it) when installed; and
 for classifiers timm's model of the same name (when timm is installed), eager and exported to ONNX Runtime with the
 same exporter settings and session options, so the ratios compare graphs, not settings.
 
@@ -241,10 +241,9 @@ class DeployModel:
 def deploy_models(net, tmp: Path, imgsz: tuple[int, int], batch: int, int8: bool, openvino: bool,
                   log: Callable[[str], None]) -> list[DeployModel]:
     """The files ``ghostkit export`` writes for ``net`` at ``batch``: ONNX Runtime FP32 (the default export) and
-    INT8 (ORT's QDQ model of the layout-neutral graph), OpenVINO FP32 (``--format openvino``) and INT8 (NNCF on
-    that layout-neutral graph, as ``--format openvino --int8``) when installed. INT8 is calibrated on synthetic
+    INT8 (ORT's QDQ model of the layout-neutral graph), OpenVINO FP32 (``--format openvino``) and INT8 (that QDQ
+    model as IR, as ``--format openvino --int8``) when installed. INT8 is calibrated on synthetic
     images and plain CPU-chosen settings (no per-layer fallback: speed only)."""
-    from .cpu import int8_plan
     from .export import INT8_PASSES, export, sample_images
     from .quantize import Int8Options, quantize_onnx
 
@@ -267,14 +266,8 @@ def deploy_models(net, tmp: Path, imgsz: tuple[int, int], batch: int, int8: bool
         ov_src = export(net, out=tmp / "openvino.onnx", imgsz=(h, w), align=0, log=None, batch=batch,
                         optimize=False)
         models.append(DeployModel("openvino", "fp32", _as_openvino(ov_src.path), ov_src.params, ov_src.macs))
-        if int8 and importlib.util.find_spec("nncf") is not None:
-            import openvino as ov
-
-            from .int8 import quantize_openvino
-
-            ov.save_model(quantize_openvino(plain.path, calib, int8_plan()), str(tmp / "int8.xml"),
-                          compress_to_fp16=False)
-            models.append(DeployModel("openvino", "int8", tmp / "int8.xml", plain.params, plain.macs))
+        if int8:
+            models.append(DeployModel("openvino", "int8", _as_openvino(tmp / "int8.onnx"), plain.params, plain.macs))
     return models
 
 

@@ -78,14 +78,11 @@ def cpu_features() -> CpuFeatures:
 @dataclasses.dataclass(frozen=True)
 class Int8Plan:
     """The INT8 settings for one CPU. ``weight_bits``: 8, or 7 where the CPU sums 8-bit product pairs in 16 bits;
-    ``preset``: NNCF's preset for OpenVINO (``performance``: symmetric activations and weights, unsigned after
-    ReLU; on ghostnet_100 at 224 px it ran 4-13% faster than ``mixed``, asymmetric activations, in OpenVINO on an
-    AVX-512 VNNI CPU); ``cpu``: the features it was chosen for."""
+    ``cpu``: the features it was chosen for."""
 
     cpu: str
     int8_dot: str
     weight_bits: int
-    preset: str = "performance"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

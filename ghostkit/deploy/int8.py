@@ -4,14 +4,14 @@ and keep FP32 where INT8 would be slower.
 Steps (``export --int8``, :func:`write_int8`):
 
 1. the CPU's features choose the settings once (:func:`ghostkit.deploy.cpu.int8_plan`: 8-bit weights with VNNI or
-   AMX, 7-bit without; NNCF's preset for OpenVINO);
+   AMX, 7-bit without);
 2. ONNX Runtime's quantiser writes a QDQ model calibrated on ``--data``'s training images; every convolution whose
    input or weights keep less than ``MIN_SQNR_DB`` after quantisation (:func:`ghostkit.deploy.quantize.layer_errors`)
    is excluded and the model quantised again: those layers stay FP32 and are listed in the report;
-3. ONNX: that QDQ model is the INT8 model. OpenVINO: NNCF quantises the FP32 IR with the same layers kept FP32
-   (:func:`quantize_openvino`): it places FakeQuantize where OpenVINO's CPU plugin fuses it (one scale shared by a
-   concat's inputs, the SE gate's Multiply kept in the fused convolution's post-ops), which ran faster than
-   OpenVINO reading the QDQ model (docs/benchmarks.md);
+3. ONNX: that QDQ model is the INT8 model. OpenVINO: the same QDQ model converted to IR; OpenVINO reads each Q/DQ
+   pair as a FakeQuantize and runs the convolutions in its INT8 kernels. NNCF's own OpenVINO quantisation (its
+   ``performance`` and ``mixed`` presets) ran no faster on ghostnet_100 and lost more top1 (docs/benchmarks.md), so
+   one quantiser serves both runtimes;
 4. FP32 and INT8 run on the validation split (the task's metric) and are timed interleaved in the same runtime;
    when INT8 is not faster, the FP32 model is written instead and the report says so.
 
@@ -21,10 +21,7 @@ The choice is recorded in the file's metadata (``export.int8`` is true only when
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import statistics
 import tempfile
 import time
@@ -36,47 +33,15 @@ import numpy as np
 from ..data.tasks import data_for_model
 from ..errors import GhostkitError
 from ..tasks.registry import get_task
-from .cpu import Int8Plan, int8_plan
+from .cpu import int8_plan
 from .evaluate import MetricsFactory, evaluate
 from .quantize import MIN_SQNR_DB, Int8Options, layer_errors, quantize_onnx
 from .runtime import OnnxTaskModel, make_session, run_session
 from .samples import sample_images
 
-__all__ = ["write_int8", "quantize_openvino", "time_interleaved", "choose_precision", "ERROR_IMAGES"]
+__all__ = ["write_int8", "time_interleaved", "choose_precision", "ERROR_IMAGES"]
 
 ERROR_IMAGES = 4  # images for the per-layer error: ORT keeps every Q/DQ tensor of each as an output
-
-
-def quantize_openvino(fp32: Path, batches: list[np.ndarray], plan: Int8Plan, keep_fp32: list[str] = ()):
-    """NNCF post-training quantisation of the FP32 ONNX model ``fp32`` (read into OpenVINO) calibrated on
-    ``batches``: ``plan``'s preset, 7-bit weights (NNCF's overflow fix) where the plan says so, activation ranges
-    from the min and max over all images, the nodes ``keep_fp32`` ignored. Returns the quantised ``openvino.Model``."""
-    # NNCF loads its PyTorch extensions' builder, whose import warns about CUDA on machines without it: not ours
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    try:
-        import nncf
-        import openvino as ov
-    except ImportError:
-        raise GhostkitError("OpenVINO INT8 needs openvino and nncf: pip install 'ghostkit[export]'") from None
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
-    nncf.set_log_level(logging.ERROR)
-    model = ov.Core().read_model(str(fp32))
-    fix = OverflowFix.ENABLE if plan.weight_bits == 7 else OverflowFix.DISABLE
-    # OpenVINO names a converted ONNX conv after the ONNX node, plus "/WithoutBiases" once its bias is split off
-    ignored = nncf.IgnoredScope(names=[n for name in keep_fp32 for n in (name, f"{name}/WithoutBiases")],
-                                validate=False)
-    presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
-    # activation ranges: min and max over all calibration images, as ONNX Runtime's quantiser takes them. NNCF's
-    # default (the mean of each image's min and max) clipped more: a ghostnet_100 digits classifier lost 1.39 top1
-    # points with it, 0.28 with these
-    advanced = AdvancedQuantizationParameters(overflow_fix=fix,
-                                              activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
-    with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout; ghostkit logs its own line
-        return nncf.quantize(model, nncf.Dataset(batches), preset=presets[plan.preset],
-                             target_device=nncf.TargetDevice.CPU, subset_size=sum(len(b) for b in batches),
-                             ignored_scope=ignored, advanced_parameters=advanced)
 
 
 def time_interleaved(paths: dict[str, Path], images: np.ndarray, rounds: int = 6, block: int = 4) -> dict[str, float]:
@@ -141,9 +106,9 @@ def write_int8(onnx_model, out: Path, model, data: str, imgsz: tuple[int, int], 
             quantize_onnx(fp32, qdq, batches, Int8Options(reduce_range=opts.reduce_range, exclude=tuple(kept)))
         quantizer = "onnxruntime qdq"
         if format == "openvino":
-            write_openvino(quantize_openvino(fp32, batches, plan, kept), tmp / "int8.xml", meta)
+            write_openvino(onnx.load(str(qdq)), tmp / "int8.xml", meta)
             write_openvino(onnx_model, tmp / "fp32.xml", meta)
-            fp32, qdq, quantizer = tmp / "fp32.xml", tmp / "int8.xml", f"nncf {plan.preset}"
+            fp32, qdq = tmp / "fp32.xml", tmp / "int8.xml"
         n_img = sum(len(b) for b in batches)
         log(f"int8: calibrated on {n_img} {data} training images ({plan.cpu}: {plan.weight_bits}-bit weights, "
             f"{quantizer}) in {time.perf_counter() - start:.1f} s")

@@ -4,8 +4,9 @@ threads (``ghostkit benchmark --sweep``), plus the INT8 accuracy of a trained cl
     .venv/bin/python benchmarks/int8_speed.py                                   # ghostnet_100, 224 px: the speed bars
     .venv/bin/python benchmarks/int8_speed.py --weights runs/x/best.ckpt --data digits   # + top1, FP32 vs INT8
 
-Bars (issue: INT8 that pays on VNNI / AMX CPUs), 2 threads: the fastest INT8 runtime >= 1.3x the fastest FP32
-runtime at batch 1 and >= 1.6x at batch 32; top1 within 0.5 points of FP32. Speed is measured on the untrained model
+Bars (INT8 that pays on VNNI / AMX CPUs), 2 threads: the fastest INT8 runtime >= 1.3x the fastest FP32 runtime at
+batch 1 and >= 1.6x at batch 32; that runtime's INT8 top1 within 0.5 points of FP32 (both runtimes without the
+sweep). Speed is measured on the untrained model
 (weights do not change the cost); top1 needs a trained checkpoint and its data, exported as ``ghostkit export --int8``
 does (per-layer FP32 fallback included; the speed fallback is off here so that the INT8 model is the one measured).
 Exit status 1 when a bar is missed.
@@ -29,7 +30,8 @@ BARS = {1: 1.3, 32: 1.6}  # batch: fastest INT8 / fastest FP32, at the largest t
 MAX_TOP1_DROP = 0.005
 
 
-def accuracy(weights: str, data: str) -> bool:
+def accuracy(weights: str, data: str, judged: set[str]) -> bool:
+    """FP32 vs INT8 top1 in both runtimes; the bar applies to the runtimes in ``judged`` (the fastest INT8 one)."""
     ok = True
     print("\n| runtime | FP32 top1 | INT8 top1 | change (points) | INT8 layers kept FP32 | INT8 vs FP32 latency |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -38,7 +40,7 @@ def accuracy(weights: str, data: str) -> bool:
             r = ghostkit.export(weights, format=fmt, int8=True, data=data, out=Path(tmp) / f"m.int8{suffix}",
                                 int8_fallback=False, log=None).int8
             f, q = r["fp32"]["top1"], r["int8"]["top1"]
-            ok &= f - q <= MAX_TOP1_DROP
+            ok &= f - q <= MAX_TOP1_DROP or ("onnxruntime" if fmt == "onnx" else "openvino") not in judged
             print(f"| {'ONNX Runtime' if fmt == 'onnx' else 'OpenVINO'} | {f:.4f} | {q:.4f} | {100 * (q - f):+.2f} | "
                   f"{len(r['fp32_layers'])} | {r['speedup']:.2f}× |")
     return ok
@@ -60,13 +62,18 @@ def main() -> int:
         parser.error("--weights and --data go together")
     torch.manual_seed(0)
     start = time.perf_counter()
-    ok = args.no_speed or speed(args)
+    judged = {"onnxruntime", "openvino"}  # without the sweep, both runtimes must hold top1
+    ok = True
+    if not args.no_speed:
+        ok, fastest = speed(args)
+        judged = {fastest} if fastest else judged
     if args.profile:
         profile(args)
     if args.weights:
-        passed = accuracy(args.weights, args.data)
+        passed = accuracy(args.weights, args.data, judged)
         ok &= passed
-        print(f"\nbar: INT8 top1 within {100 * MAX_TOP1_DROP:.1f} points of FP32 -> {'PASS' if passed else 'FAIL'}")
+        print(f"\nbar: INT8 top1 within {100 * MAX_TOP1_DROP:.1f} points of FP32 in {', '.join(sorted(judged))} -> "
+              f"{'PASS' if passed else 'FAIL'}")
     print(f"\n{time.perf_counter() - start:.0f} s in all")
     return 0 if ok else 1
 
@@ -83,7 +90,8 @@ def profile(args: argparse.Namespace) -> None:
             print(profile_markdown(r))
 
 
-def speed(args: argparse.Namespace) -> bool:
+def speed(args: argparse.Namespace) -> tuple[bool, str | None]:
+    """The sweep, its bars, and the fastest INT8 runtime at batch 1 (the one whose top1 the accuracy bar judges)."""
     result = int8_sweep(model=args.model, imgsz=args.imgsz, batches=tuple(BARS), threads=(1, args.threads),
                         runs=args.runs, log=lambda s: print(s, file=sys.stderr))
     print(f"\n### {args.model}, {args.imgsz} px, {result['cpu']} ({result['features']}), "
@@ -102,7 +110,9 @@ def speed(args: argparse.Namespace) -> bool:
     for runtime, _, batch in sorted(k for k in one if k[1] == "int8"):
         if (runtime, "fp32", batch) in one:
             print(f"- {runtime}, batch {batch}: {one[(runtime, 'fp32', batch)] / one[(runtime, 'int8', batch)]:.2f}x")
-    return ok
+    at_one = [s for s in result["summary"] if s["batch"] == 1 and s["threads"] == args.threads]
+    fastest = at_one[0].get("fastest_int8") if at_one else None
+    return ok, fastest
 
 
 if __name__ == "__main__":

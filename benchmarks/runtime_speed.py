@@ -26,9 +26,10 @@ import onnx
 import torch
 
 from ghostkit.deploy.benchmark import _export_reference, _task_model, benchmark, markdown_table
+from ghostkit.deploy.cpu import int8_plan
 from ghostkit.deploy.export import _write_openvino, export, sample_images
 from ghostkit.deploy.graph import count_ops
-from ghostkit.deploy.quantize import Int8Options, cpu_has_vnni, quantize_onnx
+from ghostkit.deploy.quantize import Int8Options, quantize_onnx
 from ghostkit.deploy.runtime import make_session
 
 BAR = 1.1
@@ -133,7 +134,7 @@ def ablation(model_name: str, imgsz: int, threads: int, rounds: int) -> None:
         ov_paths["openvino int8 from the FP32 export's graph (no rewrites)"] = tmp / "ovq_src.xml"
         _write_openvino(onnx.load(str(q)), tmp / "ovq_src.xml", {})
         ov_int8 = {
-            f"openvino int8 default ({'8' if cpu_has_vnni() else '7'}-bit weights on this CPU)": Int8Options(),
+            f"openvino int8 from QDQ ({int8_plan().weight_bits}-bit weights, {int8_plan().cpu})": Int8Options(),
             "openvino int8, 8-bit weights": Int8Options(reduce_range=False),
             "openvino int8, per-tensor": Int8Options(per_channel=False),
             "openvino int8, only Conv": Int8Options(op_types=("Conv",)),

@@ -27,13 +27,16 @@ def export(
     align: str = typer.Option("auto", help="pad channels to ONNX Runtime's CPU block: auto (this CPU's, where it "
                                            "pays), 0 (off), 8 or 16"),
     optimize: bool = typer.Option(True, "--optimize/--no-optimize", help="exact graph rewrites for ONNX Runtime"),
+    int8_fallback: bool = typer.Option(True, "--int8-fallback/--no-int8-fallback",
+                                       help="--int8: write the FP32 model where INT8 is not faster on this CPU"),
 ) -> None:
     """Export a checkpoint to ONNX (optionally INT8) or TorchScript, checked against PyTorch on sample images."""
     from ..api import export as run_export
 
     size = tuple(imgsz) if imgsz else None
     result = run_export(weights, format=format.lower(), imgsz=size, batch=batch, dynamic=dynamic, int8=int8, data=data,
-                        out=out, opset=opset, align=align, optimize=optimize)
+                        out=out, opset=opset, align=align, optimize=optimize,
+                        int8_fallback=int8_fallback)
     if result.ops:
         print("nodes: " + ", ".join(f"{k} {v}" for k, v in result.ops.items()))
 
@@ -51,13 +54,19 @@ def benchmark(
     reference: bool = typer.Option(True, "--reference/--no-reference", help="include timm's model of the same name"),
     openvino: bool = typer.Option(True, "--openvino/--no-openvino", help="include OpenVINO when installed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
+    sweep: bool = typer.Option(False, "--sweep", help="FP32 vs INT8 per runtime at batch 1 and --sweep-batch, with "
+                                                      "1 thread and --threads (where INT8 pays)"),
+    sweep_batch: int = typer.Option(32, help="--sweep: the throughput batch size"),
 ) -> None:
     """Params, MACs, latency p50/p90, throughput and peak memory of every runtime of a model, with timm's model as
-    the reference (CPU)."""
+    the reference (CPU); or, with --sweep, FP32 vs INT8 over batch sizes and thread counts."""
     from ..deploy.benchmark import benchmark as run_benchmark
 
     if threads is not None and threads <= 0:
         raise GhostkitError(f"--threads must be positive, got {threads}")
+    if sweep:
+        _sweep(weights, model, imgsz, sweep_batch, threads, runs, warmup, openvino, as_json)
+        return
     result = run_benchmark(weights=weights, model=model, imgsz=imgsz, batch=batch, threads=threads, runs=runs,
                            warmup=warmup, int8=int8, reference=reference, openvino=openvino,
                            log=None if as_json else print)
@@ -65,6 +74,25 @@ def benchmark(
         print(json.dumps(result))
         return
     _print_result(result)
+
+
+def _sweep(weights, model, imgsz, batch, threads, runs, warmup, openvino, as_json) -> None:
+    import os
+
+    from ..deploy.sweep import int8_sweep, sweep_markdown
+
+    if batch <= 0:
+        raise GhostkitError(f"--sweep-batch must be positive, got {batch}")
+    top = threads or os.cpu_count() or 1
+    result = int8_sweep(weights=weights, model=model, imgsz=imgsz, batches=tuple(sorted({1, batch})),
+                        threads=tuple(sorted({1, top})), runs=runs, warmup=warmup, openvino=openvino,
+                        log=None if as_json else print)
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(f"{result['model']} at {result['imgsz'][0]} x {result['imgsz'][1]}, {result['cpu']} ({result['features']}; "
+          f"INT8 with {result['int8_plan']['weight_bits']}-bit weights); batch 1: p50 latency, larger: images/s")
+    print(sweep_markdown(result))
 
 
 def _print_result(result: dict) -> None:

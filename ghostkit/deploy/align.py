@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass
 
 import torch
@@ -34,12 +33,10 @@ __all__ = ["Layout", "AlignedBackbone", "align_channels", "cpu_block_size"]
 def cpu_block_size() -> int:
     """The channel block of ONNX Runtime's blocked CPU kernels of the running CPU: 16 with AVX-512, 8 with AVX2, else 0
     (no blocked kernels, e.g. ARM: alignment would only add work)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return 0
-    return 16 if re.search(r"\bavx512f\b", flags) else 8 if re.search(r"\bavx2\b", flags) else 0
+    from .cpu import cpu_features
+
+    features = cpu_features()
+    return 16 if features.avx512 else 8 if features.avx2 else 0
 
 
 def _round_up(c: int, block: int) -> int:

@@ -3,8 +3,8 @@
 Runtimes: PyTorch eager (training structure, eval), PyTorch deploy (re-parameterised, channels-last), ONNX Runtime
 FP32 (the ``ghostkit export`` graph), ONNX Runtime INT8 (calibrated on synthetic images: its speed is real, its
 accuracy is not measured here; ``ghostkit export --int8 --data`` reports that), OpenVINO FP32 (the graph
-``ghostkit export --format openvino`` converts) and INT8 (that ONNX Runtime INT8 model, whose Q/DQ pairs OpenVINO
-runs as FakeQuantize, as ``export --format openvino --int8`` converts it) when installed; and
+``ghostkit export --format openvino`` converts, compiled in f32) and INT8 (that ONNX Runtime INT8 model, whose Q/DQ
+pairs OpenVINO runs as FakeQuantize, as ``export --format openvino --int8`` converts it) when installed; and
 for classifiers timm's model of the same name (when timm is installed), eager and exported to ONNX Runtime with the
 same exporter settings and session options, so the ratios compare graphs, not settings.
 
@@ -27,6 +27,7 @@ Parameters and MACs are those of the network each runtime executes (MACs from ``
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import platform
 import random
@@ -121,33 +122,6 @@ def _torch_runtime(name: str, make: Callable[[], torch.nn.Module], imgsz, ghostk
     return Runtime(name, build, count_params(probe), count_macs(probe, imgsz), ghostkit)
 
 
-def _onnx_runtime(name: str, path: Path, threads: int, params: int, macs: int, ghostkit: bool = True,
-                  precision: str = "fp32") -> Runtime:
-    from .runtime import INPUT_NAME, make_session
-
-    def build():
-        session = make_session(path, threads)
-        return lambda x: session.run(None, {INPUT_NAME: x.numpy()})
-
-    return Runtime(name, build, params, macs, ghostkit, precision)
-
-
-def _openvino_runtime(path: Path, threads: int, params: int, macs: int, name: str = "openvino fp32",
-                      ghostkit: bool = True, precision: str = "fp32") -> Runtime | None:
-    try:
-        import openvino as ov
-    except ImportError:
-        return None
-
-    def build():
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                                 "PERFORMANCE_HINT": "LATENCY"})
-        request = compiled.create_infer_request()
-        return lambda x: request.infer([x.numpy()])
-
-    return Runtime(name, build, params, macs, ghostkit, precision)
-
-
 def _ort_ops(path: Path, threads: int, tmp: Path) -> dict[str, int]:
     """Node counts of the graph ONNX Runtime actually runs (after its ORT_ENABLE_ALL optimisations)."""
     import onnx
@@ -216,39 +190,15 @@ def benchmark(weights: str | None = None, model: str | None = None, imgsz: int |
     x = torch.randn(batch, 3, h, w)
 
     from ..models import reparameterize
-    from .export import INT8_PASSES, export, sample_images
-    from .quantize import DEFAULT_INT8, quantize_onnx
 
     runtimes = [_torch_runtime("pytorch eager", lambda: net, (h, w), True, False),
                 _torch_runtime("pytorch deploy", lambda: reparameterize(net), (h, w), True, True)]
     nodes = {}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        t = time.perf_counter()
-        fp32 = export(net, out=tmp / "model.onnx", imgsz=(h, w), log=None, batch=batch)
-        log(f"exported ONNX in {time.perf_counter() - t:.1f} s")
-        runtimes.append(_onnx_runtime("onnxruntime fp32", fp32.path, threads, fp32.params, fp32.macs))
-        nodes["onnxruntime fp32"] = {"exported": fp32.ops, "ort": _ort_ops(fp32.path, threads, tmp)}
-        images, _ = sample_images(net, (h, w), None, n=8)
-        calib = [images[i:i + batch].numpy() for i in range(0, len(images) // batch * batch, batch)] or \
-            [images[:1].expand(batch, -1, -1, -1).numpy()]
-        if int8:  # the FP32 graph `ghostkit export --int8` quantises for ONNX Runtime
-            plain = export(net, out=tmp / "plain.onnx", imgsz=(h, w), align=0, log=None, batch=batch,
-                           optimize=INT8_PASSES)
-            t = time.perf_counter()
-            quantize_onnx(plain.path, tmp / "int8.onnx", calib, DEFAULT_INT8)
-            log(f"quantised in {time.perf_counter() - t:.1f} s")
-            runtimes.append(_onnx_runtime("onnxruntime int8", tmp / "int8.onnx", threads, plain.params, plain.macs,
-                                          precision="int8"))
-        if openvino:  # the graph `ghostkit export --format openvino [--int8]` converts (no ONNX Runtime rewrites)
-            ov_src = export(net, out=tmp / "openvino.onnx", imgsz=(h, w), align=0, log=None, batch=batch,
-                            optimize=False)
-            ov_rt = _openvino_runtime(ov_src.path, threads, ov_src.params, ov_src.macs)
-            if ov_rt is not None:
-                runtimes.append(ov_rt)
-                if int8:
-                    runtimes.append(_openvino_runtime(tmp / "int8.onnx", threads, plain.params, plain.macs,
-                                                      "openvino int8", precision="int8"))
+        models = deploy_models(net, tmp, (h, w), batch, int8, openvino, log)
+        runtimes += [runtime_of(m, threads) for m in models]
+        nodes["onnxruntime fp32"] = {"exported": models[0].ops, "ort": _ort_ops(models[0].path, threads, tmp)}
         ref = _reference_model(name, net.heads[tasks[0]].num_classes) if reference and tasks in (
             ["classify"], ["multilabel"]) else None
         if ref is not None:
@@ -257,32 +207,109 @@ def benchmark(weights: str | None = None, model: str | None = None, imgsz: int |
             from ..models.summary import count_macs, count_params
 
             probe = ref()
-            runtimes.append(_onnx_runtime(f"timm {name} onnxruntime", ref_path, threads, count_params(probe),
-                                          count_macs(probe, (h, w)), ghostkit=False))
+            ref_model = DeployModel("onnxruntime", "fp32", ref_path, count_params(probe), count_macs(probe, (h, w)))
+            runtimes.append(runtime_of(ref_model, threads, f"timm {name} onnxruntime", ghostkit=False))
             import onnx
 
             from .graph import count_ops
 
             nodes[f"timm {name} onnxruntime"] = {"exported": count_ops(onnx.load(str(ref_path))),
                                                  "ort": _ort_ops(ref_path, threads, tmp)}
-            ov_ref = _openvino_runtime(ref_path, threads, count_params(probe), count_macs(probe, (h, w)),
-                                       f"timm {name} openvino", ghostkit=False) if openvino else None
-            if ov_ref is not None:
-                runtimes.append(ov_ref)
-        for rt in runtimes:
-            _load(rt, x, warmup)
-            log(f"loaded {rt.name}")
-        order, shuffle = list(runtimes), random.Random(0).shuffle
-        for _ in range(-(-runs // (BLOCK - 1))):
-            shuffle(order)
-            for rt in order:
-                for k in range(BLOCK):
-                    start, cpu = time.perf_counter(), time.process_time()
-                    rt.run(x)
-                    if k:  # the first run of a block pays for the previous runtime's threads winding down
-                        rt.times.append((time.perf_counter() - start) * 1e3)
-                        rt.cpu.append((time.process_time() - cpu) * 1e3)
+            if openvino and importlib.util.find_spec("openvino") is not None:
+                ov_ref = DeployModel("openvino", "fp32", _as_openvino(ref_path), ref_model.params, ref_model.macs)
+                runtimes.append(runtime_of(ov_ref, threads, f"timm {name} openvino", ghostkit=False))
+        time_interleaved(runtimes, x, runs, warmup, log)
     return _report(runtimes, nodes, name, tasks, (h, w), batch, threads, runs)
+
+
+@dataclass
+class DeployModel:
+    """One exported model file of the benchmark: ``runtime`` (``onnxruntime`` / ``openvino``), ``precision``."""
+
+    runtime: str
+    precision: str
+    path: Path
+    params: int
+    macs: int
+    ops: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+
+def deploy_models(net, tmp: Path, imgsz: tuple[int, int], batch: int, int8: bool, openvino: bool,
+                  log: Callable[[str], None]) -> list[DeployModel]:
+    """The files ``ghostkit export`` writes for ``net`` at ``batch``: ONNX Runtime FP32 (the default export) and
+    INT8 (ORT's QDQ model of the layout-neutral graph), OpenVINO FP32 (``--format openvino``) and INT8 (that QDQ
+    model as IR, as ``--format openvino --int8``) when installed. INT8 is calibrated on synthetic
+    images and plain CPU-chosen settings (no per-layer fallback: speed only)."""
+    from .export import INT8_PASSES, export, sample_images
+    from .quantize import Int8Options, quantize_onnx
+
+    h, w = imgsz
+    t = time.perf_counter()
+    fp32 = export(net, out=tmp / "model.onnx", imgsz=(h, w), log=None, batch=batch)
+    log(f"exported ONNX in {time.perf_counter() - t:.1f} s")
+    models = [DeployModel("onnxruntime", "fp32", fp32.path, fp32.params, fp32.macs, fp32.ops)]
+    if int8:
+        images, _ = sample_images(net, (h, w), None, n=8)
+        calib = [images[i:i + batch].numpy() for i in range(0, len(images) // batch * batch, batch)] or \
+            [images[:1].expand(batch, -1, -1, -1).numpy()]
+        plain = export(net, out=tmp / "plain.onnx", imgsz=(h, w), align=0, log=None, batch=batch,
+                       optimize=INT8_PASSES)
+        t = time.perf_counter()
+        quantize_onnx(plain.path, tmp / "int8.onnx", calib, Int8Options())
+        log(f"quantised in {time.perf_counter() - t:.1f} s")
+        models.append(DeployModel("onnxruntime", "int8", tmp / "int8.onnx", plain.params, plain.macs))
+    if openvino and importlib.util.find_spec("openvino") is not None:
+        ov_src = export(net, out=tmp / "openvino.onnx", imgsz=(h, w), align=0, log=None, batch=batch,
+                        optimize=False)
+        models.append(DeployModel("openvino", "fp32", _as_openvino(ov_src.path), ov_src.params, ov_src.macs))
+        if int8:
+            models.append(DeployModel("openvino", "int8", _as_openvino(tmp / "int8.onnx"), plain.params, plain.macs))
+    return models
+
+
+def runtime_of(model: DeployModel, threads: int, name: str | None = None, ghostkit: bool = True) -> Runtime:
+    """A benchmark runtime for an exported file: an ONNX Runtime session, or an OpenVINO model compiled in FP32
+    (``OpenVinoSession``: on CPUs with BF16 the plugin would otherwise compute an FP32 model in bfloat16)."""
+    from .runtime import INPUT_NAME, make_session
+
+    def build():
+        session = make_session(model.path, threads)
+        return lambda x: session.run(None, {INPUT_NAME: x.numpy()})
+
+    return Runtime(name or model.name, build, model.params, model.macs, ghostkit, model.precision)
+
+
+def _as_openvino(path: Path) -> Path:
+    """An ONNX file converted to OpenVINO IR beside it (``make_session`` opens ``.xml`` files in OpenVINO)."""
+    import onnx
+
+    from .export import _write_openvino
+
+    _write_openvino(onnx.load(str(path)), path.with_suffix(".xml"), {})
+    return path.with_suffix(".xml")
+
+
+def time_interleaved(runtimes: list[Runtime], x: torch.Tensor, runs: int, warmup: int,
+                     log: Callable[[str], None]) -> None:
+    """Load and warm up each runtime, then time them in shuffled interleaved blocks (module docstring); the times
+    land in each ``Runtime``."""
+    for rt in runtimes:
+        _load(rt, x, warmup)
+        log(f"loaded {rt.name}")
+    order, shuffle = list(runtimes), random.Random(0).shuffle
+    for _ in range(-(-runs // (BLOCK - 1))):
+        shuffle(order)
+        for rt in order:
+            for k in range(BLOCK):
+                start, cpu = time.perf_counter(), time.process_time()
+                rt.run(x)
+                if k:  # the first run of a block pays for the previous runtime's threads winding down
+                    rt.times.append((time.perf_counter() - start) * 1e3)
+                    rt.cpu.append((time.process_time() - cpu) * 1e3)
 
 
 def _export_reference(model: torch.nn.Module, path: Path, batch: int, imgsz: tuple[int, int]) -> Path:

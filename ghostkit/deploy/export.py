@@ -184,6 +184,7 @@ def export(
     optimize: bool | tuple[str, ...] = True,
     log: Callable[[str], None] | None = print,
     metrics: MetricsFactory | None = None,
+    int8_fallback: bool = True,
 ) -> ExportResult:
     """Export the checkpoint ``weights`` (a path, or a ``TaskModel`` with ``out``; see the module docstring).
 
@@ -191,8 +192,10 @@ def export(
     batches in chunks; ``dynamic`` frees batch, height and width); ``align``: channel block for ONNX Runtime's CPU
     kernels (``"auto"``: this CPU's, where the padding costs at most ``MAX_PADDED_MACS``; 0: off);
     ``optimize``: the graph rewrites of :mod:`ghostkit.deploy.graph` (True: all, or the names of some); ``int8``:
-    static INT8 quantisation calibrated on ``data``'s training images (ONNX only), reporting the validation metric
-    and speed of FP32 vs INT8. ``log``: where progress lines go (None: nowhere). ``metrics``: ``model → {task:
+    static INT8 quantisation calibrated on ``data``'s training images (ONNX Runtime or OpenVINO; settings from this
+    CPU's features, badly quantising layers kept FP32; see :mod:`ghostkit.deploy.int8`), reporting the validation
+    metric and speed of FP32 vs INT8; ``int8_fallback``: write the FP32 model when INT8 is not faster.
+    ``log``: where progress lines go (None: nowhere). ``metrics``: ``model → {task:
     metric module}`` for that INT8 accuracy check (needed with ``int8``); the task metrics live in the engine, which
     deploy does not import, so the caller passes them: ``ghostkit.export`` and ``ghostkit export`` give
     :func:`ghostkit.engine.spec.model_metrics`."""
@@ -252,7 +255,10 @@ def export(
         result.macs = count_macs(FlatOutputs(net, names), (h, w))
         result.params = sum(int(np.prod(t.dims)) for t in onnx_model.graph.initializer)
         if int8:
-            result.int8 = _write_int8(onnx_model, out, model, data, (h, w), log, format, meta, metrics)
+            from .int8 import write_int8
+
+            result.int8 = write_int8(onnx_model, out, model, data, (h, w), format, meta, metrics, _write_openvino,
+                                     fallback=int8_fallback, log=log)
         elif format == "openvino":
             _write_openvino(onnx_model, out, meta)
         else:
@@ -261,9 +267,10 @@ def export(
     result.max_abs_diff, result.tolerance = parity(ref, got)
     result.size_mb = sum(f.stat().st_size for f in (out, out.with_suffix(".bin")) if f.is_file()
                          and (f == out or format == "openvino")) / 2**20
-    log(f"{format}{' int8' if int8 else ''} vs PyTorch on {len(images)} {source} images: max abs diff "
-        f"{result.max_abs_diff:.2e} (tolerance {result.tolerance:.1e}{', not applied to INT8' if int8 else ''})")
-    if not int8 and not result.max_abs_diff <= result.tolerance:  # also catches NaN
+    quantized = bool(result.int8) and result.int8["precision"] == "int8"  # an INT8 export may have kept FP32
+    log(f"{format}{' int8' if quantized else ''} vs PyTorch on {len(images)} {source} images: max abs diff "
+        f"{result.max_abs_diff:.2e} (tolerance {result.tolerance:.1e}{', not applied to INT8' if quantized else ''})")
+    if not quantized and not result.max_abs_diff <= result.tolerance:  # also catches NaN
         raise GhostkitError(f"{out}: exported model differs from the checkpoint (max abs diff "
                             f"{result.max_abs_diff:.3g} > {result.tolerance:.3g}); please report this model")
     result.seconds = time.perf_counter() - start
@@ -304,44 +311,23 @@ def _reference_outputs(model: TaskModel, images: torch.Tensor, dynamic: bool):
     return trees, ref, batched
 
 
-def _write_int8(onnx_model, out: Path, model: TaskModel, data: str, imgsz: tuple[int, int], log, format: str,
-                meta: dict, metrics: MetricsFactory) -> dict:
-    """Quantise the FP32 ``onnx_model`` into ``out``: a QDQ ONNX model, or for OpenVINO that QDQ model converted to
-    IR (OpenVINO turns the Q/DQ pairs into FakeQuantize and runs the convolutions in INT8, no NNCF needed). The FP32
-    model (for OpenVINO: its IR) only lives for the comparison, which runs in the same runtime as the INT8 one."""
-    from .quantize import compare_int8, quantize_calibrated
-
-    fp32 = out.with_name(f".{out.name}.fp32.onnx")
-    qdq = out if format == "onnx" else out.with_name(f".{out.name}.qdq.onnx")
-    fp32_ir = out.with_name(f".{out.stem}.fp32.xml")
-    atomic_write_bytes(fp32, onnx_model.SerializeToString())
-    try:
-        quantize_calibrated(fp32, qdq, model, data, imgsz, log=log)
-        if format == "onnx":
-            return compare_int8(fp32, out, model, data, imgsz, metrics, log=log)
-        import onnx
-
-        _write_openvino(onnx.load(str(qdq)), out, meta)
-        _write_openvino(onnx_model, fp32_ir, meta)
-        return compare_int8(fp32_ir, out, model, data, imgsz, metrics, log=log)
-    finally:
-        for f in (fp32, fp32_ir, fp32_ir.with_suffix(".bin"), *([qdq] if qdq != out else [])):
-            f.unlink(missing_ok=True)
-
-
 def _write_openvino(onnx_model, out: Path, meta: dict) -> None:
-    """Convert the (plain, FP32) ONNX graph to OpenVINO IR ``out`` (``.xml`` + ``.bin``, weights kept in FP32) with
-    the ghostkit config in its ``rt_info``; written under temporary names, then moved into place."""
+    """Convert the ONNX graph (or take the ``openvino.Model``) ``onnx_model`` to OpenVINO IR ``out`` (``.xml`` +
+    ``.bin``, FP32 weights kept in FP32) with the ghostkit config in its ``rt_info``; written under temporary names,
+    then moved into place."""
     try:
         import openvino as ov
     except ImportError:
         raise GhostkitError("--format openvino needs openvino: pip install 'ghostkit[export]'") from None
     if out.suffix.lower() != ".xml":
         raise GhostkitError(f"{out}: an OpenVINO export is an .xml file (its weights go beside it as .bin)")
-    with tempfile.TemporaryDirectory() as folder:
-        src = Path(folder) / "model.onnx"
-        src.write_bytes(onnx_model.SerializeToString())
-        ov_model = ov.convert_model(str(src))
+    if isinstance(onnx_model, ov.Model):
+        ov_model = onnx_model
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            src = Path(folder) / "model.onnx"
+            src.write_bytes(onnx_model.SerializeToString())
+            ov_model = ov.convert_model(str(src))
     ov_model.set_rt_info(json.dumps(meta), ["ghostkit"])
     with atomic_path(out) as xml:  # the .bin is renamed into place first, then the .xml that names it
         try:

@@ -1,31 +1,35 @@
-"""Post-training static INT8 quantisation with ONNX Runtime, and the FP32 vs INT8 comparison ``export`` reports.
+"""Post-training static INT8 quantisation with ONNX Runtime, and the per-layer error that decides which layers stay
+FP32.
 
 ``quantize_onnx`` calibrates activation ranges on real images fed through a ``CalibrationDataReader`` and writes a
-QDQ model (``QuantizeLinear`` / ``DequantizeLinear`` pairs that ORT fuses into integer kernels). What is quantised
-follows the measurements in the README (``benchmarks/runtime_speed.py --int8``): see ``DEFAULT_INT8``.
+QDQ model (``QuantizeLinear`` / ``DequantizeLinear`` pairs that ORT fuses into integer kernels): unsigned
+asymmetric activations, signed symmetric per-channel weights, weight bits from the CPU
+(:func:`ghostkit.deploy.cpu.int8_plan`). ``layer_errors`` measures, with ONNX Runtime's own QDQ debugging tools,
+how much quantising each convolution's input and weights loses (signal-to-quantisation-noise ratio in dB); layers
+below ``MIN_SQNR_DB`` are kept in FP32 by :mod:`ghostkit.deploy.int8`. What is quantised follows the measurements
+in docs/benchmarks.md (``benchmarks/runtime_speed.py --ablation``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ..data.tasks import data_for_model
-from ..errors import GhostkitError
 from ..io import atomic_write_bytes
-from ..tasks.registry import get_task
-from .evaluate import MetricsFactory, evaluate
-from .runtime import INPUT_NAME, OnnxTaskModel, make_session, run_session
-from .samples import sample_images
+from .cpu import int8_plan
+from .runtime import INPUT_NAME
 
-__all__ = ["Int8Options", "DEFAULT_INT8", "cpu_has_vnni", "quantize_onnx", "quantize_calibrated", "compare_int8",
-           "evaluate_onnx", "time_session"]
+__all__ = ["Int8Options", "DEFAULT_INT8", "MIN_SQNR_DB", "quantize_onnx", "layer_errors"]
+
+# A convolution whose input or weights keep less than this signal-to-quantisation-noise ratio stays FP32. 8-bit
+# minmax quantisation of a well-spread tensor keeps about 6 dB per bit minus its peak-to-RMS ratio: 30-45 dB; a
+# tensor whose range is ruled by a few outliers falls far below (20 dB: noise at a tenth of the signal).
+MIN_SQNR_DB = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +37,11 @@ class Int8Options:
     """How to quantise. ``per_channel``: one weight scale per output channel (depthwise and narrow convs need it);
     ``skip_depthwise``: keep depthwise convs in FP32; ``skip_ends``: keep the first conv and the final
     classifier in FP32; ``activation_int8``: signed activations (``QInt8``; default ``QUInt8``, what x86 VNNI
-    kernels take); ``reduce_range``: 7-bit weights (``None``: where this x86 CPU has no VNNI, see
-    :func:`cpu_has_vnni`); ``method``: calibration (``minmax``, ``entropy``, ``percentile``); ``op_types``: the
-    op types to quantise (default: all ORT can); ``preprocess``: ORT's ``quant_pre_process`` (shape inference,
+    kernels take); ``reduce_range``: 7-bit weights (``None``: where this CPU sums 8-bit products in 16 bits, see
+    :mod:`ghostkit.deploy.cpu`); ``method``: calibration (``minmax``, ``entropy``, ``percentile``); ``op_types``:
+    the op types to quantise (default: all ORT can); ``preprocess``: ORT's ``quant_pre_process`` (shape inference,
     portable fusions) first; ``qoperator``: write ``QLinearConv``-style integer ops directly instead of QDQ
-    pairs."""
+    pairs; ``exclude``: node names kept in FP32."""
 
     per_channel: bool = True
     skip_depthwise: bool = False
@@ -48,27 +52,10 @@ class Int8Options:
     op_types: tuple[str, ...] | None = None
     preprocess: bool = True
     qoperator: bool = False
+    exclude: tuple[str, ...] = ()
 
 
 DEFAULT_INT8 = Int8Options()
-
-
-def cpu_has_vnni() -> bool:
-    """Whether this CPU multiplies 8-bit integers without intermediate saturation: x86 with AVX-512 VNNI or AVX-VNNI,
-    or any non-x86 CPU. Without VNNI, x86 INT8 kernels (ONNX Runtime's and OpenVINO's) sum pairs of u8 x s8 products
-    in 16 bits, which overflows for full-range weights; 7-bit weights (``reduce_range``) cannot overflow. On a 2-core
-    AVX2 VM, the demo digits classifier lost 5.0 top1 points in ONNX Runtime and 0.56 in OpenVINO with 8-bit
-    weights, none with 7-bit ones. An INT8 export is meant for the kind of CPU it was made on."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return True
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False  # unknown: 7-bit weights are the safe choice
-    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def _reader(batches: list[np.ndarray]):
@@ -102,7 +89,7 @@ def _excluded(model: onnx.ModelProto, opts: Int8Options) -> list[str]:
     if opts.skip_ends and convs:
         first = [n for n in convs if n.input[0] == INPUT_NAME]
         names += [n.name for n in first] + [convs[-1].name]
-    return names
+    return names + list(opts.exclude)
 
 
 def quantize_onnx(fp32: str | Path, out: str | Path, batches: list[np.ndarray],
@@ -127,7 +114,7 @@ def quantize_onnx(fp32: str | Path, out: str | Path, batches: list[np.ndarray],
             str(src), str(Path(tmp) / "int8.onnx"), _reader(batches),
             quant_format=QuantFormat.QOperator if opts.qoperator else QuantFormat.QDQ,
             per_channel=opts.per_channel,
-            reduce_range=not cpu_has_vnni() if opts.reduce_range is None else opts.reduce_range,
+            reduce_range=int8_plan().weight_bits == 7 if opts.reduce_range is None else opts.reduce_range,
             activation_type=QuantType.QInt8 if opts.activation_int8 else QuantType.QUInt8,
             weight_type=QuantType.QInt8, calibrate_method=methods[opts.method],
             nodes_to_exclude=_excluded(model, opts),
@@ -142,67 +129,59 @@ def quantize_onnx(fp32: str | Path, out: str | Path, batches: list[np.ndarray],
     return out
 
 
-def time_session(session, images: np.ndarray, runs: int = 20, warmup: int = 3) -> float:
-    """Median latency (ms) of ``session`` on ``images``."""
-    for _ in range(warmup):
-        run_session(session, images)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        run_session(session, images)
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+
+def layer_errors(qdq: str | Path, batches: list[np.ndarray], fp32: str | Path | None = None) -> dict[str, float]:
+    """Signal-to-quantisation-noise ratio (dB) of each quantised ``Conv`` / ``Gemm`` / ``MatMul`` node of the QDQ
+    model ``qdq``: the worse of its weights' (``fp32``'s initializers against their dequantised int8 copies) and its
+    input activation's (before against after its Q/DQ pair, on ``batches``). ORT's ``qdq_loss_debug`` tools run the
+    model with every Q/DQ tensor as an output, so keep ``batches`` to a few images."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_signal_to_quantization_noice_ratio,
+        compute_weight_error,
+        create_activation_matching,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    model = onnx.load(str(qdq))
+    inits = {t.name: t for t in model.graph.initializer}
+    dq_source = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    q_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.onnx"
+        modify_model_output_intermediate_tensors(str(qdq), str(probe), ["QuantizeLinear", "DequantizeLinear"])
+        matched = create_activation_matching(collect_activations(str(probe), _reader(batches)))
+    acts = {}
+    for q in q_nodes.values():
+        if q.input[0] in matched and q.input[1] in inits:
+            m = matched[q.input[0]]
+            lo, hi = _quantized_range(q, inits)
+            # ORT folds a ReLU into its output's Q/DQ pair (zero point at the range's bottom): the clamp to the
+            # range is intended, so the error is the rounding of the values inside it
+            acts[q.input[0]] = compute_signal_to_quantization_noice_ratio(
+                [np.clip(a, lo, hi) for a in m["pre_qdq"]], m["post_qdq"])
+    weights = compute_weight_error(create_weight_matching(str(fp32), str(qdq))) if fp32 is not None else {}
+    errors = {}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        x, w = (dq_source.get(i) for i in node.input[:2])
+        if x is None and w is None:  # not quantised
+            continue
+        values = [acts[q_nodes[x].input[0]]] if x in q_nodes and q_nodes[x].input[0] in acts else []
+        if w is not None:
+            values.append(weights.get(w.removesuffix("_quantized"), float("inf")))
+        errors[node.name] = min(values, default=float("inf"))
+    return errors
 
 
-def evaluate_onnx(path: str | Path, td, metrics: MetricsFactory, limit: int | None = None) -> dict:
-    """The metrics (``metrics.json`` keys, scalars) of the exported model ``path`` on ``td.val``; ``metrics``
-    builds the metric modules for it (see :func:`ghostkit.deploy.export.export`)."""
-    model = OnnxTaskModel(path)
-    values = evaluate(model, td.val, metrics(model), collate=td.collate, limit=limit)
-    task = next(iter(values))
-    return {k: v for k, v in values[task].items() if isinstance(v, (int, float))}
 
+def _quantized_range(q: onnx.NodeProto, inits: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The float range ``[lo, hi]`` a ``QuantizeLinear`` node represents (its scale, zero point and integer type)."""
+    from onnx import numpy_helper
 
-def quantize_calibrated(fp32: Path, out: Path, model, data: str, imgsz: tuple[int, int], calib: int = 256,
-                        opts: Int8Options = DEFAULT_INT8, log: Callable[[str], None] = print) -> Path:
-    """Quantise the ONNX model ``fp32`` into the QDQ model ``out``, calibrated on ``calib`` training images of
-    ``data``."""
-    images, _ = sample_images(model, imgsz, data, n=calib, split="train")
-    b = _batch_of(fp32)
-    x = images.numpy()
-    batches = [x[i:i + b] for i in range(0, len(x) // b * b, b)]
-    start = time.perf_counter()
-    quantize_onnx(fp32, out, batches, opts)
-    log(f"int8: calibrated on {len(x)} {data} training images in {time.perf_counter() - start:.1f} s")
-    return out
-
-
-def _batch_of(path: Path) -> int:
-    b = make_session(path).get_inputs()[0].shape[0]
-    return b if isinstance(b, int) else 1
-
-
-def compare_int8(fp32: Path, int8: Path, model, data: str, imgsz: tuple[int, int], metrics: MetricsFactory,
-                 log: Callable[[str], None] = print) -> dict:
-    """The validation metric on ``data`` and the batch-1 latency of the FP32 and INT8 exports (both ONNX, or both
-    OpenVINO IR: the same runtime). Returns ``{"fp32": {...}, "int8": {...}, "metric": key}``."""
-    td = data_for_model(model.config, data, max(imgsz))
-    b = _batch_of(fp32)
-    one = sample_images(model, imgsz, data, n=b, split="train")[0].numpy()
-    report = {}
-    for name, path in (("fp32", fp32), ("int8", int8)):
-        values = evaluate_onnx(path, td, metrics)
-        values["latency_ms"] = time_session(make_session(path), one)
-        files = [Path(path)] + ([Path(path).with_suffix(".bin")] if Path(path).suffix == ".xml" else [])
-        values["size_mb"] = sum(f.stat().st_size for f in files) / 2**20  # IR: its .bin of weights too
-        report[name] = values
-    key = get_task(next(iter(model.config["heads"]))).primary if report["fp32"] else None
-    if key is None:
-        raise GhostkitError(f"{data}: no validation metric to compare FP32 and INT8 with")
-    f, q = report["fp32"], report["int8"]
-    runtime = "OpenVINO" if Path(int8).suffix == ".xml" else "ONNX Runtime"
-    log(f"int8 vs fp32 on {data} val: {key} {q[key]:.4f} vs {f[key]:.4f} ({q[key] - f[key]:+.4f}), batch-{b} latency "
-        f"in {runtime} {q['latency_ms']:.2f} vs {f['latency_ms']:.2f} ms ({f['latency_ms'] / q['latency_ms']:.2f}x), "
-        f"size {q['size_mb']:.2f} vs {f['size_mb']:.2f} MB")
-    report["metric"] = key
-    return report
+    scale = numpy_helper.to_array(inits[q.input[1]]).astype(np.float32)
+    zp = numpy_helper.to_array(inits[q.input[2]]) if len(q.input) > 2 and q.input[2] in inits else np.uint8(0)
+    info = np.iinfo(zp.dtype)
+    return scale * (info.min - zp.astype(np.float32)), scale * (info.max - zp.astype(np.float32))

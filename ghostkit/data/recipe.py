@@ -90,14 +90,16 @@ def classify_transforms(
     random_erasing: float = 0.0,
     hflip: float = 0.0,
     scale: tuple[float, float] = (0.7, 1.0),
-    crop_pct: float = 0.875,
 ) -> v2.Compose:
     """Transform preset: PIL image, uint8 H x W x 3 array or uint8 3 x H x W tensor → normalised float32 tensor
     3 x imgsz x imgsz. The defaults are the light recipe of `ghostkit.data.recipe` (no flips, no auto-augment).
 
     train: RandomResizedCrop(imgsz, scale) → RandomHorizontalFlip(hflip) → TrivialAugmentWide / RandAugment /
     nothing → float → Normalize → RandomErasing(random_erasing) when > 0.
-    val: Resize(int(imgsz / crop_pct)) (shorter side) → CenterCrop(imgsz) → float → Normalize.
+    val: the whole image resized to imgsz x imgsz → float → Normalize. No centre crop: the ImageNet habit of
+    validating on the central 87.5% cuts off whatever lies near the border (an object, a digit's stroke, the larger of
+    two shapes), and the training crops reach the whole image (scale up to 1.0), so the whole image is what training
+    saw. Prediction prepares images the same way (the head's ``preprocess = "resize"``).
     The input is made a `tv_tensors.Image` first (`v2.ToImage`), so PIL images and arrays take the same path.
     """
     if imgsz <= 0:
@@ -108,14 +110,12 @@ def classify_transforms(
         raise GhostkitError(f"hflip must be a probability in [0, 1], got {hflip}")
     if not 0.0 < scale[0] <= scale[1] <= 1.0:
         raise GhostkitError(f"scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}")
-    if not 0.0 < crop_pct <= 1.0:
-        raise GhostkitError(f"crop_pct must be in (0, 1], got {crop_pct}")
     aug = "none" if auto_augment is None else str(auto_augment).lower()
     if aug not in AUTO_AUGMENTS:
         raise GhostkitError(f"auto_augment {auto_augment!r} is not one of: {', '.join(AUTO_AUGMENTS)}")
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
     if not train:
-        return v2.Compose([v2.ToImage(), v2.Resize(int(imgsz / crop_pct)), v2.CenterCrop(imgsz), *to_float])
+        return v2.Compose([v2.ToImage(), v2.Resize((imgsz, imgsz)), *to_float])
     ops: list[Any] = [v2.ToImage(), v2.RandomResizedCrop(imgsz, scale=tuple(scale))]
     if hflip > 0:
         ops.append(v2.RandomHorizontalFlip(hflip))

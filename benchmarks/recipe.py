@@ -216,7 +216,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ghostnet_050")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--sets", nargs="*", default=list(SETS), choices=list(SETS))
     parser.add_argument("--long", type=int, default=30, help="epochs of the long rows")
     parser.add_argument("--long-sets", nargs="*", default=["textures"], choices=list(SETS))
     parser.add_argument("--big-batch", type=int, default=256, help="batch of the learning-rate rows")

@@ -1,8 +1,7 @@
 """Predictor: run a trained ghostkit model on images (paths, folders, globs, PIL images, arrays, tensors).
 
-Pre-processing follows the head's ``preprocess``: ``"crop"`` (resize + centre crop, as validated), ``"resize"``
-(the whole image resized to the training size; results are mapped back to the original size by the head) or
-``"none"`` (the image at its own size).
+Pre-processing follows the head's ``preprocess``, as validated: ``"resize"`` (the whole image resized to the training
+size; dense results are mapped back to the original size by the head) or ``"none"`` (the image at its own size).
 """
 
 from __future__ import annotations
@@ -89,7 +88,7 @@ class Predictor:
         self.class_names = cfg.get("class_names", {})
         h, w = cfg["imgsz"]
         modes = {head.preprocess for head in model.heads.values()}
-        self.mode = "crop" if modes == {"crop"} else ("none" if modes == {"none"} else "resize")
+        self.mode = "none" if modes == {"none"} else "resize"
         self.transform = inference_transform(modes, (h, w), cfg["mean"], cfg["std"])
 
     @classmethod

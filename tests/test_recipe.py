@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from torchvision.transforms import v2
 
 import ghostkit.data.cache as cache_module
@@ -17,9 +18,11 @@ from ghostkit.cli import main
 from ghostkit.data.cache import CachedImageDataset, decode_items, default_workers
 from ghostkit.data.classify import build_classify_data, read_imagefolder
 from ghostkit.data.images import read_image
-from ghostkit.data.recipe import DataStats, choose_recipe, data_stats, scaled_lr
+from ghostkit.data.recipe import DataStats, choose_recipe, classify_transforms, data_stats, scaled_lr
 from ghostkit.data.synthetic import load_digits, write_imagefolder
+from ghostkit.data.tasks import inference_transform
 from ghostkit.errors import GhostkitError
+from ghostkit.tasks.classify import ClassifyHead
 
 
 def _kinds(dataset) -> list[type]:
@@ -162,3 +165,20 @@ def test_run_prints_its_recipe_and_data_time(tmp_path, capsys):
     saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
     assert saved["flip"] is True and saved["imgsz"] == 32 and saved["dropout"] == 0.0
     assert saved["lr"] == 2e-3  # batch 32 is below the reference batch: the default rate
+
+
+# ------------------------------------------------------------------------------------------ validation transform
+
+
+def test_validation_and_prediction_see_the_whole_image():
+    """An object at the border survives validation (no centre crop) and prediction prepares images identically."""
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[:, :6] = 255  # a bar along the left border: 1/16 of the width
+    tf = classify_transforms(32, train=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    out = tf(image)
+    assert out.shape == (3, 32, 32)
+    assert out[:, :, 0].min() > 0.9 and out[:, :, -1].max() < 0.1  # the border bar is kept, squeezed to 2 columns
+    assert abs(float(out.mean()) - 6 / 96) < 0.01  # and nothing else: the whole image, resized
+    predict_tf = inference_transform({"resize"}, (32, 32), [0.0] * 3, [1.0] * 3)
+    torch.testing.assert_close(predict_tf(Image.fromarray(image)), out)
+    assert ClassifyHead.preprocess == "resize"

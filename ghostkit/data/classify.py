@@ -236,9 +236,9 @@ class ClassifyData:
     """Train / val datasets (`ImageListDataset`, items → (float32 3 x imgsz x imgsz, target)) and their metadata.
 
     `multilabel`: targets are float32 multi-hot vectors of len(class_names) instead of int class indices.
-    `mean`, `std`, `imgsz`, `crop_pct` are what the validation transform used; inference should use
-    `classify_transforms(imgsz, train=False, mean=mean, std=std, crop_pct=crop_pct)`. All data sources use the
-    default crop_pct, so a predictor that only knows imgsz / mean / std preprocesses exactly like validation.
+    `mean`, `std`, `imgsz` are what the validation transform used (the whole image resized to imgsz x imgsz), so a
+    predictor that knows them preprocesses exactly like validation: `classify_transforms(imgsz, train=False, mean=mean,
+    std=std)`.
     """
 
     train: ImageListDataset
@@ -248,7 +248,6 @@ class ClassifyData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     imgsz: int
-    crop_pct: float = 0.875
     recipe: Recipe | None = None  # how the training transform was chosen
 
     @property

@@ -14,7 +14,6 @@ import torch
 from torchvision.transforms import v2
 
 from ghostkit.data.common import TaskData
-from ghostkit.data.recipe import classify_transforms
 from ghostkit.errors import GhostkitError
 from ghostkit.tasks.registry import get_task
 
@@ -58,10 +57,8 @@ def data_for_model(config: dict, data: str, imgsz: int | None = None, seed: int 
 
 def inference_transform(modes: set[str], imgsz: tuple[int, int], mean: list[float], std: list[float]) -> Callable:
     """PIL image → normalised float32 ``3 x H x W`` as a model whose heads declare ``modes`` (``head.preprocess``)
-    was validated: ``{"crop"}`` resize + centre crop (classification), ``{"none"}`` the image at its own size
-    (restoration), anything else the whole image resized to ``imgsz`` (dense tasks, multi-task)."""
+    was validated: ``{"none"}`` the image at its own size (restoration), anything else the whole image resized to
+    ``imgsz`` (classification, dense tasks, multi-task)."""
     h, w = imgsz
-    if modes == {"crop"}:
-        return classify_transforms(h, train=False, mean=mean, std=std)
     resize = [] if modes == {"none"} else [v2.Resize((h, w), antialias=True)]
     return v2.Compose([v2.ToImage(), *resize, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])

@@ -7,8 +7,8 @@
 * ``head.loss(outputs, targets) -> dict[str, Tensor]`` with the total under ``"loss"``;
 * ``head.postprocess(outputs, image_sizes) -> list[dict]`` per image, in the coordinates of ``image_sizes`` (the
   original images' sizes);
-* ``head.preprocess``: how the Predictor prepares an image: ``"crop"`` (resize + centre crop, classification),
-  ``"resize"`` (whole image resized to the training size, dense tasks) or ``"none"`` (native size, restoration);
+* ``head.preprocess``: how the Predictor prepares an image: ``"resize"`` (whole image resized to the training
+  size: classification, dense tasks) or ``"none"`` (native size, restoration);
 * ``head.format_result(result, class_names, **options) -> dict`` of JSON-able values for ``ghostkit predict``;
 * ``head.render(image: PIL.Image, result, class_names) -> dict[str, PIL.Image]``: pictures of the result for
   ``ghostkit predict --save DIR`` (name suffix → image, e.g. ``{"": annotated}`` or ``{"mask": ..., "overlay": ...}``).

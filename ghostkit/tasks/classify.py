@@ -28,7 +28,7 @@ class ClassifyHead(nn.Module):
         label_smoothing: for single-label cross-entropy.
     """
 
-    preprocess = "crop"
+    preprocess = "resize"
 
     def __init__(
         self,

@@ -67,6 +67,7 @@ class TrainConfig:
     scale: int = 2  # restore: super-resolution factor 1..4 (1: denoise only)
     noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
+    sr_join: str | None = None  # multi-task restore at --scale > 1: lr | restored | fused (None: the head's default)
     width: int = 32  # restore: network width (channels); generate: generator channels at full resolution
     depth: int = 6  # restore: number of ghost blocks
     style: str | None = None  # style: the style image (None: the built-in mosaic)
@@ -230,6 +231,9 @@ HELP: dict[str, str] = {
     "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
+    "sr_join": "multi-task super-resolution (--task restore,segment --scale 2): how the other heads reach the "
+               "high-resolution frame: lr (LR features, outputs upscaled), restored (backbone on the restored "
+               "image), fused (lr + a fusion of the logits with the restored image; the default)",
     "width": "restore, style: network width; generate: generator channels at full resolution (x2 per halving, "
              "at most x8)",
     "depth": "restore, style: number of ghost blocks",

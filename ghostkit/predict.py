@@ -165,9 +165,15 @@ def render_result(model: TaskModel, image: Image.Image, result: dict, class_name
                   ) -> dict[str, Image.Image]:
     """Pictures of one image's ``raw`` result: name suffix → image. Single-task models give their head's pictures;
     multi-task models give each head's under ``"<task>[_<suffix>]"`` plus ``"all"``: every head drawn onto one
-    picture (segment overlay, then boxes, then the class labels)."""
+    picture (segment overlay, then boxes, then the class labels), for a super-resolution model (``restore`` at
+    scale > 1 beside other heads, whose results are in the HR frame) on the restored image."""
     pictures: dict[str, Image.Image] = {}
     combined = image
+    if "restore" in result and len(result) > 1 and tuple(result["restore"]["image"].shape[-2:]) != (
+            image.height, image.width):
+        from .tasks.restore import to_pil_image
+
+        combined = to_pil_image(result["restore"]["image"])
     for task in sorted(result, key=lambda t: get_task(t).draw_order):  # masks under boxes under labels
         head = model.heads[task]
         drawn = head.render(image, result[task], class_names.get(task, []))

@@ -132,8 +132,8 @@ class MultiTaskSpec(TaskSpec):
 
     def head_configs(self, cfg: TrainConfig, data: TaskData) -> dict[str, dict]:
         sr = "restore" in self.specs and cfg.scale > 1
-        # super-resolution: the other heads predict in the HR frame (detection sizes its anchors for it)
-        hr_data = dataclasses.replace(data, imgsz=data.imgsz * cfg.scale) if sr else data
+        # super-resolution with the backbone on the restored image: the other heads' defaults for the HR size
+        hr_data = dataclasses.replace(data, imgsz=data.imgsz * cfg.scale) if sr and cfg.sr_join == "restored" else data
         configs = {t: s.head_config(self.task_cfg(cfg, t), data if t == "restore" else hr_data)
                    for t, s in self.specs.items()}
         if "restore" in configs:  # its input is the normalised image the other heads need

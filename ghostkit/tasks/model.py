@@ -73,7 +73,16 @@ class TaskModel(nn.Module):
         hr = restored["image"]
         if sr.join == "restored":
             features = self.backbone(sr.normalise(hr))
-        outputs = {task: restored if task == "restore" else head(features, hr) for task, head in self.heads.items()}
+        outputs = {task: restored if task == "restore" else head(features, hr) for task, head in self.heads.items()
+                   if task != "detect"}
+        if "detect" in self.heads:
+            if sr.join == "restored":
+                outputs["detect"] = self.heads["detect"](features, hr)
+            else:  # on LR features the anchors live in the input frame: scaled to HR (box coding is scale-free)
+                det = self.heads["detect"](features, images)
+                h, w = det["image_size"]
+                outputs["detect"] = {**det, "anchors": det["anchors"] * sr.scale, "image_size": (h * sr.scale,
+                                                                                                  w * sr.scale)}
         if sr.fusion is not None and "segment" in outputs:
             seg = outputs["segment"]
             outputs["segment"] = {**seg, "out": sr.fuse(seg["out"], hr)} if isinstance(seg, dict) else sr.fuse(seg, hr)
@@ -198,6 +207,8 @@ def enable_tta(model: nn.Module, where: str | Path = "model") -> None:
     """Switch detection test-time augmentation on (models with a detect head, PyTorch checkpoints only)."""
     if "detect" not in model.heads or not isinstance(model, TaskModel):
         raise GhostkitError(f"{where}: --tta applies to detection models in PyTorch checkpoints")
+    if model.sr_head is not None:
+        raise GhostkitError(f"{where}: --tta does not apply to super-resolution multi-task models")
     model.tta = True
 
 

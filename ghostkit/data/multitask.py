@@ -302,11 +302,11 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
     multiple of s; default: as above, at most the smallest image side) and the returned ``imgsz`` the network input,
     ``imgsz / s``."""
     scale = degradation.scale if degradation is not None else 1
-    if imgsz is not None and imgsz < 32 * scale:
-        raise GhostkitError(f"imgsz must be at least 32{f' x --scale {scale}' if scale > 1 else ''}, got {imgsz}")
     if imgsz is not None and imgsz % scale:
         raise GhostkitError(f"--imgsz {imgsz} (the high-resolution frame) is not a multiple of --scale {scale}: the "
                             f"input would be {imgsz / scale:g} px")
+    if imgsz is not None and imgsz < 32 * scale:
+        raise GhostkitError(f"imgsz must be at least 32{f' x --scale {scale}' if scale > 1 else ''}, got {imgsz}")
     train: list = []  # one part per source; a shapes source: its item maker, drawn once the size is known
     val: list[Item] = []
     sides: list[int | None] = []  # each source's median shorter side

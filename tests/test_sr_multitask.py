@@ -98,20 +98,30 @@ def _one_line_error(capsys, argv: list[str], *words: str) -> None:
         assert word in lines[0], lines[0]
 
 
-def _masks_folder(root: Path, size: int = 96, odd: str | None = None, mask_size: int | None = None) -> None:
-    """``images/{train,val}`` + ``masks/{train,val}``; ``odd``: the one image whose mask is ``mask_size`` px."""
+def _masks_folder(root: Path, size: int = 96, odd: str | None = None, mask_size: int | None = None, n: int = 2,
+                  boxes: bool = False) -> None:
+    """``images/{train,val}`` + ``masks/{train,val}`` (one square per image), with ``boxes`` also YOLO labels of
+    the squares; ``odd``: the one image whose mask is ``mask_size`` px."""
     rng = np.random.default_rng(0)
+    if boxes:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "data.yaml").write_text(json.dumps({"names": ["square"]}))
     for split in ("train", "val"):
-        for i in range(2):
+        for d in ("images", "masks", "labels"):
+            (root / d / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
             name = f"{split}{i}"
-            (root / "images" / split).mkdir(parents=True, exist_ok=True)
-            (root / "masks" / split).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
-                root / "images" / split / f"{name}.png")
+            image = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
+            x, y, w = (int(v) for v in rng.integers(size // 8, size // 2, 3))
+            image[y:y + w, x:x + w] = (230, 40, 40)
+            Image.fromarray(image).save(root / "images" / split / f"{name}.png")
             m = mask_size if name == odd else size
             mask = np.zeros((m, m), np.uint8)
-            mask[m // 4:m // 2, m // 4:m // 2] = 1
+            mask[y * m // size:(y + w) * m // size, x * m // size:(x + w) * m // size] = 1
             Image.fromarray(mask).save(root / "masks" / split / f"{name}.png")
+            if boxes:
+                (root / "labels" / split / f"{name}.txt").write_text(
+                    f"0 {(x + w / 2) / size} {(y + w / 2) / size} {w / size} {w / size}\n")
 
 
 def _train(tmp_path: Path, data: Path, *extra: str) -> list[str]:
@@ -144,15 +154,16 @@ def test_sr_join_needs_a_super_resolution_run(capsys, tmp_path):
 # -- end to end ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_train_val_predict_export_end_to_end(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["train", "--task", "restore,segment,detect", "--scale", "2", "--imgsz", str(HR), "--data", "shapes",
-                 "--model", "ghostnet_050", "--epochs", "1", "--batch", "32", "--workers", "0",
+    run, data = tmp_path / "run", str(tmp_path / "d")
+    _masks_folder(tmp_path / "d", n=4, boxes=True)
+    assert main(["train", "--task", "restore,segment,detect", "--scale", "2", "--imgsz", str(HR), "--data", data,
+                 "--model", "ghostnet_050", "--epochs", "1", "--batch", "4", "--workers", "0",
                  "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"restore", "segment", "detect", "score"} <= set(metrics)
-    assert metrics["restore"]["psnr"] > 20 and 0 <= metrics["segment"]["miou"] <= 1
+    assert metrics["restore"]["psnr"] > 10 and 0 <= metrics["segment"]["miou"] <= 1  # noise images: low PSNR
 
-    assert main(["val", "--weights", str(run / "best.ckpt"), "--data", "shapes", "--out", str(tmp_path / "val"),
+    assert main(["val", "--weights", str(run / "best.ckpt"), "--data", data, "--out", str(tmp_path / "val"),
                  "--workers", "0"]) == 0
     again = json.loads((tmp_path / "val" / "metrics.json").read_text())
     assert again["score"] == pytest.approx(metrics["score"], abs=1e-6)
@@ -166,8 +177,8 @@ def test_train_val_predict_export_end_to_end(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["restore"]["size"] == [48, 80] and result["segment"]["size"] == [48, 80]
     assert all(d["box"][2] <= 80 and d["box"][3] <= 48 for d in result["detect"]["detections"])
-    with Image.open(tmp_path / "pred" / "small_all.png") as drawn:
-        assert drawn.size == (80, 48)  # drawn on the restored image
+    with Image.open(tmp_path / "pred" / "small_all.png") as drawn:  # the restored image (enlarged for the labels)
+        assert drawn.size[0] % 80 == 0 and drawn.size[0] * 48 == drawn.size[1] * 80
 
     onnx_file = tmp_path / "joint.onnx"
     assert main(["export", "--weights", str(run / "best.ckpt"), "--out", str(onnx_file)]) == 0

@@ -121,18 +121,22 @@ def quality(args: argparse.Namespace) -> list[str]:
     runs = {"restore only": ("restore", lr, False, None),
             "segment on LR": ("segment", lr, True, None),
             "detect on LR": ("detect", lr, True, None)}
+    light = "" if (args.joint_width, args.joint_depth) == (32, 6) else f" w{args.joint_width} d{args.joint_depth}"
     for join in args.joins:
-        runs[f"joint restore+segment ({join})"] = ("restore,segment", lr, False, join)
+        runs[f"joint restore+segment ({join}{light})"] = ("restore,segment", lr, False, join)
     # the fusion refines masks only: a detection model is the same for "fused" and "lr"
-    runs[f"joint restore+detect ({args.joins[0]})"] = ("restore,detect", lr, False, args.joins[0])
+    runs[f"joint restore+detect ({args.joins[0]}{light})"] = ("restore,detect", lr, False, args.joins[0])
     hr_val, lr_val = eval_sets(args.hr, args.n_val)
     results, seconds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (task, _, lr_frame, join) in runs.items():
             out = Path(tmp) / name.replace(" ", "_").replace("(", "").replace(")", "")
+            if args.only and not any(o in name for o in args.only):
+                continue
+            size = {"width": args.joint_width, "depth": args.joint_depth} if "joint" in name else {}
             cfg = TrainConfig(task=task, data="shapes", model=args.model, epochs=args.epochs, batch=args.batch,
                               imgsz=lr if lr_frame else args.hr, scale=SCALE, sr_join=join, workers=args.workers,
-                              out=str(out))
+                              out=str(out), **size)
             t0 = time.perf_counter()
             train(cfg, spec=ShapesSpec(task, args.n_train, args.n_val, lr_frame))
             seconds[name] = time.perf_counter() - t0
@@ -143,10 +147,15 @@ def quality(args: argparse.Namespace) -> list[str]:
         cells = [f"{100 * r['miou']:.1f}" if "miou" in r else "", f"{100 * r['map50']:.1f}" if "map50" in r else "",
                  f"{r['psnr']:.2f}" if "psnr" in r else ""]
         rows.append(f"| {name} | {' | '.join(cells)} | {seconds[name]:.0f} |")
+    if not {"restore only", "segment on LR", "detect on LR"} <= set(results):
+        return rows
     bicubic = results["restore only"]["psnr_bicubic"]
     rows += ["", f"bicubic x2 upscaling: {bicubic:.2f} dB"]
     for join in args.joins:
-        seg, det = results.get(f"joint restore+segment ({join})"), results.get(f"joint restore+detect ({join})")
+        seg = results.get(f"joint restore+segment ({join}{light})")
+        det = results.get(f"joint restore+detect ({join}{light})")
+        if seg is None:
+            continue
         line = f"{join}: mIoU {100 * (seg['miou'] - results['segment on LR']['miou']):+.1f} points (bar >= +2), " \
                f"PSNR {seg['psnr'] - results['restore only']['psnr']:+.2f} dB (bar >= -0.3)"
         if det is not None:
@@ -156,10 +165,11 @@ def quality(args: argparse.Namespace) -> list[str]:
     return rows
 
 
-def build(model: str, task: str, hr: int, join: str | None) -> torch.nn.Module:
-    """An untrained model of ``task`` for the latency comparison (weights do not change the cost)."""
+def build(model: str, task: str, hr: int, join: str | None, **size: int) -> torch.nn.Module:
+    """An untrained model of ``task`` for the latency comparison (weights do not change the cost); ``size``: the
+    restore head's ``width`` / ``depth``."""
     spec = MultiTaskSpec(task, min_tasks=1)
-    cfg = TrainConfig(task=task, data="shapes", model=model, imgsz=hr, scale=SCALE, sr_join=join)
+    cfg = TrainConfig(task=task, data="shapes", model=model, imgsz=hr, scale=SCALE, sr_join=join, **size)
     data = spec.build_data(cfg)
     config = {"backbone": {"name": model, "kwargs": {}}, "heads": spec.head_configs(cfg, data),
               "class_names": data.class_names, "imgsz": [data.imgsz, data.imgsz]}
@@ -167,10 +177,13 @@ def build(model: str, task: str, hr: int, join: str | None) -> torch.nn.Module:
 
 
 @torch.inference_mode()
-def latency(model: str, hr: int, sizes: list[tuple[int, int]], rounds: int, calls: int) -> list[str]:
+def latency(model: str, hr: int, sizes: list[tuple[int, int]], rounds: int, calls: int, width: int, depth: int
+            ) -> list[str]:
     restore = build(model, "restore", hr, None)
     segment = build(model, "segment", hr, None)  # the cascade's: reads the restored HR image
     joints = {join: build(model, "restore,segment", hr, join) for join in ("fused", "lr", "restored")}
+    if (width, depth) != (restore.heads["restore"].conv_first.out_channels, len(restore.heads["restore"].body)):
+        joints[f"fused w{width} d{depth}"] = build(model, "restore,segment", hr, "fused", width=width, depth=depth)
     norm = restore.heads["restore"].normalise
     rows = ["| input (LR) | restore then segment (ms) | " + " | ".join(f"joint {j} (ms, ratio)" for j in joints) + " |",
             "|---|---:|" + "---:|" * len(joints)]
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="ghostnet_050")
     parser.add_argument("--hr", type=int, default=96, help="HR frame of the trainings (input: hr / 2)")
-    parser.add_argument("--sizes", default="48x48,120x160,240x320", help="LR input sizes HxW of the latency table")
+    parser.add_argument("--sizes", default="48x48,120x160", help="LR input sizes HxW of the latency table")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--train", action="store_true", help="also train the models and compare their metrics")
@@ -207,12 +220,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-train", type=int, default=400, help="new shapes images per epoch")
     parser.add_argument("--n-val", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--joint-width", type=int, default=32, help="the joint models' restore width (--width)")
+    parser.add_argument("--joint-depth", type=int, default=6, help="the joint models' restore depth (--depth)")
+    parser.add_argument("--only", default="", help="train only the runs whose names contain one of these (comma list)")
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args(argv)
     args.joins = [j.strip() for j in args.joins.split(",") if j.strip()]
+    args.only = [o.strip() for o in args.only.split(",") if o.strip()]
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     print(f"CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}, {args.model}, x{SCALE}")
-    print("\n".join(latency(args.model, args.hr, sizes, args.rounds, args.calls)))
+    print("\n".join(latency(args.model, args.hr, sizes, args.rounds, args.calls, args.joint_width, args.joint_depth)))
     if args.train:
         print(f"\ntraining: HR {args.hr} px, input {args.hr // SCALE} px, {args.epochs} epochs x {args.n_train} "
               f"images, batch {args.batch}, {args.n_val} validation images")

@@ -66,6 +66,18 @@ def test_every_head_predicts_in_the_hr_frame_and_trains():
     assert other[0]["segment"]["mask"].shape == (80, 120) and other[0]["restore"]["image"].shape == (3, 80, 120)
 
 
+def test_classification_joins_a_super_resolution_run():
+    model, images, targets, _ = _model_and_batch(tasks=("restore", "classify"))
+    assert model.heads["restore"].fusion is None  # nothing to fuse without masks
+    out = model(images)
+    assert out["restore"]["image"].shape[-1] == HR and out["classify"].shape == (2, 3)
+    assert torch.isfinite(model.loss(out, targets)["loss"])
+    model.eval()
+    with torch.no_grad():
+        result = model.postprocess(model(images), [(HR // SCALE, HR // SCALE)] * 2)[0]
+    assert result["restore"]["image"].shape == (3, HR, HR) and result["classify"]["scores"].shape == (3,)
+
+
 def test_an_untrained_fusion_starts_as_the_lr_join():
     fused, images, _, _ = _model_and_batch("fused")
     plain, _, _, _ = _model_and_batch("lr")

@@ -40,7 +40,7 @@ from ghostkit.engine.spec import get_spec
 from ghostkit.tasks.model import build_task_model, load_task_model
 
 SCALE = 2
-JOINS = ("fused", "lr")
+JOINS = ("lr", "fused")
 
 
 class LRFrame(Dataset):
@@ -177,13 +177,13 @@ def build(model: str, task: str, hr: int, join: str | None, **size: int) -> torc
 
 
 @torch.inference_mode()
-def latency(model: str, hr: int, sizes: list[tuple[int, int]], rounds: int, calls: int, width: int, depth: int
-            ) -> list[str]:
+def latency(model: str, hr: int, sizes: list[tuple[int, int]], rounds: int, calls: int, width: int, depth: int,
+            join: str) -> list[str]:
     restore = build(model, "restore", hr, None)
     segment = build(model, "segment", hr, None)  # the cascade's: reads the restored HR image
     joints = {join: build(model, "restore,segment", hr, join) for join in ("fused", "lr", "restored")}
     if (width, depth) != (restore.heads["restore"].conv_first.out_channels, len(restore.heads["restore"].body)):
-        joints[f"fused w{width} d{depth}"] = build(model, "restore,segment", hr, "fused", width=width, depth=depth)
+        joints[f"{join} w{width} d{depth}"] = build(model, "restore,segment", hr, join, width=width, depth=depth)
     norm = restore.heads["restore"].normalise
     rows = ["| input (LR) | restore then segment (ms) | " + " | ".join(f"joint {j} (ms, ratio)" for j in joints) + " |",
             "|---|---:|" + "---:|" * len(joints)]
@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     args.only = [o.strip() for o in args.only.split(",") if o.strip()]
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     print(f"CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}, {args.model}, x{SCALE}")
-    print("\n".join(latency(args.model, args.hr, sizes, args.rounds, args.calls, args.joint_width, args.joint_depth)))
+    print("\n".join(latency(args.model, args.hr, sizes, args.rounds, args.calls, args.joint_width, args.joint_depth,
+                            args.joins[0])))
     if args.train:
         print(f"\ntraining: HR {args.hr} px, input {args.hr // SCALE} px, {args.epochs} epochs x {args.n_train} "
               f"images, batch {args.batch}, {args.n_val} validation images")

@@ -43,7 +43,7 @@ def test_data_gives_lr_inputs_and_hr_targets():
 
 
 def test_every_head_predicts_in_the_hr_frame_and_trains():
-    model, images, targets, _ = _model_and_batch()
+    model, images, targets, _ = _model_and_batch("fused")
     assert images.shape[-1] == HR // SCALE
     out = model(images)
     assert out["restore"]["image"].shape == (2, 3, HR, HR)
@@ -80,8 +80,8 @@ def test_classification_joins_a_super_resolution_run():
 
 def test_an_untrained_fusion_starts_as_the_lr_join():
     fused, images, _, _ = _model_and_batch("fused")
-    plain, _, _, _ = _model_and_batch("lr")
-    assert plain.heads["restore"].fusion is None
+    plain, _, _, _ = _model_and_batch()
+    assert plain.heads["restore"].join == "lr" and plain.heads["restore"].fusion is None  # the default
     plain.load_state_dict({k: v for k, v in fused.state_dict().items() if ".fusion." not in k})
     fused.eval(), plain.eval()
     with torch.no_grad():

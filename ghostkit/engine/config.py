@@ -232,8 +232,8 @@ HELP: dict[str, str] = {
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
     "sr_join": "multi-task super-resolution (--task restore,segment --scale 2): how the other heads reach the "
-               "high-resolution frame: lr (LR features, outputs upscaled), restored (backbone on the restored "
-               "image), fused (lr + a fusion of the logits with the restored image; the default)",
+               "high-resolution frame: lr (LR features, outputs in the HR frame; the default), restored (backbone "
+               "on the restored image), fused (lr + a fusion of the mask logits with the restored image)",
     "width": "restore, style: network width; generate: generator channels at full resolution (x2 per halving, "
              "at most x8)",
     "depth": "restore, style: number of ghost blocks",

@@ -21,8 +21,13 @@ predict in the HR frame (masks upsampled, boxes in HR px); ``"restored"`` — th
 image and the heads read those features; ``"fused"`` — as ``"lr"``, plus a fusion of the two branches in the spirit
 of DSRL (Wang et al., CVPR 2020, https://arxiv.org/abs/2003.00480): the segmentation logits, upsampled to HR, are
 refined by two 3x3 convs over them and the restored image (``fuse``, zero-initialised: it starts as ``"lr"``), so
-mask edges follow the restored detail. On built-in shapes at x2 (``benchmarks/sr_multitask.py``, README) ``"fused"``
-... DEFAULT_JOIN_NUMBERS
+mask edges can follow the restored detail. Measured on built-in shapes at x2 (``benchmarks/sr_multitask.py``: HR
+96 px, input 48 px, ghostnet_050, 4 epochs of 400 images, one seed; Intel Xeon, 1 thread, other work on the cores):
+HR mIoU 0.249 (``lr``), 0.235 (``fused``), 0.241 (``restored``) against 0.250 for a segmentation model trained on
+the LR images; restore PSNR 34.64, 34.63, 33.40 dB against 34.62 for the restore-only model; batch-1 latency 0.81-0.97,
+0.94-0.99 and 1.11-1.53 x restoring then segmenting the restored image. ``"lr"`` is the default: the same quality
+at the lowest cost. The fusion did not pay for itself in runs this short (it costs 0.06-0.16 x at HR), and the
+second backbone pass cost 1.2 dB (the task's gradient reaches the restore network through the restored image).
 
 Large images are processed in overlapping tiles when the head is not training (bounded memory): each ``tile`` x
 ``tile`` input tile is run with ``tile_overlap`` px of context on every side, and only its centre is kept. The
@@ -45,7 +50,7 @@ __all__ = ["RestoreHead", "JOINS", "DEFAULT_JOIN", "bicubic_upscale", "drop_batc
 
 # how the other heads of a multi-task super-resolution model reach the HR frame (module docstring)
 JOINS = ("lr", "restored", "fused")
-DEFAULT_JOIN = "fused"
+DEFAULT_JOIN = "lr"
 
 
 def drop_batchnorm(module: nn.Module) -> nn.Module:

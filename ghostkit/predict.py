@@ -2,7 +2,8 @@
 
 Pre-processing follows the head's ``preprocess``: ``"crop"`` (resize + centre crop, as validated), ``"resize"``
 (the whole image resized to the training size; results are mapped back to the original size by the head) or
-``"none"`` (the image at its own size).
+``"none"`` (the image at its own size; also multi-task super-resolution models, whose results are in the frame
+``scale x`` the image).
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ class Predictor:
         self.class_names = cfg.get("class_names", {})
         h, w = cfg["imgsz"]
         modes = {head.preprocess for head in model.heads.values()}
+        if getattr(model, "sr_head", None) is not None and not any(getattr(model, "input_hw", ())):
+            # multi-task super-resolution: every head is fully convolutional, and resizing a small image to the
+            # training size would discard (or invent) the very detail the model restores; static ONNX keeps resizing
+            modes = {"none"}
         self.mode = "crop" if modes == {"crop"} else ("none" if modes == {"none"} else "resize")
         self.transform = inference_transform(modes, (h, w), cfg["mean"], cfg["std"])
 

@@ -80,9 +80,8 @@ class TaskModel(nn.Module):
                 outputs["detect"] = self.heads["detect"](features, hr)
             else:  # on LR features the anchors live in the input frame: scaled to HR (box coding is scale-free)
                 det = self.heads["detect"](features, images)
-                h, w = det["image_size"]
-                outputs["detect"] = {**det, "anchors": det["anchors"] * sr.scale, "image_size": (h * sr.scale,
-                                                                                                  w * sr.scale)}
+                size = tuple(v * sr.scale for v in det["image_size"])
+                outputs["detect"] = {**det, "anchors": det["anchors"] * sr.scale, "image_size": size}
         if sr.fusion is not None and "segment" in outputs:
             seg = outputs["segment"]
             outputs["segment"] = {**seg, "out": sr.fuse(seg["out"], hr)} if isinstance(seg, dict) else sr.fuse(seg, hr)

@@ -78,7 +78,8 @@ class MultiTaskDataset(Dataset):
     mask; embed: ``{"boxes", "ids", "index"}``). With ``degradation`` (a restore head in the run) every image is
     degraded before normalisation, so all heads see the degraded image, and its clean version (3 x S x S in [0, 1])
     is the ``restore`` target; validation degradations are reproducible (a generator seeded with the item's
-    index)."""
+    index). At the degradation's scale s > 1 the image is ``3 x S/s x S/s`` while every target stays in the
+    ``S x S`` frame."""
 
     def __init__(self, items: Sequence[Item], transform: Any, degradation: Degradation | None = None,
                  train: bool = True, mean: Sequence[float] = IMAGENET_MEAN,

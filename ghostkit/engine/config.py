@@ -188,7 +188,8 @@ HELP: dict[str, str] = {
     "imgsz": "input size in pixels (default: the median shorter side of the training images rounded up to a multiple "
              "of 32, at least 32 and at most the task's: " + ", ".join(f"{t} {e.imgsz}" for t, e in TASKS.items()
                                                                       if e.imgsz)
-             + f", multi-task {MULTITASK.imgsz}; restore: a patch of 24 px x --scale)",
+             + f", multi-task {MULTITASK.imgsz}; restore: a patch of 24 px x --scale; a multi-task run with "
+             "restore at --scale s: the high-resolution frame, s x the input)",
     "lr": "peak learning rate (default: the task's at its batch size: " + ", ".join(
           f"{t} {e.lr:g}" for t, e in TASKS.items()) + f", multi-task {MULTITASK.lr:g}; scaled by sqrt(batch / the "
           "task's batch) for larger batches)",

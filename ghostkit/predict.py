@@ -1,7 +1,8 @@
 """Predictor: run a trained ghostkit model on images (paths, folders, globs, PIL images, arrays, tensors).
 
 Pre-processing follows the head's ``preprocess``, as validated: ``"resize"`` (the whole image resized to the training
-size; dense results are mapped back to the original size by the head) or ``"none"`` (the image at its own size).
+size; dense results are mapped back to the original size by the head) or ``"none"`` (the image at its own size; also
+multi-task super-resolution models, whose results are in the frame ``scale x`` the image).
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class Predictor:
         self.class_names = cfg.get("class_names", {})
         h, w = cfg["imgsz"]
         modes = {head.preprocess for head in model.heads.values()}
+        if getattr(model, "sr_head", None) is not None and not any(getattr(model, "input_hw", ())):
+            # multi-task super-resolution: every head is fully convolutional, and resizing a small image to the
+            # training size would discard (or invent) the very detail the model restores; static ONNX keeps resizing
+            modes = {"none"}
         self.mode = "none" if modes == {"none"} else "resize"
         self.transform = inference_transform(modes, (h, w), cfg["mean"], cfg["std"])
 
@@ -164,9 +169,15 @@ def render_result(model: TaskModel, image: Image.Image, result: dict, class_name
                   ) -> dict[str, Image.Image]:
     """Pictures of one image's ``raw`` result: name suffix → image. Single-task models give their head's pictures;
     multi-task models give each head's under ``"<task>[_<suffix>]"`` plus ``"all"``: every head drawn onto one
-    picture (segment overlay, then boxes, then the class labels)."""
+    picture (segment overlay, then boxes, then the class labels), for a super-resolution model (``restore`` at
+    scale > 1 beside other heads, whose results are in the HR frame) on the restored image."""
     pictures: dict[str, Image.Image] = {}
     combined = image
+    if "restore" in result and len(result) > 1 and tuple(result["restore"]["image"].shape[-2:]) != (
+            image.height, image.width):
+        from .tasks.restore import to_pil_image
+
+        combined = to_pil_image(result["restore"]["image"])
     for task in sorted(result, key=lambda t: get_task(t).draw_order):  # masks under boxes under labels
         head = model.heads[task]
         drawn = head.render(image, result[task], class_names.get(task, []))

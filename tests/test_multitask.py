@@ -194,7 +194,6 @@ def _one_line_error(capsys, argv: list[str], *words: str) -> None:
     ("classify,bogus", [], ["bogus"]),
     ("detect,detect", [], ["twice"]),
     ("classify,multilabel", [], ["pick one"]),
-    ("classify,restore", ["--noise", "25"], ["--scale 2", "denoises"]),  # --scale defaults to 2
     ("classify,restore", ["--scale", "1"], ["--noise"]),
 ])
 def test_bad_task_lists(capsys, tmp_path, task, extra, words):

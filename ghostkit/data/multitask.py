@@ -15,8 +15,13 @@ same bad-input errors); targets of one image are merged by its file path:
 * YOLO / VOC / WIDER FACE folders: boxes; ``images/`` + ``masks/`` or VOC ``SegmentationClass``: masks;
   ``train/<class>/``: single-label classes; ``images/`` + ``train.csv``: multi-label classes.
 
-A ``restore`` head (denoising, ``--scale 1``) gets every image: the run degrades each one (``--noise``, ``--jpeg``)
-before the other heads see it too, and learns the clean image back.
+A ``restore`` head gets every image: the run degrades each one (``--scale`` bicubic downscaling, ``--noise``,
+``--jpeg``) before the other heads see it too, and learns the clean image back. At ``--scale s`` > 1 the training
+image is the high-resolution (HR) target: ``imgsz`` is the HR frame (as ``--imgsz`` is the HR patch of a restore
+run; a multiple of ``s``), every image is resized to it with its masks and boxes, and the network input is its
+``imgsz / s`` px downscaled version; masks and boxes stay in the HR frame, where the heads predict them. Images
+smaller than the HR frame (their HR detail would be invented by upscaling) and masks whose size differs from their
+image's are refused before training, naming the file.
 
 An image without some task's target is kept: that head's loss and metrics skip it (``present`` in the batch).
 An image in the validation split of any task is a validation image for all. The same task in two sources must
@@ -46,7 +51,7 @@ from .common import IMAGENET_MEAN, IMAGENET_STD, TaskData
 from .detect import build_detect_data, detect_format, is_mot_root
 from .formats.coco import CocoMask
 from .formats.voc import find_voc_root
-from .images import median_short_side, read_image
+from .images import image_size, median_short_side, read_image
 from .restore import Degradation
 from .segment import build_segment_data, read_mask
 from .synthetic import SHAPE_CLASSES, SHAPES_IMGSZ, ShapeSample, ShapeStream, make_shapes
@@ -73,7 +78,8 @@ class MultiTaskDataset(Dataset):
     mask; embed: ``{"boxes", "ids", "index"}``). With ``degradation`` (a restore head in the run) every image is
     degraded before normalisation, so all heads see the degraded image, and its clean version (3 x S x S in [0, 1])
     is the ``restore`` target; validation degradations are reproducible (a generator seeded with the item's
-    index)."""
+    index). At the degradation's scale s > 1 the image is ``3 x S/s x S/s`` while every target stays in the
+    ``S x S`` frame."""
 
     def __init__(self, items: Sequence[Item], transform: Any, degradation: Degradation | None = None,
                  train: bool = True, mean: Sequence[float] = IMAGENET_MEAN,
@@ -163,7 +169,7 @@ class MultiTaskData:
     train: MultiTaskDataset
     val: MultiTaskDataset
     class_names: dict[str, list[str]]
-    imgsz: int
+    imgsz: int  # the network input (at --scale s > 1: the HR frame / s)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -259,14 +265,49 @@ def _offset_ids(splits: dict[str, dict[str, dict]], offset: int) -> int:
     return top
 
 
+def _mask_size(mask: Any) -> tuple[int, int] | None:
+    """(H, W) of a segmentation target as the dataset will read it, from the file header where it is a file."""
+    if isinstance(mask, (str, Path)):
+        size = image_size(Path(mask), exif=False)
+        return None if size is None else (size[1], size[0])
+    if isinstance(mask, CocoMask):
+        return None  # rasterised at its image's size by construction
+    return tuple(np.asarray(mask).shape[:2])
+
+
+def _check_hr_frame(items: Sequence[Item], hr: int, scale: int) -> None:
+    """Refuse, naming the file, an image smaller than the ``hr`` px HR frame and a mask whose size differs from its
+    image's (both read from the file headers, before any training step)."""
+    for source, targets in items:
+        if not isinstance(source, (str, Path)):
+            continue
+        size = image_size(Path(source))
+        if size is None:  # unreadable: the readers' shared warning handles it
+            continue
+        w, h = size
+        if min(w, h) < hr:
+            raise GhostkitError(f"{source}: {w} x {h} px is smaller than the {hr} x {hr} px high-resolution frame "
+                                f"(--scale {scale} x the {hr // scale} px input); pass a smaller --imgsz")
+        mask = _mask_size(targets["segment"]) if "segment" in targets else None
+        if mask is not None and mask != (h, w):
+            raise GhostkitError(f"{targets['segment']}: mask is {mask[1]} x {mask[0]} px, its image {source} "
+                                f"{w} x {h} px")
+
+
 def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = None, val_fraction: float = 0.2,
                          seed: int = 0, degradation: Degradation | None = None) -> MultiTaskData:
     """Resolve ``--data`` (one or more comma-separated sources, see the module docstring) for ``tasks``;
     ``degradation`` for a ``restore`` head (every image then has a restore target: its clean self); ``imgsz`` None:
     from the training images (``ghostkit.tasks.registry.default_imgsz`` of the sources' median shorter sides; the
-    built-in shapes' own size is ``SHAPES_IMGSZ``)."""
-    if imgsz is not None and imgsz < 32:
-        raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
+    built-in shapes' own size is ``SHAPES_IMGSZ``). At ``degradation.scale`` s > 1, ``imgsz`` is the HR frame (a
+    multiple of s; default: as above, at most the smallest image side) and the returned ``imgsz`` the network input,
+    ``imgsz / s``."""
+    scale = degradation.scale if degradation is not None else 1
+    if imgsz is not None and imgsz % scale:
+        raise GhostkitError(f"--imgsz {imgsz} (the high-resolution frame) is not a multiple of --scale {scale}: the "
+                            f"input would be {imgsz / scale:g} px")
+    if imgsz is not None and imgsz < 32 * scale:
+        raise GhostkitError(f"imgsz must be at least 32{f' x --scale {scale}' if scale > 1 else ''}, got {imgsz}")
     train: list = []  # one part per source; a shapes source: its item maker, drawn once the size is known
     val: list[Item] = []
     sides: list[int | None] = []  # each source's median shorter side
@@ -296,7 +337,16 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
             class_names.setdefault(task, task_names)
             where.setdefault(task, source)
     known = [s for s in sides if s]
-    imgsz = imgsz or default_imgsz("multitask", float(np.median(known)) if known else None)
+    if imgsz is None:
+        imgsz = default_imgsz("multitask", float(np.median(known)) if known else None) * scale
+        if scale > 1:  # no image may be smaller than the HR frame: at most the smallest side, a multiple of s
+            smallest = [min(image_size(Path(p)) or (imgsz, imgsz)) for part in train if isinstance(part, list)
+                        for p, _ in part] + [min(image_size(Path(p)) or (imgsz, imgsz)) for p, _ in val]
+            imgsz = max(32 * scale, min([imgsz, *smallest]) // scale * scale)
+    if scale > 1:
+        for part in [*train, val]:
+            if isinstance(part, list):
+                _check_hr_frame(part, imgsz, scale)
     for k, part in enumerate(train):
         if isinstance(part, functools.partial):  # shapes, drawn at the run's size
             train[k] = ShapeStream(SHAPES_TRAIN, imgsz, part)
@@ -314,14 +364,14 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
     items = train[0] if len(train) == 1 else ConcatDataset(train)
     return MultiTaskData(MultiTaskDataset(items, multitask_transforms(imgsz, True), degradation, train=True),
                          MultiTaskDataset(val, multitask_transforms(imgsz, False), degradation, train=False),
-                         class_names, imgsz)
+                         class_names, imgsz // scale)
 
 
-def task_data(task: str, data: str, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0, noise: str = "0",
-              jpeg: int = 0, **_) -> TaskData:
+def task_data(task: str, data: str, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0, scale: int = 1,
+              noise: str = "0", jpeg: int = 0, **_) -> TaskData:
     """A comma list of tasks' data as the engine uses it (``ghostkit.data.tasks.build_task_data``); a restore head
-    denoises (``noise``, ``jpeg``)."""
+    upscales by ``scale`` (``imgsz``: the HR frame) and / or denoises (``noise``, ``jpeg``)."""
     tasks = [t.strip() for t in task.split(",") if t.strip()]
-    degradation = Degradation.parse(1, noise, jpeg) if "restore" in tasks else None
+    degradation = Degradation.parse(scale, noise, jpeg) if "restore" in tasks else None
     d = build_multitask_data(data, tasks, imgsz, val_fraction, seed, degradation)
     return TaskData(d.train, d.val, d.class_names, d.imgsz, list(d.mean), list(d.std), collate_multitask(tasks), d)

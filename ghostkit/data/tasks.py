@@ -33,15 +33,18 @@ def build_task_data(task: str, data: str, imgsz: int | None = None, val_fraction
 def data_for_model(config: dict, data: str, imgsz: int | None = None, seed: int = 0,
                    where: str | None = None) -> TaskData:
     """The data a model with ``config`` (a checkpoint's ``"ghostkit"`` config) is evaluated on: ``data``'s
-    validation split at ``imgsz`` (default: the training size), with the restoration degradation the model was
-    trained for. Raises :class:`GhostkitError` when ``data``'s classes are not the model's (the message names
-    ``where``, the model's file, when given)."""
+    validation split at the network input size ``imgsz`` (default: the training size), with the restoration
+    degradation the model was trained for. Raises :class:`GhostkitError` when ``data``'s classes are not the
+    model's (the message names ``where``, the model's file, when given)."""
     heads = config["heads"]
     task = ",".join(heads)
     options = {k: heads["restore"][k] for k in ("scale", "noise", "jpeg") if k in heads.get("restore", {})}
     if heads.get("style", {}).get("head") == "adain":  # arbitrary styles: validated on the built-in style set
         options["style_set"] = True
-    td = build_task_data(task, data, imgsz or config["imgsz"][0], seed=seed, **options)
+    imgsz = imgsz or config["imgsz"][0]
+    if len(heads) > 1:  # a multi-task super-resolution model's data frame is the HR one, --scale x its input
+        imgsz *= options.get("scale", 1)
+    td = build_task_data(task, data, imgsz, seed=seed, **options)
     paired = getattr(td.source, "paired_scale", None)
     if paired is not None and paired != options.get("scale"):
         raise GhostkitError(f"{data}: the lr/ + hr/ pairs are x{paired}, but the model is x{options.get('scale')}")

@@ -223,6 +223,7 @@ class OnnxTaskModel(nn.Module):
 
     # the heads do the work: TaskModel's own code applies unchanged (``ghostkit val`` needs the loss)
     postprocess = TaskModel.postprocess
+    sr_head = TaskModel.sr_head
     select = TaskModel.select
     loss = TaskModel.loss
     task_weights: dict = {}  # validation loss: the plain sum

@@ -67,6 +67,7 @@ class TrainConfig:
     scale: int = 2  # restore: super-resolution factor 1..4 (1: denoise only)
     noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
+    sr_join: str | None = None  # multi-task restore at --scale > 1: lr | restored | fused (None: the head's default)
     width: int | None = None  # restore, style: network width; generate: generator channels (None: the task's)
     depth: int | None = None  # restore, style: number of ghost blocks (None: the task's)
     style: str | None = None  # style: the style image (None: the built-in mosaic); adain: a folder (None: built-in)
@@ -187,7 +188,8 @@ HELP: dict[str, str] = {
     "imgsz": "input size in pixels (default: the median shorter side of the training images rounded up to a multiple "
              "of 32, at least 32 and at most the task's: " + ", ".join(f"{t} {e.imgsz}" for t, e in TASKS.items()
                                                                       if e.imgsz)
-             + f", multi-task {MULTITASK.imgsz}; restore: a patch of 24 px x --scale)",
+             + f", multi-task {MULTITASK.imgsz}; restore: a patch of 24 px x --scale; a multi-task run with "
+             "restore at --scale s: the high-resolution frame, s x the input)",
     "lr": "peak learning rate (default: the task's at its batch size: " + ", ".join(
           f"{t} {e.lr:g}" for t, e in TASKS.items()) + f", multi-task {MULTITASK.lr:g}; scaled by sqrt(batch / the "
           "task's batch) for larger batches)",
@@ -231,6 +233,9 @@ HELP: dict[str, str] = {
     "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
+    "sr_join": "multi-task super-resolution (--task restore,segment --scale 2): how the other heads reach the "
+               "high-resolution frame: lr (LR features, outputs in the HR frame; the default), restored (backbone "
+               "on the restored image), fused (lr + a fusion of the mask logits with the restored image)",
     "width": "restore, style: network width (default: restore 32, style 16); generate: generator channels at full "
              "resolution (x2 per halving, at most x8; default 32)",
     "depth": "restore, style: number of ghost blocks (default: restore 6, style 3)",

@@ -6,9 +6,11 @@ its default). ``--task-weights`` is ``auto`` by default: one learned uncertainty
 ``detect=1,segment=0.5`` fixes them (unnamed tasks: 1), ``equal`` sets all to 1. Validation computes every task's
 metrics; the combined ``score`` is the mean of the tasks' primary metrics (classify top1, multilabel map, detect
 map, segment miou: all in [0, 1]) and picks the best checkpoint unless ``--monitor TASK/KEY`` names another;
-restoration adds its SSIM. Restoration joins as denoising (``--scale 1`` with ``--noise`` and / or ``--jpeg``):
-every image is degraded, all heads read the degraded image and the restore head learns the clean one back (it
-un-normalises its input itself).
+restoration adds its SSIM. Restoration joins as super-resolution (``--scale 2|3|4``, optionally with ``--noise`` /
+``--jpeg``) or as denoising (``--scale 1`` with ``--noise`` and / or ``--jpeg``): every image is degraded, all heads
+read the degraded image and the restore head learns the clean one back (it un-normalises its input itself). At
+``--scale s`` > 1 ``--imgsz`` is the high-resolution frame (the network input is ``imgsz / s``) and the other heads
+predict in it, against the HR masks and boxes (``--sr-join``, ``ghostkit.tasks.restore``).
 """
 
 from __future__ import annotations
@@ -112,15 +114,15 @@ class MultiTaskSpec(TaskSpec):
         return dataclasses.replace(cfg, task=task, head=mine[0] if mine else None)
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        if "restore" in self._tasks:
-            if cfg.scale != 1:
-                raise GhostkitError(f"--scale {cfg.scale}: restoration in a multi-task run denoises (--scale 1), since "
-                                    "every head reads the same input")
-            if Degradation.parse(1, cfg.noise, cfg.jpeg).identity:
-                raise GhostkitError("restoration in a multi-task run needs a degradation: --noise (e.g. 25) or --jpeg")
+        if "restore" in self._tasks and Degradation.parse(cfg.scale, cfg.noise, cfg.jpeg).identity:
+            raise GhostkitError("restoration in a multi-task run needs a degradation: --scale 2-4, --noise (e.g. 25) "
+                                "or --jpeg")
+        if cfg.sr_join is not None and not ("restore" in self._tasks and cfg.scale > 1):
+            raise GhostkitError("--sr-join applies to multi-task super-resolution runs (--task restore,... --scale "
+                                "2-4)")
         # the multi-task pipeline also for one task (min_tasks=1), so not the registry's per-task data module
-        data = multitask_data(",".join(self._tasks), cfg.data, cfg.imgsz,
-                              cfg.val_fraction, cfg.seed, noise=cfg.noise, jpeg=cfg.jpeg)
+        data = multitask_data(",".join(self._tasks), cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed,
+                              scale=cfg.scale, noise=cfg.noise, jpeg=cfg.jpeg)
         self.attach_data(data)
         return data
 
@@ -129,9 +131,16 @@ class MultiTaskSpec(TaskSpec):
             spec.attach_data(data)
 
     def head_configs(self, cfg: TrainConfig, data: TaskData) -> dict[str, dict]:
-        configs = {t: s.head_config(self.task_cfg(cfg, t), data) for t, s in self.specs.items()}
+        sr = "restore" in self.specs and cfg.scale > 1
+        # super-resolution with the backbone on the restored image: the other heads' defaults for the HR size
+        hr_data = dataclasses.replace(data, imgsz=data.imgsz * cfg.scale) if sr and cfg.sr_join == "restored" else data
+        configs = {t: s.head_config(self.task_cfg(cfg, t), data if t == "restore" else hr_data)
+                   for t, s in self.specs.items()}
         if "restore" in configs:  # its input is the normalised image the other heads need
             configs["restore"].update(mean=list(data.mean), std=list(data.std))
+        if sr:
+            configs["restore"].update({"join": cfg.sr_join} if cfg.sr_join else {})
+            configs["restore"]["fuse_classes"] = configs.get("segment", {}).get("num_classes", 0)
         return configs
 
     def task_metrics(self, class_names: dict[str, list[str]], cfg: TrainConfig, heads) -> dict[str, nn.Module]:

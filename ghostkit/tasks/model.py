@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GhostkitError
@@ -55,9 +56,36 @@ class TaskModel(nn.Module):
             outputs["detect"] = tta_outputs(self, images)
         return outputs
 
+    @property
+    def sr_head(self) -> nn.Module | None:
+        """The restore head of a multi-task super-resolution model (scale > 1 beside other heads), else None."""
+        head = self.heads["restore"] if "restore" in self.heads and len(self.heads) > 1 else None
+        return head if head is not None and head.scale > 1 else None
+
     def _forward(self, images: torch.Tensor) -> dict[str, object]:
         features = self.backbone(images) if self.backbone is not None else None
-        return {task: head(features, images) for task, head in self.heads.items()}
+        sr = self.sr_head
+        if sr is None:
+            return {task: head(features, images) for task, head in self.heads.items()}
+        # super-resolution: the other heads predict in the HR frame of the restored image (masks at its size, boxes
+        # in its pixels); the restore head's ``join`` says which features they read (ghostkit.tasks.restore)
+        restored = sr(None, images)
+        hr = restored["image"]
+        if sr.join == "restored":
+            features = self.backbone(sr.normalise(hr))
+        outputs = {task: restored if task == "restore" else head(features, hr) for task, head in self.heads.items()
+                   if task != "detect"}
+        if "detect" in self.heads:
+            if sr.join == "restored":
+                outputs["detect"] = self.heads["detect"](features, hr)
+            else:  # on LR features the anchors live in the input frame: scaled to HR (box coding is scale-free)
+                det = self.heads["detect"](features, images)
+                size = tuple(v * sr.scale for v in det["image_size"])
+                outputs["detect"] = {**det, "anchors": det["anchors"] * sr.scale, "image_size": size}
+        if sr.fusion is not None and "segment" in outputs:
+            seg = outputs["segment"]
+            outputs["segment"] = {**seg, "out": sr.fuse(seg["out"], hr)} if isinstance(seg, dict) else sr.fuse(seg, hr)
+        return outputs
 
     def select(self, outputs: dict, targets: dict, task: str) -> tuple[object, object] | None:
         """``task``'s outputs and targets for the images that have its target: ``None`` when no image has one.
@@ -94,13 +122,29 @@ class TaskModel(nn.Module):
         return terms
 
     def postprocess(self, outputs: dict, image_sizes: list[tuple[int, int]]) -> list[dict]:
-        """Per image ``{task: result dict}``."""
+        """Per image ``{task: result dict}``. A multi-task super-resolution model returns every result in the HR
+        frame of each image, ``scale x image_sizes[i]``: the restored image (resized there from the network's
+        output), masks at that size, boxes in its pixels."""
+        sr = self.sr_head
+        if sr is not None:
+            image_sizes = [(h * sr.scale, w * sr.scale) for h, w in image_sizes]
         per_task = {task: head.postprocess(outputs[task], image_sizes) for task, head in self.heads.items()}
+        if sr is not None:
+            per_task["restore"] = [{"image": _resize(r["image"], size)} for r, size in
+                                   zip(per_task["restore"], image_sizes)]
         return [{task: res[i] for task, res in per_task.items()} for i in range(len(image_sizes))]
 
 
 # the name the multi-task API is known by: one class serves one head or several
 MultiTaskModel = TaskModel
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``3 x h x w`` in [0, 1] → ``3 x H x W`` (bicubic, antialiased when shrinking); unchanged at its own size."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    image = F.interpolate(image[None], size=tuple(size), mode="bicubic", antialias=True, align_corners=False)[0]
+    return image.clamp(0, 1)
 
 
 def _take(value, keep: list[int], batch: int, shared: tuple[str, ...]):
@@ -162,6 +206,8 @@ def enable_tta(model: nn.Module, where: str | Path = "model") -> None:
     """Switch detection test-time augmentation on (models with a detect head, PyTorch checkpoints only)."""
     if "detect" not in model.heads or not isinstance(model, TaskModel):
         raise GhostkitError(f"{where}: --tta applies to detection models in PyTorch checkpoints")
+    if model.sr_head is not None:
+        raise GhostkitError(f"{where}: --tta does not apply to super-resolution multi-task models")
     model.tta = True
 
 

@@ -47,8 +47,9 @@ def test_detect_rule_light_for_short_runs_standard_for_long_or_pretrained():
     assert "from scratch" in short.describe() and "crops none" in short.describe()
     # the transforms follow the recipe
     assert {"RandomIoUCrop", "RandomZoomOut"} <= set(_kinds(detect_transforms(128, True, **long.transform_options())))
+    assert "RandomPhotometricDistort" in _kinds(detect_transforms(128, True, **long.transform_options()))
     light_ops = _kinds(detect_transforms(128, True, **short.transform_options()))
-    assert not {"RandomIoUCrop", "RandomZoomOut", "RandomHorizontalFlip"} & set(light_ops)
+    assert light_ops == ["ToImage", "Resize", "SanitizeBoundingBoxes", "ToDtype", "Normalize"]  # no augmentation
 
 
 def test_detect_rule_overrides_and_bad_values():
@@ -85,9 +86,11 @@ def test_segment_rule_and_overrides():
     assert (long.name, long.crop_scale) == ("standard", seg.STANDARD_CROP)
     assert choose_segment_recipe(128, 500, epochs=5, pretrained=True).name == "standard"
     assert choose_segment_recipe(48, 500, epochs=100, pretrained=True).name == "light"
-    assert "RandomResizedCrop" in _kinds(segment_transforms(64, True, crop_scale=long.crop_scale))
-    light_ops = _kinds(segment_transforms(64, True, crop_scale=short.crop_scale))
-    assert "RandomResizedCrop" not in light_ops and "RandomHorizontalFlip" not in light_ops
+    assert (long.jitter, short.jitter) == (True, False)
+    assert {"RandomResizedCrop", "ColorJitter"} <= set(_kinds(segment_transforms(64, True, crop_scale=long.crop_scale,
+                                                                                 jitter=long.jitter)))
+    light_ops = _kinds(segment_transforms(64, True, crop_scale=short.crop_scale, jitter=short.jitter))
+    assert light_ops == ["Resize", "ToDtype", "Normalize"]  # no augmentation
     r = choose_segment_recipe(128, 500, epochs=5, crop_scale=0.5, flip=True, imgsz=64)
     assert (r.crop_scale, r.flip, r.imgsz, r.overridden) == (0.5, True, 64, ("imgsz", "crop_scale", "flip"))
     with pytest.raises(GhostkitError, match="--crop-scale must be in"):

@@ -31,14 +31,15 @@ The training recipe (`choose_detect_recipe`): one rule for every data source, de
 the run (`detect_stats`: median shorter side, median object side as a fraction of the image's shorter side, number
 of images; epochs; pretrained or not), never from the data's name:
 
-- **light** for runs from scratch under 50 epochs, and for small images (median shorter side under 64 px): colour
-  distortion only (`RandomPhotometricDistort`, p 0.5), no crops, no zoom-out. A short from-scratch run underfits;
-  scale augmentation takes away more than it adds (unseen scenes, 30 epochs: mAP50 0.845 with zoom-out, IoU crops
-  and flips against 0.894 for a plain FCOS loop without augmentation; built-in shapes, 30 epochs: 0.939 without).
+- **light** for runs from scratch under 50 epochs, and for small images (median shorter side under 64 px): no
+  augmentation, the whole image resized. A short from-scratch run underfits, and augmentation takes away more than
+  it adds: unseen scenes, 30 epochs: mAP50 0.845 with zoom-out, IoU crops and flips against 0.894 for a plain FCOS
+  loop without augmentation; built-in shapes written to a folder (200 images, 15 epochs): 0.144 with colour
+  distortion, 0.190 without (`benchmarks/recipe_dense.py`).
 - **standard** for pretrained runs and runs from scratch of 50 epochs and more, on images of 64 px and more: SSD's
-  scale augmentation as well, IoU crops (p 0.5) down to 10% of the image area (sides of 32% and more: torchvision's
-  `RandomIoUCrop` range) and, when the objects are not small (median side at least 1/8 of the image's shorter
-  side, so that they stay 1/16 and more), zoom-out up to 2x (p 0.5).
+  augmentation, colour distortion (`RandomPhotometricDistort`, p 0.5), IoU crops (p 0.5) down to 10% of the image
+  area (sides of 32% and more: torchvision's `RandomIoUCrop` range) and, when the objects are not small (median
+  side at least 1/8 of the image's shorter side, so that they stay 1/16 and more), zoom-out up to 2x (p 0.5).
 - Horizontal flips are never chosen by the rule: a mirrored digit, letter or arrow is another object. `--flip` turns
   them on (p 0.5).
 - Image size: the median shorter side rounded up to a multiple of 32, between 32 and 320
@@ -101,7 +102,7 @@ LONG_RUN = 50  # epochs from scratch at or above this are a long run
 SMALL_IMAGE = 64  # px: shorter sides below this are small images
 SMALL_OBJECT = 1 / 8  # median object side / image side below this: small objects (no zoom-out)
 STANDARD_CROP = 0.1  # smallest IoU crop of the standard recipe, as a fraction of the image area
-PHOTOMETRIC = 0.5  # probability of each colour distortion, in every recipe
+PHOTOMETRIC = 0.5  # probability of each colour distortion of the standard recipe
 _STATS_SAMPLE = 64  # images looked at for the statistics
 
 ImageSource = Path | str | np.ndarray
@@ -111,10 +112,10 @@ Item = tuple[ImageSource, dict[str, np.ndarray]]
 
 # -- datasets and transforms ---------------------------------------------------------------------------------------
 def detect_transforms(imgsz: int, train: bool, mean: Sequence[float] = IMAGENET_MEAN,
-                      std: Sequence[float] = IMAGENET_STD, hflip: float = 0.0, photometric: float = PHOTOMETRIC,
+                      std: Sequence[float] = IMAGENET_STD, hflip: float = 0.0, photometric: float = 0.0,
                       zoom_out: float = 0.0, iou_crop: float = 0.0, crop_scale: float = STANDARD_CROP) -> v2.Compose:
     """Transform preset for `(image, {"boxes": BoundingBoxes, "labels"})` → normalised float32 3 x imgsz x imgsz
-    with boxes in the resized image's pixels. The defaults are the light recipe (colour distortion only).
+    with boxes in the resized image's pixels. The defaults are the light recipe (no augmentation).
 
     train (SSD-style, each step with its probability): RandomPhotometricDistort → RandomZoomOut (up to 2x, filled
     with the mean colour) → RandomIoUCrop (sides of at least sqrt(crop_scale), so areas of at least `crop_scale`) →
@@ -211,18 +212,20 @@ class DetectRecipe:
     crop_scale: float  # smallest IoU crop as a fraction of the image area; 1: no crops
     zoom_out: bool
     flip: bool
+    photometric: float  # probability of each colour distortion
     overridden: tuple[str, ...] = ()  # options the user set
 
     def transform_options(self) -> dict[str, float]:
         """`detect_transforms` keyword arguments of this recipe."""
-        return dict(hflip=0.5 if self.flip else 0.0, photometric=PHOTOMETRIC, zoom_out=0.5 if self.zoom_out else 0.0,
-                    iou_crop=0.5 if self.crop_scale < 1 else 0.0, crop_scale=self.crop_scale)
+        return dict(hflip=0.5 if self.flip else 0.0, photometric=self.photometric,
+                    zoom_out=0.5 if self.zoom_out else 0.0, iou_crop=0.5 if self.crop_scale < 1 else 0.0,
+                    crop_scale=self.crop_scale)
 
     def describe(self) -> str:
         """One line for the start of a run."""
         crops = "none" if self.crop_scale >= 1 else f"IoU crops {self.crop_scale:.0%}-100% of the area"
         line = (f"recipe: {self.name} augmentation ({', '.join(self.reasons)}): imgsz {self.imgsz}, colour distortion "
-                f"{PHOTOMETRIC:g}, crops {crops}, zoom-out {'up to 2x' if self.zoom_out else 'off'}, flips "
+                f"{self.photometric:g}, crops {crops}, zoom-out {'up to 2x' if self.zoom_out else 'off'}, flips "
                 f"{'on' if self.flip else 'off'}")
         return line + (f" (set by option: {', '.join(self.overridden)})" if self.overridden else "")
 
@@ -277,7 +280,8 @@ def choose_detect_recipe(stats: DetectStats, epochs: int, pretrained: bool = Fal
     if chosen["imgsz"] < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {chosen['imgsz']}")
     return DetectRecipe(name="standard" if standard else "light", reasons=tuple(reasons), overridden=overridden,
-                        zoom_out=chosen["crop_scale"] < 1 and not small_objects, **chosen)
+                        zoom_out=chosen["crop_scale"] < 1 and not small_objects,
+                        photometric=PHOTOMETRIC if standard else 0.0, **chosen)
 
 
 def is_mot_root(root: Path) -> bool:

@@ -26,12 +26,13 @@ without applying EXIF orientation, so their pixels stay aligned with the masks d
 The training recipe (`choose_segment_recipe`): one rule for every data source, decided from the training images and
 the run (median shorter side, number of images, epochs, pretrained or not), never from the data's name:
 
-- **light** for runs from scratch under 50 epochs, and for small images (median shorter side under 64 px): the
-  whole image resized, colour jitter (brightness, contrast, saturation 0.3, hue 0.02), no crops. Crops slow a short
-  from-scratch run down more than they add variety (built-in shapes, 30 epochs: 0.66 mIoU with crops of 50-100%
-  of the area, 0.845 without).
+- **light** for runs from scratch under 50 epochs, and for small images (median shorter side under 64 px): no
+  augmentation, the whole image resized. Augmentation slows a short from-scratch run down more than it adds variety
+  (built-in shapes, 30 epochs: 0.66 mIoU with crops of 50-100% of the area, 0.845 without; colour distortion slowed
+  detection the same way, see `ghostkit.data.detect`).
 - **standard** for pretrained runs and runs from scratch of 50 epochs and more, on images of 64 px and more: random
-  resized crops of 25-100% of the area (aspect ratios 3:4 to 4:3) before the colour jitter.
+  resized crops of 25-100% of the area (aspect ratios 3:4 to 4:3), then colour jitter (brightness, contrast,
+  saturation 0.3, hue 0.02).
 - Horizontal flips are never chosen by the rule: a mirrored digit, letter or arrow is another shape. `--flip` turns
   them on (p 0.5).
 - Image size: the median shorter side rounded up to a multiple of 32, between 32 and 512
@@ -144,14 +145,15 @@ def _check_values(mask: np.ndarray, num_classes: int, where: Any) -> None:
 
 
 def segment_transforms(imgsz: int, train: bool, mean: Sequence[float] = IMAGENET_MEAN,
-                       std: Sequence[float] = IMAGENET_STD, crop_scale: float = 1.0, hflip: float = 0.0) -> v2.Compose:
+                       std: Sequence[float] = IMAGENET_STD, crop_scale: float = 1.0, hflip: float = 0.0,
+                       jitter: bool = False) -> v2.Compose:
     """Joint transform of ``(tv_tensors.Image uint8 3 x H x W, tv_tensors.Mask uint8 H x W)`` → (normalised float32
     3 x imgsz x imgsz, mask imgsz x imgsz); masks are resized with nearest neighbours, colours leave them alone. The
-    defaults are the light recipe (no crops, no flips).
+    defaults are the light recipe (no augmentation).
 
     train: RandomResizedCrop(imgsz, scale=(crop_scale, 1)) (``crop_scale=1``: a plain resize) →
-    RandomHorizontalFlip(hflip) → ColorJitter. val: Resize((imgsz, imgsz)) of the whole image, as the Predictor does
-    ("resize"), so the aspect ratio changes the same way in training and inference.
+    RandomHorizontalFlip(hflip) → ColorJitter (``jitter``). val: Resize((imgsz, imgsz)) of the whole image, as the
+    Predictor does ("resize"), so the aspect ratio changes the same way in training and inference.
     """
     if not 0.0 < crop_scale <= 1.0:
         raise GhostkitError(f"--crop-scale must be in (0, 1], got {crop_scale}")
@@ -165,7 +167,7 @@ def segment_transforms(imgsz: int, train: bool, mean: Sequence[float] = IMAGENET
     return v2.Compose([
         resize if crop_scale >= 1 else crop,
         *([v2.RandomHorizontalFlip(hflip)] if hflip > 0 else []),
-        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02),
+        *([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02)] if jitter else []),
         *to_float,
     ])
 
@@ -179,13 +181,14 @@ class SegmentRecipe:
     imgsz: int
     crop_scale: float  # smallest crop as a fraction of the image area; 1: the whole image resized
     flip: bool
+    jitter: bool  # colour jitter
     overridden: tuple[str, ...] = ()  # options the user set
 
     def describe(self) -> str:
         """One line for the start of a run."""
         crops = "none" if self.crop_scale >= 1 else f"{self.crop_scale:.0%}-100% of the area"
         line = (f"recipe: {self.name} augmentation ({', '.join(self.reasons)}): imgsz {self.imgsz}, crops {crops}, "
-                f"colour jitter 0.3, flips {'on' if self.flip else 'off'}")
+                f"colour jitter {'0.3' if self.jitter else 'off'}, flips {'on' if self.flip else 'off'}")
         return line + (f" (set by option: {', '.join(self.overridden)})" if self.overridden else "")
 
 
@@ -208,7 +211,8 @@ def choose_segment_recipe(size: int, images: int, epochs: int, pretrained: bool 
         raise GhostkitError(f"--crop-scale must be in (0, 1], got {chosen['crop_scale']}")
     if chosen["imgsz"] < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {chosen['imgsz']}")
-    return SegmentRecipe(name="standard" if standard else "light", reasons=reasons, overridden=overridden, **chosen)
+    return SegmentRecipe(name="standard" if standard else "light", reasons=reasons, overridden=overridden,
+                         jitter=standard, **chosen)
 
 
 def _tensor(arr: np.ndarray) -> torch.Tensor:
@@ -358,7 +362,8 @@ def build_segment_data(data: str | Path, imgsz: int | None = None, val_fraction:
             raise GhostkitError(f"{data}: no readable training images to choose the recipe from")
         r = choose_segment_recipe(size, len(train), epochs, pretrained, imgsz=imgsz, crop_scale=crop_scale,
                                   flip=flip)
-        train_tf = segment_transforms(r.imgsz, True, crop_scale=r.crop_scale, hflip=0.5 if r.flip else 0.0)
+        train_tf = segment_transforms(r.imgsz, True, crop_scale=r.crop_scale, hflip=0.5 if r.flip else 0.0,
+                                      jitter=r.jitter)
         return SegmentData(SegmentDataset(train, train_tf), SegmentDataset(val, segment_transforms(r.imgsz, False)),
                            list(names), r.imgsz, recipe=r)
 

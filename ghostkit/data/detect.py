@@ -35,7 +35,7 @@ of images; epochs; pretrained or not), never from the data's name:
   augmentation, the whole image resized. A short from-scratch run underfits, and augmentation takes away more than
   it adds: unseen scenes, 30 epochs: mAP50 0.845 with zoom-out, IoU crops and flips against 0.894 for a plain FCOS
   loop without augmentation; built-in shapes written to a folder (200 images, 15 epochs): 0.144 with colour
-  distortion, 0.190 without (`benchmarks/recipe_dense.py`).
+  distortion, 0.167 without (`benchmarks/recipe_dense.py`).
 - **standard** for pretrained runs and runs from scratch of 50 epochs and more, on images of 64 px and more: SSD's
   augmentation, colour distortion (`RandomPhotometricDistort`, p 0.5), IoU crops (p 0.5) down to 10% of the image
   area (sides of 32% and more: torchvision's `RandomIoUCrop` range) and, when the objects are not small (median

@@ -4,27 +4,29 @@ Builds small data sets from what the project already has (no download) and write
 bring (COCO json for detection; ``images/{train,val}`` + ``masks/{train,val}`` + ``classes.txt`` for
 segmentation), so ``ghostkit train`` reads them like a user's folder:
 
-- ``scenes``: 128 px crops of the photographs shipped with scikit-learn (and scikit-image, when installed) with one
-  to four of scikit-learn's handwritten digits pasted on each, 19-45 px tall, in a colour that stands out from the
+- ``scenes``: 96 px crops of the photographs shipped with scikit-learn (and scikit-image, when installed) with one
+  to four of scikit-learn's handwritten digits pasted on each, 14-34 px tall, in a colour that stands out from the
   background; ten classes (the digits). Training scenes use the upper half of each photograph and 80% of the digit
   scans, validation scenes the lower half and the other 20%, so no validation pixel or digit is seen in training.
-- ``small``: the same at 160 px with digits of 13-24 px (objects under 1/8 of the image side).
-- ``shapes``: the built-in procedural shapes (64 px) written to the same layouts.
+  200 training and 50 validation scenes.
+- ``small`` (not run by default): the same at 128 px with digits of 10-19 px (objects under 1/8 of the image side).
+- ``shapes``: the built-in procedural shapes (64 px, seeds 0 and 1) written to the same layouts, 200 / 50 images.
 
 Each set is trained with ``ghostkit.train`` and nothing but ``--task``, ``--data``, ``--model`` and ``--epochs``
 (the defaults: recipe, image size, head, batch, learning rate), and with a plain loop on the same backbone's
 features, from scratch, no augmentation, the images decoded once and resized to the image size ghostkit chose,
-AdamW (lr 1e-3, constant), batch 16, the same epochs:
+AdamW (lr 1e-3, constant), batch 16, the same epochs (15 by default: a CPU-sized run):
 
 - detection: torchvision's ``FCOS`` (its ``FCOSHead``, 4-conv towers) on a ``FeaturePyramidNetwork`` over the
-  stride 8, 16 and 32 maps plus ``LastLevelP6P7``, ``fpn_chs`` channels (``--plain-fpn``, torchvision's 256 by
-  default), anchor sizes equal to the strides (torchvision's ``fcos_resnet50_fpn``); COCO mAP50 with the same
+  stride 8, 16 and 32 maps plus ``LastLevelP6P7``, 64 channels (ghostkit's head width; ``--plain-fpn 256`` for
+  torchvision's), anchor sizes equal to the strides (torchvision's ``fcos_resnet50_fpn``); COCO mAP50 with the same
   pycocotools evaluation as ``ghostkit val`` (score threshold 0.001).
 - segmentation: torchvision's ``LRASPPHead`` on the stride 8 and 32 maps (as ``lraspp_mobilenet_v3_large``),
   logits upsampled bilinearly, cross-entropy; mIoU with ghostkit's metric (classes present).
 
 ghostkit reports its best checkpoint (chosen by mAP / mIoU), the plain loops their best epoch by the same metric.
-Run: ``python benchmarks/recipe_dense.py [--epochs 30] [--sets scenes small shapes] [--tasks detect segment]``.
+Run: ``python benchmarks/recipe_dense.py [--epochs 15] [--sets scenes small shapes] [--tasks detect segment]
+[--contenders ghostkit plain]``; one set and task per invocation runs them in parallel.
 """
 
 from __future__ import annotations

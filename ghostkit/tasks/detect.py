@@ -412,7 +412,7 @@ def detect_head_config(arch: str, imgsz: int) -> dict:
     if arch == "fcos":  # under 128 px: 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in
         # 559 s with FCOS's 4). The stride 8-32 maps at every size: the stride-32 map is the backbone's widest (480
         # channels on ghostnet_050 against 12 at stride 4); shapes written to a folder, 200 images, 15 epochs: mAP50
-        # 0.190 on strides 8-32 against 0.167 on strides 4-16 (benchmarks/recipe_dense.py)
+        # 0.182 on strides 8-32 against 0.167 on strides 4-16 (benchmarks/recipe_dense.py)
         return {"strides": [8, 16, 32], "fpn_chs": 64, "p6p7": not small, "num_convs": 2 if imgsz < 128 else 4,
                 "scale_range": min(4.0, max(1.0, imgsz / 64))}
     if arch == "retinanet":

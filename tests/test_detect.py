@@ -132,11 +132,12 @@ def test_fcos_assignment_by_size_and_ssd_every_box_matched():
     assert set(stride[fcos.match(anchors, small) >= 0].tolist()) == {8.0}
     assert set(stride[fcos.match(anchors, large) >= 0].tolist()) == {32.0}
     assert (fcos.match(anchors, torch.zeros(0, 4)) == -1).all()
-    # the 64 px default taps the same maps, with 2-conv towers
+    # the 64 px default taps strides 4-16: the large box goes to the coarsest of them
     fcos = _head("fcos")
     anchors = fcos(_features(1, 64, 64), torch.zeros(1, 3, 64, 64))["anchors"]
     stride = anchors[:, 2] - anchors[:, 0]
-    assert set(stride.unique().tolist()) == {8.0, 16.0, 32.0} and len(fcos.head.classification_head.conv) == 2 * 3
+    assert set(stride.unique().tolist()) == {4.0, 8.0, 16.0}
+    assert set(stride[fcos.match(anchors, large) >= 0].tolist()) == {16.0}
     ssd = _head("ssdlite").eval()  # eval: BatchNorm in training mode refuses the 1 x 1 extra map of one image
     anchors = ssd(_features(1, 64, 64), torch.zeros(1, 3, 64, 64))["anchors"]
     boxes = torch.tensor([[1.0, 1.0, 9.0, 9.0], [10.0, 30.0, 60.0, 62.0]])

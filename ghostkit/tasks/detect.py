@@ -405,15 +405,15 @@ class SSDLiteDetect(DetectHead):
 
 def detect_head_config(arch: str, imgsz: int) -> dict:
     """The default head config of ``arch`` for an ``imgsz`` input. Small inputs (built-in 64 px shapes) use the stride
-    8-32 maps (FCOS under 128 px with 2-conv towers, which trained to a higher mAP50 on shapes), a smaller FCOS size
-    range, smaller RetinaNet anchors and fewer SSDLite extra blocks; from 256 px on, the papers' settings (P6/P7, FCOS
-    ranges of 64 px on P3, RetinaNet anchors of 4 strides, SSDLite on strides 16 / 32)."""
+    8-32 maps (FCOS under 128 px: stride 4-16 with 2-conv towers, which trained to a higher mAP50 on shapes), a
+    smaller FCOS size range, smaller RetinaNet anchors and fewer SSDLite extra blocks; from 256 px on, the papers'
+    settings (P6/P7, FCOS ranges of 64 px on P3, RetinaNet anchors of 4 strides, SSDLite on strides 16 / 32)."""
     small = imgsz < 256
-    if arch == "fcos":  # under 128 px: 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in
-        # 559 s with FCOS's 4). The stride 8-32 maps at every size: the stride-32 map is the backbone's widest (480
-        # channels on ghostnet_050 against 12 at stride 4); shapes written to a folder, 200 images, 15 epochs: mAP50
-        # 0.182 on strides 8-32 against 0.167 on strides 4-16 (benchmarks/recipe_dense.py)
-        return {"strides": [8, 16, 32], "fpn_chs": 64, "p6p7": not small, "num_convs": 2 if imgsz < 128 else 4,
+    if arch == "fcos":  # under 128 px: the stride 4-16 maps (8 x 8 at stride 8 is too coarse for 10 px objects) and
+        # 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in 559 s with FCOS's 4)
+        tiny = imgsz < 128
+        return {"strides": [4, 8, 16] if tiny else [8, 16, 32], "fpn_chs": 64, "p6p7": not small,
+                "num_convs": 2 if tiny else 4,
                 "scale_range": min(4.0, max(1.0, imgsz / 64))}
     if arch == "retinanet":
         return {"strides": [8, 16, 32], "fpn_chs": 64, "p6p7": not small,

@@ -14,13 +14,33 @@ Layouts (a mask holds one class index per pixel; 255 = ignore):
   pycocotools. Class index = position in the category list sorted by id + 1; 0 = background. Pixels claimed by two
   classes, and crowd regions, are ignored (255). Images are looked up as `images/<file_name>`, then
   `images/<split>/<file_name>`, then `images/<split>2017/<file_name>`.
-- built-in `shapes`: masks of 0 background, c + 1 for shape class c; 2000 new training images every epoch
-  (`ShapeStream`) and 200 fixed validation images (`make_shapes`, seed 1), drawn at the training size; no crops.
+- built-in `shapes`: masks of 0 background, c + 1 for shape class c; 2000 new 64 px training images every epoch
+  (`ShapeStream`) and 200 fixed validation images (`make_shapes`, seed 1), through the recipe below and the same
+  transforms as a folder of the same images.
 
 Every mask is checked once when the data set is built (its size against its image's, its values against the class
 count, single-channel or palette), so a bad file stops the run at the start with one line naming it, never in a
 worker mid-epoch. Unreadable images or masks are skipped with one counted `SkippedFilesWarning`. Images are read
 without applying EXIF orientation, so their pixels stay aligned with the masks drawn on the stored pixels.
+
+The training recipe (`choose_segment_recipe`): one rule for every data source, decided from the training images and
+the run (median shorter side, number of images, epochs, pretrained or not), never from the data's name:
+
+- **light** for runs from scratch under 50 epochs, and for small images (median shorter side under 64 px): no
+  augmentation, the whole image resized. Augmentation slows a short from-scratch run down more than it adds variety
+  (built-in shapes, 30 epochs: 0.66 mIoU with crops of 50-100% of the area, 0.845 without; colour distortion slowed
+  detection the same way, see `ghostkit.data.detect`).
+- **standard** for pretrained runs and runs from scratch of 50 epochs and more, on images of 64 px and more: random
+  resized crops of 25-100% of the area (aspect ratios 3:4 to 4:3), then colour jitter (brightness, contrast,
+  saturation 0.3, hue 0.02).
+- Horizontal flips are never chosen by the rule: a mirrored digit, letter or arrow is another shape. `--flip` turns
+  them on (p 0.5).
+- Image size: the median shorter side rounded up to a multiple of 32, between 32 and 512
+  (`ghostkit.tasks.registry.default_imgsz`).
+
+Every choice is overridable: `--imgsz`, `--crop-scale` (smallest crop as a fraction of the image area; 1: no
+crops) and `--flip`. The recipe is printed at the start of a run and its choices are written into the run's
+config.yaml (`imgsz`, `crop_scale`, `flip`).
 """
 
 from __future__ import annotations
@@ -60,7 +80,9 @@ __all__ = [
     "VOC_SEGMENT_CLASSES",
     "SegmentData",
     "SegmentDataset",
+    "SegmentRecipe",
     "build_segment_data",
+    "choose_segment_recipe",
     "read_mask",
     "read_mask_folders",
     "read_voc",
@@ -72,6 +94,10 @@ __all__ = [
 VOC_SEGMENT_CLASSES: tuple[str, ...] = ("background", *VOC_CLASSES)
 # built-in shapes: new training images per epoch (30 epochs of 1000: 0.845 mIoU in 237 s; of 2000: see README)
 _SHAPES_TRAIN, _SHAPES_VAL = 2000, 200
+# the recipe's thresholds (module docstring)
+LONG_RUN = 50  # epochs from scratch at or above this are a long run
+SMALL_IMAGE = 64  # px: shorter sides below this are small images
+STANDARD_CROP = 0.25  # smallest crop of the standard recipe, as a fraction of the image area
 # single-channel or palette modes whose pixel values are class indices
 _INDEX_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
 
@@ -119,25 +145,74 @@ def _check_values(mask: np.ndarray, num_classes: int, where: Any) -> None:
 
 
 def segment_transforms(imgsz: int, train: bool, mean: Sequence[float] = IMAGENET_MEAN,
-                       std: Sequence[float] = IMAGENET_STD,
-                       scale: tuple[float, float] | None = (0.25, 1.0)) -> v2.Compose:
+                       std: Sequence[float] = IMAGENET_STD, crop_scale: float = 1.0, hflip: float = 0.0,
+                       jitter: bool = False) -> v2.Compose:
     """Joint transform of ``(tv_tensors.Image uint8 3 x H x W, tv_tensors.Mask uint8 H x W)`` → (normalised float32
-    3 x imgsz x imgsz, mask imgsz x imgsz); masks are resized with nearest neighbours, colours leave them alone.
+    3 x imgsz x imgsz, mask imgsz x imgsz); masks are resized with nearest neighbours, colours leave them alone. The
+    defaults are the light recipe (no augmentation).
 
-    train: RandomResizedCrop(imgsz, scale) (``scale=None``: a plain resize) → horizontal flip → ColorJitter. val:
-    Resize((imgsz, imgsz)) of the whole image, as the Predictor does ("resize"), so the aspect ratio changes the same
-    way in training and inference.
+    train: RandomResizedCrop(imgsz, scale=(crop_scale, 1)) (``crop_scale=1``: a plain resize) →
+    RandomHorizontalFlip(hflip) → ColorJitter (``jitter``). val: Resize((imgsz, imgsz)) of the whole image, as the
+    Predictor does ("resize"), so the aspect ratio changes the same way in training and inference.
     """
+    if not 0.0 < crop_scale <= 1.0:
+        raise GhostkitError(f"--crop-scale must be in (0, 1], got {crop_scale}")
+    if not 0.0 <= hflip <= 1.0:
+        raise GhostkitError(f"hflip must be a probability in [0, 1], got {hflip}")
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
     resize = v2.Resize((imgsz, imgsz), antialias=True)
     if not train:
         return v2.Compose([resize, *to_float])
+    crop = v2.RandomResizedCrop((imgsz, imgsz), scale=(crop_scale, 1.0), antialias=True)
     return v2.Compose([
-        resize if scale is None else v2.RandomResizedCrop((imgsz, imgsz), scale=scale, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02),
+        resize if crop_scale >= 1 else crop,
+        *([v2.RandomHorizontalFlip(hflip)] if hflip > 0 else []),
+        *([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02)] if jitter else []),
         *to_float,
     ])
+
+
+@dataclass(frozen=True)
+class SegmentRecipe:
+    """The resolved training augmentation of a segmentation run (module docstring)."""
+
+    name: str  # "light" or "standard"
+    reasons: tuple[str, ...]  # why, in words
+    imgsz: int
+    crop_scale: float  # smallest crop as a fraction of the image area; 1: the whole image resized
+    flip: bool
+    jitter: bool  # colour jitter
+    overridden: tuple[str, ...] = ()  # options the user set
+
+    def describe(self) -> str:
+        """One line for the start of a run."""
+        crops = "none" if self.crop_scale >= 1 else f"{self.crop_scale:.0%}-100% of the area"
+        line = (f"recipe: {self.name} augmentation ({', '.join(self.reasons)}): imgsz {self.imgsz}, crops {crops}, "
+                f"colour jitter {'0.3' if self.jitter else 'off'}, flips {'on' if self.flip else 'off'}")
+        return line + (f" (set by option: {', '.join(self.overridden)})" if self.overridden else "")
+
+
+def choose_segment_recipe(size: int, images: int, epochs: int, pretrained: bool = False, *, imgsz: int | None = None,
+                          crop_scale: float | None = None, flip: bool = False) -> SegmentRecipe:
+    """The recipe of the module docstring for training images of median shorter side ``size`` px, ``images`` of
+    them, and the run; options that are not None (and ``flip=True``) replace the rule's choice and are listed in
+    `SegmentRecipe.overridden`."""
+    if epochs < 1:
+        raise GhostkitError(f"--epochs must be positive, got {epochs}")
+    small_image = size < SMALL_IMAGE
+    standard = (pretrained or epochs >= LONG_RUN) and not small_image
+    reasons = (*(["small images"] if small_image else []), f"{images} images", f"{epochs} epochs",
+               "pretrained" if pretrained else "from scratch")
+    given = dict(imgsz=imgsz, crop_scale=crop_scale, flip=flip or None)
+    overridden = tuple(k for k, v in given.items() if v is not None)
+    chosen = dict(imgsz=default_imgsz("segment", size), crop_scale=STANDARD_CROP if standard else 1.0,
+                  flip=False) | {k: given[k] for k in overridden}
+    if not 0.0 < chosen["crop_scale"] <= 1.0:
+        raise GhostkitError(f"--crop-scale must be in (0, 1], got {chosen['crop_scale']}")
+    if chosen["imgsz"] < 32:
+        raise GhostkitError(f"imgsz must be at least 32, got {chosen['imgsz']}")
+    return SegmentRecipe(name="standard" if standard else "light", reasons=reasons, overridden=overridden,
+                         jitter=standard, **chosen)
 
 
 def _tensor(arr: np.ndarray) -> torch.Tensor:
@@ -183,6 +258,7 @@ class SegmentData:
     imgsz: int
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    recipe: SegmentRecipe | None = None  # how the training transform was chosen
 
 
 def _map(fn, args: list, num_threads: int = 8) -> list:
@@ -268,28 +344,32 @@ def _shape_items(n: int, seed: int, imgsz: int) -> tuple[tuple[np.ndarray, np.nd
     return tuple(out)
 
 
-def build_segment_data(data: str | Path, imgsz: int | None = None, val_fraction: float = 0.2, seed: int = 0
-                       ) -> SegmentData:
+def build_segment_data(data: str | Path, imgsz: int | None = None, val_fraction: float = 0.2, seed: int = 0, *,
+                       epochs: int = 30, pretrained: bool = False, crop_scale: float | None = None,
+                       flip: bool = False) -> SegmentData:
     """Resolve a `--data` value (``shapes``, a mask-folder, VOC or COCO folder; see the module docstring) to train /
-    val datasets of ``(3 x imgsz x imgsz image, imgsz x imgsz mask)``; ``imgsz`` None: from the training images
-    (`ghostkit.tasks.registry.default_imgsz`; the built-in shapes' own size is `SHAPES_IMGSZ`)."""
+    val datasets of ``(3 x imgsz x imgsz image, imgsz x imgsz mask)``, the training transform chosen by
+    `choose_segment_recipe` for the training images, `epochs` and `pretrained` (``imgsz``, ``crop_scale``,
+    ``flip``: set by the user, else the rule's)."""
     if imgsz is not None and imgsz < 32:
         raise GhostkitError(f"imgsz must be at least 32, got {imgsz}")
     name = str(data)
 
-    def make(train: Sequence, val: list, names: Sequence[str],
-             scale: tuple[float, float] | None = (0.25, 1.0)) -> SegmentData:
-        size = imgsz or default_imgsz("segment", median_short_side([src for src, _ in train]))
-        return SegmentData(SegmentDataset(train, segment_transforms(size, True, scale=scale)),
-                           SegmentDataset(val, segment_transforms(size, False)), list(names), size)
+    def make(train: Sequence, val: list, names: Sequence[str]) -> SegmentData:
+        # an even sample read once (a generated source draws a new image on every read)
+        size = median_short_side([train[i][0] for i in range(0, len(train), max(1, len(train) // 64))])
+        if size is None:
+            raise GhostkitError(f"{data}: no readable training images to choose the recipe from")
+        r = choose_segment_recipe(size, len(train), epochs, pretrained, imgsz=imgsz, crop_scale=crop_scale,
+                                  flip=flip)
+        train_tf = segment_transforms(r.imgsz, True, crop_scale=r.crop_scale, hflip=0.5 if r.flip else 0.0,
+                                      jitter=r.jitter)
+        return SegmentData(SegmentDataset(train, train_tf), SegmentDataset(val, segment_transforms(r.imgsz, False)),
+                           list(names), r.imgsz, recipe=r)
 
-    if name == "shapes":  # drawn at the training size: sharp edges whatever imgsz
-        imgsz = imgsz or default_imgsz("segment", SHAPES_IMGSZ)
-        names = ("background", *SHAPE_CLASSES)
-        # no crops: new images every epoch need no more variety, and crops of other aspect ratios turn squares into
-        # rectangles and circles into ellipses (built-in shapes: 0.66 mIoU with crops of scale 0.5-1, 30 epochs)
-        train = ShapeStream(_SHAPES_TRAIN, imgsz, _shape_item)
-        return make(train, list(_shape_items(_SHAPES_VAL, 1, imgsz)), names, scale=None)
+    if name == "shapes":  # a generated source of 64 px images, read like a folder of them
+        train = ShapeStream(_SHAPES_TRAIN, SHAPES_IMGSZ, _shape_item)
+        return make(train, list(_shape_items(_SHAPES_VAL, 1, SHAPES_IMGSZ)), ("background", *SHAPE_CLASSES))
     root = Path(data)
     if not root.is_dir():
         raise GhostkitError(f"{root}: no such data folder (built-in data: shapes)")
@@ -327,8 +407,14 @@ def collate_segment(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[tor
 
 
 def task_data(task: str, data: str | Path, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0,
-              **_) -> TaskData:
-    """Segmentation data as the engine uses it (``ghostkit.data.tasks.build_task_data``)."""
-    d = build_segment_data(data, imgsz=imgsz, val_fraction=val_fraction, seed=seed)
+              **options) -> TaskData:
+    """Segmentation data as the engine uses it (``ghostkit.data.tasks.build_task_data``), with the recipe's choices
+    in ``resolved`` and its line in ``recipe``. ``options``: `build_segment_data`'s keyword-only ones (others, of
+    other tasks, are ignored)."""
+    known = ("epochs", "pretrained", "crop_scale", "flip")
+    d = build_segment_data(data, imgsz=imgsz, val_fraction=val_fraction, seed=seed,
+                           **{k: v for k, v in options.items() if k in known})
+    r = d.recipe
     return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std),
-                    collate_segment, d)
+                    collate_segment, d, resolved=dict(imgsz=r.imgsz, crop_scale=r.crop_scale, flip=r.flip),
+                    recipe=r.describe())

@@ -39,7 +39,7 @@ class TrainConfig:
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
     auto_augment: str | None = None  # trivial | randaugment | none (None: the recipe's)
-    flip: bool = False  # random horizontal flips (classify)
+    flip: bool = False  # random horizontal flips (classify, detect, segment)
     crop_scale: float | None = None  # smallest random crop as a fraction of the image area (None: the recipe's)
     cache_mb: int = 1024  # classify: keep decoded images in memory up to this many MiB (0: read files every epoch)
     random_erasing: float = 0.0

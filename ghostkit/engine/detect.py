@@ -149,7 +149,8 @@ class DetectSpec(TaskSpec):
         self._metric = lambda: None
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
-        data = build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed)
+        data = build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed, epochs=cfg.epochs,
+                               pretrained=bool(cfg.pretrained), crop_scale=cfg.crop_scale, flip=cfg.flip)
         self.attach_data(data)
         return data
 

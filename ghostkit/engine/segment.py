@@ -83,7 +83,8 @@ class SegmentSpec(TaskSpec):
         head = cfg.head or DEFAULT_HEAD
         if head not in SEGMENT_HEADS:
             raise GhostkitError(f"--head must be one of {', '.join(SEGMENT_HEADS)} for segment, got {head!r}")
-        return build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed)
+        return build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed, epochs=cfg.epochs,
+                               pretrained=bool(cfg.pretrained), crop_scale=cfg.crop_scale, flip=cfg.flip)
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
         return {"num_classes": len(data.class_names[self.name]), "aux_loss": bool(cfg.aux_loss),

@@ -76,8 +76,13 @@ def test_train_predict_export_joint(tmp_path, capsys) -> None:
     for key in ("content_loss", "style_loss", "ssim_content", "style_loss_baseline", "style_reduction"):
         assert np.isfinite(metrics["style"][key])
     assert metrics["score"] == pytest.approx((metrics["classify"]["top1"] + metrics["style"]["style_reduction"]) / 2)
-    # the trained model keeps the style it was trained for (the built-in mosaic)
+    # the trained model keeps the style it was trained for (the built-in mosaic); ghostkit val measures it again
     assert load_task_model(run / "best.ckpt").heads["style"].style_image.float().std() > 10
+    assert main(["val", "--weights", str(run / "best.ckpt"), "--data", str(data), "--workers", "0", "--out",
+                 str(tmp_path / "val")]) == 0
+    again = json.loads((tmp_path / "val" / "metrics.json").read_text())
+    assert again["style"]["style_loss"] == pytest.approx(metrics["style"]["style_loss"], rel=1e-4)
+    assert again["classify"]["top1"] == pytest.approx(metrics["classify"]["top1"])
 
     capsys.readouterr()
     out = tmp_path / "pred"
@@ -96,6 +101,11 @@ def test_train_predict_export_joint(tmp_path, capsys) -> None:
         got, want = onnx_model(x), torch_model(x)
     assert float((got["style"]["image"] - want["style"]["image"]).abs().max()) < 1e-3
     assert float((got["classify"] - want["classify"]).abs().max()) < 1e-3
+    capsys.readouterr()
+    assert main(["predict", "--weights", str(run / "best.onnx"), "--source", str(data / "val" / "blue" / "blue1.png"),
+                 "--json"]) == 0
+    result = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
+    assert set(result) == {"source", "classify", "style"}
 
 
 @pytest.mark.parametrize("task, extra, words", [

@@ -23,6 +23,9 @@ run; a multiple of ``s``), every image is resized to it with its masks and boxes
 smaller than the HR frame (their HR detail would be invented by upscaling) and masks whose size differs from their
 image's are refused before training, naming the file.
 
+A ``style`` head (beside a classifier) gets every image too: its target is the un-normalised image as the content
+photo, with the ``--style`` image (``ghostkit.data.style.load_style`` at the run's ``imgsz``) added by the collate.
+
 An image without some task's target is kept: that head's loss and metrics skip it (``present`` in the batch).
 An image in the validation split of any task is a validation image for all. The same task in two sources must
 have the same class list. Transforms keep every target aligned: photometric distortion → horizontal flip → resize
@@ -54,6 +57,7 @@ from .formats.voc import find_voc_root
 from .images import image_size, median_short_side, read_image
 from .restore import Degradation
 from .segment import build_segment_data, read_mask
+from .style import load_style
 from .synthetic import SHAPE_CLASSES, SHAPES_IMGSZ, ShapeSample, ShapeStream, make_shapes
 from .tracks import data_root
 
@@ -63,6 +67,7 @@ __all__ = ["MultiTaskData", "MultiTaskDataset", "build_multitask_data", "collate
 SHAPES_TRAIN, SHAPES_VAL = 1000, 200
 # an item: (image path or uint8 H x W x 3 array, {task: target}); targets as the single-task readers give them
 Item = tuple[Any, dict[str, Any]]
+_EVERY_IMAGE = ("restore", "style")  # heads whose target every image is (derived from the image itself)
 
 
 def multitask_transforms(imgsz: int, train: bool) -> v2.Compose:
@@ -79,13 +84,13 @@ class MultiTaskDataset(Dataset):
     degraded before normalisation, so all heads see the degraded image, and its clean version (3 x S x S in [0, 1])
     is the ``restore`` target; validation degradations are reproducible (a generator seeded with the item's
     index). At the degradation's scale s > 1 the image is ``3 x S/s x S/s`` while every target stays in the
-    ``S x S`` frame."""
+    ``S x S`` frame. With ``content`` (a style head in the run) the image in [0, 1] is the ``style`` target too."""
 
     def __init__(self, items: Sequence[Item], transform: Any, degradation: Degradation | None = None,
                  train: bool = True, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+                 std: Sequence[float] = IMAGENET_STD, content: bool = False) -> None:
         self.items = items if isinstance(items, (ShapeStream, ConcatDataset)) else list(items)
-        self.transform, self.degradation, self.train = transform, degradation, train
+        self.transform, self.degradation, self.train, self.content = transform, degradation, train, content
         self.mean, self.std = list(mean), list(std)
 
     def __len__(self) -> int:
@@ -123,6 +128,8 @@ class MultiTaskDataset(Dataset):
         if self.degradation is not None:
             generator = None if self.train else torch.Generator().manual_seed(index)
             out["restore"], image = image, self.degradation(image, generator)
+        if self.content:
+            out["style"] = image
         image = v2.functional.normalize(image, self.mean, self.std)
         if "classify" in targets:
             out["classify"] = int(targets["classify"])
@@ -140,9 +147,10 @@ class MultiTaskDataset(Dataset):
         return image, out
 
 
-def collate_multitask(tasks: Sequence[str]):
+def collate_multitask(tasks: Sequence[str], style: torch.Tensor | None = None):
     """Collate function: ``(images, {task: targets of the images that have them, "present": {task: bool B}})``;
-    a task no image of the batch has maps to ``None``."""
+    a task no image of the batch has maps to ``None``. ``style`` (``3 x h x w`` in [0, 1]): the style image of a
+    ``style`` head, whose targets are ``{"content": B x 3 x S x S, "style": 1 x 3 x h x w}``."""
 
     def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
         images = torch.stack([b[0] for b in batch])
@@ -157,6 +165,8 @@ def collate_multitask(tasks: Sequence[str]):
                 targets[task] = values
             elif task == "classify":
                 targets[task] = torch.as_tensor(values, dtype=torch.int64)
+            elif task == "style":
+                targets[task] = {"content": torch.stack(values), "style": style[None]}
             else:
                 targets[task] = torch.stack(values)
         return images, targets
@@ -172,6 +182,7 @@ class MultiTaskData:
     imgsz: int  # the network input (at --scale s > 1: the HR frame / s)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    style: torch.Tensor | None = None  # a style head's style image, 3 x h x w in [0, 1]
 
 
 def _shape_item(tasks: tuple[str, ...], s: ShapeSample) -> Item:
@@ -295,13 +306,14 @@ def _check_hr_frame(items: Sequence[Item], hr: int, scale: int) -> None:
 
 
 def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = None, val_fraction: float = 0.2,
-                         seed: int = 0, degradation: Degradation | None = None) -> MultiTaskData:
+                         seed: int = 0, degradation: Degradation | None = None, style: str | None = None
+                         ) -> MultiTaskData:
     """Resolve ``--data`` (one or more comma-separated sources, see the module docstring) for ``tasks``;
     ``degradation`` for a ``restore`` head (every image then has a restore target: its clean self); ``imgsz`` None:
     from the training images (``ghostkit.tasks.registry.default_imgsz`` of the sources' median shorter sides; the
     built-in shapes' own size is ``SHAPES_IMGSZ``). At ``degradation.scale`` s > 1, ``imgsz`` is the HR frame (a
     multiple of s; default: as above, at most the smallest image side) and the returned ``imgsz`` the network input,
-    ``imgsz / s``."""
+    ``imgsz / s``. ``style``: a style head's ``--style`` (``None``: the built-in mosaic)."""
     scale = degradation.scale if degradation is not None else 1
     if imgsz is not None and imgsz % scale:
         raise GhostkitError(f"--imgsz {imgsz} (the high-resolution frame) is not a multiple of --scale {scale}: the "
@@ -319,7 +331,7 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
             train.append(functools.partial(_shape_item, tuple(tasks)))
             sides.append(SHAPES_IMGSZ)
             names = {t: (["background", *SHAPE_CLASSES] if t == "segment" else list(SHAPE_CLASSES)) for t in tasks
-                     if t != "restore"}
+                     if t not in _EVERY_IMAGE}
         else:
             root = data_root(source)
             if not root.is_dir():
@@ -352,26 +364,31 @@ def build_multitask_data(data: str, tasks: Sequence[str], imgsz: int | None = No
             train[k] = ShapeStream(SHAPES_TRAIN, imgsz, part)
             val += [part(s) for s in make_shapes(SHAPES_VAL, imgsz=imgsz, seed=1)]
     # a shapes stream has every task's targets (each of its images has at least one shape)
-    missing = [t for t in tasks if t != "restore" and not any(
+    missing = [t for t in tasks if t not in _EVERY_IMAGE and not any(
         isinstance(part, ShapeStream) or any(t in targets for _, targets in part) for part in train)]
     if missing:
         raise GhostkitError(f"{data}: no training image has a target for {', '.join(missing)} (tasks: "
                             f"{', '.join(tasks)})")
     if not val:
         raise GhostkitError(f"{data}: the validation set is empty")
-    if "restore" in tasks:
-        class_names["restore"] = []
+    class_names.update({t: [] for t in _EVERY_IMAGE if t in tasks})
+    content = "style" in tasks
+    style_image = load_style(style, imgsz) if content else None
     items = train[0] if len(train) == 1 else ConcatDataset(train)
-    return MultiTaskData(MultiTaskDataset(items, multitask_transforms(imgsz, True), degradation, train=True),
-                         MultiTaskDataset(val, multitask_transforms(imgsz, False), degradation, train=False),
-                         class_names, imgsz // scale)
+    return MultiTaskData(MultiTaskDataset(items, multitask_transforms(imgsz, True), degradation, train=True,
+                                          content=content),
+                         MultiTaskDataset(val, multitask_transforms(imgsz, False), degradation, train=False,
+                                          content=content),
+                         class_names, imgsz // scale, style=style_image)
 
 
 def task_data(task: str, data: str, imgsz: int | None, val_fraction: float = 0.2, seed: int = 0, scale: int = 1,
-              noise: str = "0", jpeg: int = 0, **_) -> TaskData:
+              noise: str = "0", jpeg: int = 0, style: str | None = None, **_) -> TaskData:
     """A comma list of tasks' data as the engine uses it (``ghostkit.data.tasks.build_task_data``); a restore head
-    upscales by ``scale`` (``imgsz``: the HR frame) and / or denoises (``noise``, ``jpeg``)."""
+    upscales by ``scale`` (``imgsz``: the HR frame) and / or denoises (``noise``, ``jpeg``); a style head renders
+    ``style``."""
     tasks = [t.strip() for t in task.split(",") if t.strip()]
     degradation = Degradation.parse(scale, noise, jpeg) if "restore" in tasks else None
-    d = build_multitask_data(data, tasks, imgsz, val_fraction, seed, degradation)
-    return TaskData(d.train, d.val, d.class_names, d.imgsz, list(d.mean), list(d.std), collate_multitask(tasks), d)
+    d = build_multitask_data(data, tasks, imgsz, val_fraction, seed, degradation, style)
+    return TaskData(d.train, d.val, d.class_names, d.imgsz, list(d.mean), list(d.std),
+                    collate_multitask(tasks, d.style), d)

@@ -239,8 +239,8 @@ HELP: dict[str, str] = {
     "width": "restore, style: network width (default: restore 32, style 16); generate: generator channels at full "
              "resolution (x2 per halving, at most x8; default 32)",
     "depth": "restore, style: number of ghost blocks (default: restore 6, style 3)",
-    "style": "style: the style image file, or the built-in mosaic (the default); --head adain: a folder of style "
-             "images, or the built-in set styles (the default)",
+    "style": "style (and classify,style): the style image file, or the built-in mosaic (the default); --head adain: "
+             "a folder of style images, or the built-in set styles (the default)",
     "content_weight": "style: weight of the content loss",
     "style_weight": "style: weight of the style loss (Gram matrices over four stages)",
     "tv_weight": "style: weight of the total-variation loss",

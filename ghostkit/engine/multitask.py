@@ -11,6 +11,11 @@ restoration adds its SSIM. Restoration joins as super-resolution (``--scale 2|3|
 read the degraded image and the restore head learns the clean one back (it un-normalises its input itself). At
 ``--scale s`` > 1 ``--imgsz`` is the high-resolution frame (the network input is ``imgsz / s``) and the other heads
 predict in it, against the HR masks and boxes (``--sr-join``, ``ghostkit.tasks.restore``).
+
+Style transfer joins a classifier (``--task classify,style``, or ``multilabel,style``): one backbone classifies and
+is the style head's loss network (content, Gram style and TV losses through its current weights, which the style
+losses do not train: ``ghostkit.tasks.style``); the transform network is the style head; ``--style IMAGE`` (default
+the built-in mosaic) is the style, and every training image is also a content photo (the un-normalised image).
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ def parse_tasks(value: str, min_tasks: int = 2) -> list[str]:
         if t not in combinable_tasks():
             what = "cannot be combined with other tasks" if t in TASKS else "is not a task"
             raise GhostkitError(f"--task: {t!r} {what}; combinable: {', '.join(combinable_tasks())}")
+    for t in tasks:
+        partners = TASKS[t].partners
+        others = [o for o in tasks if o != t and partners is not None and o not in partners]
+        if others:
+            raise GhostkitError(f"--task: {t} cannot be combined with {', '.join(others)}; it combines with "
+                                f"{', '.join(partners)}")
     if len(set(tasks)) != len(tasks):
         raise GhostkitError(f"--task names a task twice: {value}")
     if {"classify", "multilabel"} <= set(tasks):
@@ -106,8 +117,11 @@ class MultiTaskSpec(TaskSpec):
         from ..tasks.detect import DETECT_ARCHS
         from ..tasks.segment import SEGMENT_HEADS
 
-        known = {"detect": tuple(DETECT_ARCHS), "segment": SEGMENT_HEADS}
+        known = {"detect": tuple(DETECT_ARCHS), "segment": SEGMENT_HEADS, "style": ("johnson",)}
         for h in heads:
+            if h == "adain" and "style" in self._tasks:
+                raise GhostkitError("--head adain: a multi-task style head renders one style (johnson); train "
+                                    "arbitrary styles with --task style --head adain")
             if not any(h in known.get(t, ()) for t in self._tasks):
                 raise GhostkitError(f"--head {h!r} belongs to none of {', '.join(self._tasks)}")
         mine = [h for h in heads if h in known.get(task, ())]
@@ -122,7 +136,7 @@ class MultiTaskSpec(TaskSpec):
                                 "2-4)")
         # the multi-task pipeline also for one task (min_tasks=1), so not the registry's per-task data module
         data = multitask_data(",".join(self._tasks), cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed,
-                              scale=cfg.scale, noise=cfg.noise, jpeg=cfg.jpeg)
+                              scale=cfg.scale, noise=cfg.noise, jpeg=cfg.jpeg, style=cfg.style)
         self.attach_data(data)
         return data
 
@@ -136,8 +150,11 @@ class MultiTaskSpec(TaskSpec):
         hr_data = dataclasses.replace(data, imgsz=data.imgsz * cfg.scale) if sr and cfg.sr_join == "restored" else data
         configs = {t: s.head_config(self.task_cfg(cfg, t), data if t == "restore" else hr_data)
                    for t, s in self.specs.items()}
-        if "restore" in configs:  # its input is the normalised image the other heads need
-            configs["restore"].update(mean=list(data.mean), std=list(data.std))
+        for t in ("restore", "style"):  # their input is the normalised image the other heads need
+            if t in configs:
+                configs[t].update(mean=list(data.mean), std=list(data.std))
+        if "style" in configs:  # the shared backbone is the loss network (ghostkit.tasks.style)
+            configs["style"]["loss_model"] = None
         if sr:
             configs["restore"].update({"join": cfg.sr_join} if cfg.sr_join else {})
             configs["restore"]["fuse_classes"] = configs.get("segment", {}).get("num_classes", 0)

@@ -123,6 +123,10 @@ class StyleSpec(TaskSpec):
         self._style = data.source.style
         return data
 
+    def attach_data(self, data: TaskData) -> None:
+        # a multi-task run (--task classify,style) builds the data elsewhere: its style image comes along
+        self._style = getattr(data.source, "style", None)
+
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
         if cfg.head == "adain":
             if data.imgsz % 8:

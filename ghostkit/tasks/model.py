@@ -45,6 +45,9 @@ class TaskModel(nn.Module):
         self.task_weights = task_weights if isinstance(task_weights, dict) else {}
         self.log_vars = nn.ParameterDict({t: nn.Parameter(torch.zeros(())) for t in heads}) if (
             task_weights == "auto") else None
+        for head in heads.values():  # a style head measures its losses with the backbone (ghostkit.tasks.style)
+            if hasattr(head, "share_backbone"):
+                head.share_backbone(backbone)
 
     tta = False  # detection test-time augmentation in eval mode (``ghostkit val/predict --tta``)
 

@@ -45,6 +45,7 @@ class TaskEntry:
         mode: ``"max"``: a higher ``primary`` is better; ``"min"``: a lower one (generate's FID).
         score_metric: the key that enters a multi-task run's combined score (in [0, 1]; default ``primary``).
         combinable: may join a multi-task run (``--task a,b``).
+        partners: the tasks it may be combined with (``None``: any combinable task).
         draw_order: where a multi-task picture draws this head's result: lower first (masks under boxes under
             image-level labels).
         lightning_module: ``"ghostkit.engine.<file>:<Class>"``, a LightningModule of its own for tasks whose
@@ -67,6 +68,7 @@ class TaskEntry:
     mode: str = "max"
     score_metric: str | None = None
     combinable: bool = True
+    partners: tuple[str, ...] | None = None
     draw_order: int = 0
     lightning_module: str | None = None
 
@@ -122,7 +124,9 @@ register_task(TaskEntry(
     name="style", module="style", data="style", engine="style", layouts=("photo folders",),
     batch=4, lr=2e-3, imgsz=128,
     metrics=("content_loss", "style_loss", "ssim_content", "content_loss_baseline", "style_loss_baseline",
-             "ssim_content_baseline", "style_reduction"), primary="style_reduction", combinable=False))
+             "ssim_content_baseline", "style_reduction"), primary="style_reduction",
+    # --task classify,style: one backbone classifies and measures the style losses (ghostkit.engine.multitask)
+    partners=("classify", "multilabel")))
 register_task(TaskEntry(
     name="generate", module="generate", data="generate", engine="generate",
     layouts=("imagefolder (class-conditional)", "flat folder of images"),

@@ -28,6 +28,13 @@ It takes ImageNet weights with ``--pretrained FILE``; without them it keeps fixe
 https://arxiv.org/abs/1606.00021), which is why the style loss above works with them (README: how much quality the
 fallback costs).
 
+Trained jointly with a classifier (``--task classify,style``, ``loss_model=None``), the loss network is the multi-task
+model's own backbone (:meth:`StyleHead.share_backbone`), at its stride 4, 8, 16 and 32 stage ends (content at stride
+8), on images normalised as the classifier's. The style losses pass through its current weights in eval mode (no
+batch statistics from stylised images) with the weights detached: the style head learns from the classifier's
+features, but the style losses never reshape them. A loss network that learned from its own style loss could
+lower it by discarding texture statistics instead of rendering them, so only the classification loss trains it.
+
 Prediction: the photo at its own size in one pass (instance norm sees the whole photo, so there are no tile seams);
 a photo whose longer side exceeds ``max_size`` is stylised at that size and the result resized back to the
 photo's size.
@@ -38,6 +45,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ..errors import GhostkitError
 from ..models import create_model
@@ -219,12 +227,14 @@ class StyleHead(nn.Module):
     Args:
         feature_info: unused (the transform network reads the photo itself); kept for the head contract.
         width, depth: of :class:`GhostTransformNet`.
-        loss_model: the GhostNet variant of the loss network.
+        loss_model: the GhostNet variant of the loss network; ``None``: the multi-task model's backbone, given by
+            :meth:`share_backbone` (``feature_info`` then says its stage strides).
         loss_seed: seed of its random weights (replaced by ``--pretrained`` weights).
         content_weight, style_weight, tv_weight: the weights of the three losses.
         max_size: longest side stylised at full resolution (larger photos: resized down and back).
         style_size: ``[h, w]`` of the style image the head keeps (``style_image``, uint8 ``3 x h x w``, saved in
             checkpoints, so that ``ghostkit val`` measures against the style the model was trained for).
+        mean, std: the normalisation of the input (multi-task models), undone first; None: input in [0, 1].
     """
 
     needs_backbone = False
@@ -232,9 +242,10 @@ class StyleHead(nn.Module):
     alpha = 1.0  # prediction: stylised = photo + alpha (network output - photo) (``ghostkit predict --alpha``)
 
     def __init__(self, feature_info: list[dict] | None = None, width: int = STYLE_WIDTH, depth: int = STYLE_DEPTH,
-                 loss_model: str = "ghostnet_100", loss_seed: int = 0, content_weight: float = 1.0,
+                 loss_model: str | None = "ghostnet_100", loss_seed: int = 0, content_weight: float = 1.0,
                  style_weight: float = 5.0, tv_weight: float = 0.0, max_size: int = 1024,
-                 style_size: list[int] | tuple[int, int] = (1, 1)) -> None:
+                 style_size: list[int] | tuple[int, int] = (1, 1), mean: list[float] | None = None,
+                 std: list[float] | None = None) -> None:
         super().__init__()
         if width < 4 or depth < 0:
             raise GhostkitError(f"style: --width must be at least 4 and --depth at least 0, got {width}, {depth}")
@@ -245,8 +256,34 @@ class StyleHead(nn.Module):
         self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
         self.max_size = max_size
         self.transform = GhostTransformNet(width, depth)
-        self.loss_net = loss_network(loss_model, loss_seed)
+        self.loss_net = loss_network(loss_model, loss_seed) if loss_model else None
+        self._shared: list[nn.Module] = []  # the multi-task backbone (in a list: not a submodule of the head)
+        self.content_index = CONTENT_STAGE
+        if loss_model is None:  # the stride-8 stage of the backbone's
+            self.content_index = [f["reduction"] for f in feature_info or []].index(8)
         self.register_buffer("style_image", torch.zeros(3, *style_size, dtype=torch.uint8))
+        norm = mean is not None and std is not None  # a multi-task model feeds every head the normalised image
+        self.register_buffer("in_mean", torch.tensor(mean).view(1, 3, 1, 1) if norm else None, persistent=False)
+        self.register_buffer("in_std", torch.tensor(std).view(1, 3, 1, 1) if norm else None, persistent=False)
+
+    def share_backbone(self, backbone: nn.Module | None) -> None:
+        """Measure the losses with ``backbone`` (the multi-task model's) when the head has no loss network."""
+        if self.loss_net is None:
+            self._shared = [backbone]
+
+    def _loss_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The loss network's stage features of ``images`` (``B x 3 x H x W`` in [0, 1]): the own frozen network's,
+        or the shared backbone's in eval mode with its weights detached (module docstring)."""
+        if self.loss_net is not None:
+            return _features(self.loss_net, images)
+        backbone = self._shared[0]
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            weights = {name: p.detach() for name, p in backbone.named_parameters()}
+            return list(functional_call(backbone, weights, ((images - self.in_mean) / self.in_std,)))
+        finally:
+            backbone.train(was_training)
 
     def set_style(self, style: torch.Tensor) -> None:
         """Keep ``style`` (``3 x h x w`` in [0, 1], of ``style_size``) as the model's style image."""
@@ -259,10 +296,13 @@ class StyleHead(nn.Module):
 
     def train(self, mode: bool = True) -> StyleHead:
         super().train(mode)
-        self.loss_net.eval()  # frozen: its BatchNorm statistics never move
+        if self.loss_net is not None:
+            self.loss_net.eval()  # frozen: its BatchNorm statistics never move
         return self
 
     def forward(self, features: list[torch.Tensor] | None, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.in_mean is not None:
+            images = images * self.in_std + self.in_mean
         h, w = images.shape[-2:]
         x = images
         if not self.training and max(h, w) > self.max_size:
@@ -285,18 +325,22 @@ class StyleHead(nn.Module):
         """``content``, ``style`` and ``tv`` terms (unweighted) and their weighted sum ``loss``."""
         out = outputs["image"]
         with torch.no_grad():
-            target = _features(self.loss_net, targets["content"])[CONTENT_STAGE]
-            style_grams = [gram(f) for f in _features(self.loss_net, targets["style"])]
-        feats = _features(self.loss_net, out)
-        terms = {"content": content_distance(feats[CONTENT_STAGE], target).mean(),
+            target = self._loss_features(targets["content"])[self.content_index]
+            style_grams = [gram(f) for f in self._loss_features(targets["style"])]
+        feats = self._loss_features(out)
+        terms = {"content": content_distance(feats[self.content_index], target).mean(),
                  "style": style_distance(feats, style_grams).mean(), "tv": total_variation(out)}
         terms["loss"] = sum(self.weights[k] * v for k, v in terms.items())
         return terms
 
     def postprocess(self, outputs: dict[str, torch.Tensor], image_sizes: list[tuple[int, int]] | None = None
                     ) -> list[dict]:
-        """Per image ``{"image": stylised 3 x H x W in [0, 1]}`` at the photo's size."""
-        return [{"image": img.clamp(0, 1)} for img in outputs["image"]]
+        """Per image ``{"image": stylised 3 x H x W in [0, 1]}`` at the photo's size (a multi-task model's input was
+        resized to its training size: the result is resized back)."""
+        from .model import _resize
+
+        sizes = image_sizes or [tuple(img.shape[-2:]) for img in outputs["image"]]
+        return [{"image": _resize(img.clamp(0, 1), size)} for img, size in zip(outputs["image"], sizes)]
 
     def format_result(self, result: dict, class_names: list[str] | None = None, **options) -> dict:
         """``{"size": [H, W]}`` of the stylised image."""

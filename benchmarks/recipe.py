@@ -68,7 +68,8 @@ def make_digits(root: Path) -> None:
         write_imagefolder(root / split, [i for i, _ in items], [t for _, t in items], DIGIT_NAMES)
 
 
-def _photos() -> list[np.ndarray]:
+def photographs() -> list[np.ndarray]:
+    """The colour photographs scikit-learn (and scikit-image, when installed) ship, as H x W x 3 uint8 arrays."""
     from sklearn.datasets import load_sample_images
 
     photos = list(load_sample_images().images)
@@ -78,7 +79,7 @@ def _photos() -> list[np.ndarray]:
         photos += [np.asarray(getattr(skdata, n)()) for n in ("astronaut", "coffee", "chelsea", "rocket")]
     except ImportError:
         pass
-    return [p for p in photos if p.ndim == 3]
+    return [p[..., :3] for p in photos if p.ndim == 3]
 
 
 def _crop(rng: np.random.Generator, photo: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
@@ -91,7 +92,7 @@ def _crop(rng: np.random.Generator, photo: np.ndarray, box: tuple[int, int, int,
 def make_textures(root: Path, size: int = 32, train_per_class: int = 80, val_per_class: int = 20) -> None:
     rng = np.random.default_rng(0)
     names, split_images = [], {"train": ([], []), "val": ([], [])}
-    for p, photo in enumerate(_photos()):
+    for p, photo in enumerate(photographs()):
         h, w = photo.shape[:2]
         for gy in range(2):
             for gx in range(2):
@@ -117,7 +118,7 @@ def make_scenes(root: Path, size: int = 32, n_train: int = 1000, n_val: int = 40
     """Multi-label scenes: 1-3 distinct digits (14-18 px, dark or light, whichever contrasts with the spot) pasted
     on `size` px photograph crops; `images/`, `train.csv`, `val.csv`, `classes.txt`."""
     rng = np.random.default_rng(0)
-    photos = _photos()
+    photos = photographs()
     digits = _digits(8)  # 8 x 8 glyphs, resized per paste
     (root / "images").mkdir(parents=True)
     (root / "classes.txt").write_text("\n".join(DIGIT_NAMES) + "\n")

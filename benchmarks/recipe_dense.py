@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
+from recipe import photographs  # benchmarks/recipe.py, beside this script
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models.detection import FCOS
@@ -61,19 +62,6 @@ from ghostkit.engine.segment import SegmentMetrics
 
 
 # -- data sets -----------------------------------------------------------------------------------------------------
-def _photos() -> list[np.ndarray]:
-    from sklearn.datasets import load_sample_images
-
-    photos = list(load_sample_images().images)
-    try:
-        from skimage import data as skdata
-
-        photos += [np.asarray(getattr(skdata, n)()) for n in ("astronaut", "coffee", "chelsea", "rocket")]
-    except ImportError:
-        pass
-    return [p[..., :3] for p in photos if p.ndim == 3]
-
-
 def _scene(rng: np.random.Generator, photos: list[np.ndarray], half: int, digits: list[tuple[np.ndarray, int]],
            size: int, obj: tuple[float, float]) -> tuple[np.ndarray, list[list[float]], list[int], np.ndarray]:
     """One scene: a crop of the upper (`half` 0) or lower (1) half of a photograph, resized to `size`, with 1-4
@@ -137,7 +125,7 @@ def make_scenes(root: Path, size: int = 96, obj: tuple[float, float] = (0.15, 0.
 
     bunch = load_digits()
     train_digits, val_digits = split_items(list(zip(bunch.images, bunch.target.tolist(), strict=True)), 0.2, seed=0)
-    photos, rng = _photos(), np.random.default_rng(0)
+    photos, rng = photographs(), np.random.default_rng(0)
     for split, n, half, digits in (("train", n_train, 0, train_digits), ("val", n_val, 1, val_digits)):
         scenes = [_scene(rng, photos, half, digits, size, obj) for _ in range(n)]
         _write(root, split, scenes, [str(d) for d in range(10)])

@@ -235,9 +235,11 @@ def test_a_finished_run_killed_before_its_outputs_writes_them_on_resume(referenc
     """kill -9 after the last epoch's last.ckpt but before metrics.json: --resume trains nothing and writes them."""
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    (run / "metrics.json").unlink()
+    for name in ("metrics.json", "curves.png"):  # metrics.json is written last: without it, outputs may be missing
+        (run / name).unlink()
     resumed = _run(_train_args(tiny_digits, run, 3) + ["--resume", str(run / "last.ckpt")])
     assert resumed.returncode == 0, resumed.stderr
+    assert (run / "curves.png").is_file()
     want, got = json.loads((reference / "metrics.json").read_text()), json.loads((run / "metrics.json").read_text())
     assert got["top1"] == pytest.approx(want["top1"], abs=1e-6) and _csv(run) == _csv(reference)
     again = _run(_train_args(tiny_digits, run, 3) + ["--resume", str(run / "last.ckpt")])

@@ -161,7 +161,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
         "deployed": False,
     }
     saved = run_dir / "metrics.json"
-    # a finished run killed before its outputs were written goes on below: fit has no epoch left, the outputs follow
+    # a finished run killed before its last output (metrics.json) goes on below: fit has no epoch left, the outputs
+    # follow
     if cfg.resume and _check_resume(cfg, config) and saved.is_file():
         print(f"ghostkit: {cfg.resume} already finished its {cfg.epochs} epochs; nothing to do (pass a larger "
               f"--epochs to train further)", file=sys.stderr)
@@ -199,8 +200,8 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     trainer.validate(module, val_loader, verbose=False)
     values = module.last_metrics
     if trainer.is_global_zero:
-        _write_outputs(values, module.last_score, spec, data, run_dir)
         _save_samples(data.val, run_dir / "samples")
+        _write_outputs(values, module.last_score, spec, data, run_dir)
         print(timer.summary())
     return _result(values, module.last_score)
 
@@ -219,12 +220,13 @@ def _lightning_module(cfg: TrainConfig):
 
 
 def _write_outputs(values: dict, score: float | None, spec: TaskSpec, data: TaskData, run_dir: Path) -> None:
-    """metrics.json and the plots (curves from metrics.csv, the task's own) of a finished or stopped run."""
+    """The plots (curves from metrics.csv, the task's own) and metrics.json of a finished or stopped run.
+    metrics.json comes last: a finished run that has it has all its outputs (``--resume`` then has nothing to do)."""
     from .plots import plot_curves
 
-    write_metrics(values, run_dir, score)
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     spec.task_plots(values, data.class_names, run_dir)
+    write_metrics(values, run_dir, score)
 
 
 def validate(weights: str | Path, data: str, out: str | Path | None = None, batch: int = 64, workers: int = 2,

@@ -17,6 +17,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,14 +40,11 @@ def build(model: str, tasks: list[str], imgsz: int) -> torch.nn.Module:
     return build_task_model(config).eval()
 
 
-@torch.inference_mode()
-def latency(model: str, imgsz: int, rounds: int, calls: int) -> list[str]:
-    joint = build(model, TASKS, imgsz)
-    singles = {t: build(model, [t], imgsz) for t in TASKS}
-    x = torch.randn(1, 3, imgsz, imgsz)
-    fns = {"joint": lambda: joint(x), **{t: (lambda m=m: m(x)) for t, m in singles.items()}}
+def median_ms(fns: dict[str, Callable[[], object]], rounds: int, calls: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds per call of each function, timed interleaved: ``rounds`` rounds in which every function
+    runs ``calls`` times in turn, after ``warmup`` calls each."""
     for fn in fns.values():
-        for _ in range(5):
+        for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
@@ -55,7 +53,16 @@ def latency(model: str, imgsz: int, rounds: int, calls: int) -> list[str]:
             for _ in range(calls):
                 fn()
             times[name].append((time.perf_counter() - t0) / calls)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+@torch.inference_mode()
+def latency(model: str, imgsz: int, rounds: int, calls: int) -> list[str]:
+    joint = build(model, TASKS, imgsz)
+    singles = {t: build(model, [t], imgsz) for t in TASKS}
+    x = torch.randn(1, 3, imgsz, imgsz)
+    fns = {"joint": lambda: joint(x), **{t: (lambda m=m: m(x)) for t, m in singles.items()}}
+    med = median_ms(fns, rounds, calls, warmup=5)
     total = sum(med[t] for t in TASKS)
     rows = ["| model | ms / image (batch 1) |", "|---|---:|"]
     rows += [f"| single {t} | {med[t]:.2f} |" for t in TASKS]

@@ -21,12 +21,12 @@ is scored on the same validation images: each HR image (``--hr`` px), its bicubi
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from multitask import median_ms  # benchmarks/multitask.py, beside this script
 from torch.utils.data import Dataset
 
 from ghostkit.data.common import TaskData
@@ -191,17 +191,7 @@ def latency(model: str, hr: int, sizes: list[tuple[int, int]], rounds: int, call
         x = torch.randn(1, 3, h, w)
         fns = {"cascade": lambda x=x: segment(norm(restore(x)["restore"]["image"])),
                **{j: (lambda m=m, x=x: m(x)) for j, m in joints.items()}}
-        for fn in fns.values():
-            for _ in range(3):
-                fn()
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / calls)
-        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        med = median_ms(fns, rounds, calls, warmup=3)
         rows.append(f"| {w} x {h} | {med['cascade']:.1f} | " + " | ".join(
             f"{med[j]:.1f} ({med[j] / med['cascade']:.2f})" for j in joints) + " |")
     return rows

@@ -10,6 +10,9 @@ Real numbers need the real weights: run it where the Hub can be reached (the fir
 Any ImageFolder works (``train/<class>/*``, ``val/<class>/*``); a small real data set shows the effect best::
 
     .venv/bin/python benchmarks/finetune.py path/to/data --model ghostnet_100 --epochs 10 --seeds 0 1 2
+
+The weights are looked up before any training: when they are neither in the cache nor reachable, or the data set or
+an option is wrong, the script prints one line saying so (the same messages as ``ghostkit train``) and exits with 2.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -25,7 +29,8 @@ import torch
 
 import ghostkit
 from ghostkit.deploy.benchmark import _cpu_name
-from ghostkit.models.hub import HUB_WEIGHTS
+from ghostkit.errors import GhostkitError
+from ghostkit.models.hub import HUB_WEIGHTS, hub_weights
 
 RUNS = {"imagenet": "imagenet", "scratch": None}  # run name → --pretrained
 
@@ -73,7 +78,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    rows = run(args)
+    try:
+        hub_weights(args.model)  # fetched, or found in the cache, before the first run: no half-done comparison
+        rows = run(args)
+    except GhostkitError as e:
+        print(f"finetune.py: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     text = table(rows, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -216,12 +216,18 @@ def test_training_from_hub_weights_stores_their_normalisation(hub: dict, tmp_pat
     assert "revision: " + MAIN in (out / "config.yaml").read_text()
 
 
-@pytest.mark.slow
-def test_finetune_benchmark_runs_end_to_end(hub: dict, tmp_path: Path, capsys) -> None:
-    """benchmarks/finetune.py on the local cache and a tiny folder (its numbers mean nothing here)."""
+def load_finetune_benchmark():
+    """benchmarks/finetune.py as a module (the benchmarks folder is not a package)."""
     spec = importlib.util.spec_from_file_location("finetune", Path(__file__).parents[1] / "benchmarks" / "finetune.py")
     finetune = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(finetune)
+    return finetune
+
+
+@pytest.mark.slow
+def test_finetune_benchmark_runs_end_to_end(hub: dict, tmp_path: Path, capsys) -> None:
+    """benchmarks/finetune.py on the local cache and a tiny folder (its numbers mean nothing here)."""
+    finetune = load_finetune_benchmark()
     data = image_folder(tmp_path / "data", n=4)
     out = tmp_path / "bench"
     text = finetune.main([str(data), "--epochs", "1", "--imgsz", "32", "--batch", "4", "--workers", "0", "--out",
@@ -232,6 +238,31 @@ def test_finetune_benchmark_runs_end_to_end(hub: dict, tmp_path: Path, capsys) -
     _, pre, _ = read_checkpoint(out / "imagenet_seed0" / "best.ckpt")
     _, scratch, _ = read_checkpoint(out / "scratch_seed0" / "best.ckpt")
     assert pre["pretrained"]["repo"] == "timm/ghostnet_100.in1k" and "pretrained" not in scratch
+
+
+def test_finetune_benchmark_without_weights_says_so_in_one_line(hub_cache: Path, tmp_path: Path, capsys) -> None:
+    """Weights neither cached nor reachable: one line naming the repository and the cache, exit 2, no run started;
+    a missing data set is one line too."""
+    finetune = load_finetune_benchmark()
+    data = image_folder(tmp_path / "data", n=2)
+    out = tmp_path / "bench"
+    with pytest.raises(SystemExit) as exit_info:
+        finetune.main([str(data), "--model", "ghostnetv2_100", "--epochs", "1", "--imgsz", "32", "--workers", "0",
+                       "--out", str(out)])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("finetune.py: error: timm/ghostnetv2_100.in1k: model.safetensors")
+    assert str(hub_cache / "models--timm--ghostnetv2_100.in1k") in lines[0] and "HF_HUB_OFFLINE=1" in lines[0]
+    assert not out.exists()
+
+
+def test_finetune_benchmark_with_a_missing_data_set(hub: dict, tmp_path: Path, capsys) -> None:
+    finetune = load_finetune_benchmark()
+    with pytest.raises(SystemExit) as exit_info:
+        finetune.main([str(tmp_path / "nowhere"), "--epochs", "1", "--workers", "0", "--out", str(tmp_path / "b")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("finetune.py: error:") and "nowhere" in lines[0], lines
 
 
 def test_cli_offline_without_cache_exits_2(tmp_path: Path) -> None:

@@ -52,6 +52,26 @@ def test_zero_when_student_equals_teacher() -> None:
     assert kd_loss(S, T, 2.0, "kl").item() > 0
 
 
+class _Fixed(torch.nn.Module):
+    """A "model" answering the hand-made teacher logits ``T`` whatever the images."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return T[: images.shape[0]]
+
+
+@pytest.mark.parametrize("weight, temp", [(0.5, 2.0), (2.0, 1.0), (0.0, 4.0)])
+def test_distiller_adds_the_weighted_loss_to_the_task_loss(weight: float, temp: float) -> None:
+    """Hand computation: loss = task loss + weight * T^2 * KL(teacher || student) at temperature T."""
+    teacher = Teacher(_Fixed(), None, 3, ([0.5] * 3, [0.25] * 3), None, None, "fixed")
+    distiller = Distiller(teacher, "classify", ([0.5] * 3, [0.25] * 3), weight=weight, temperature=temp, kind="kl")
+    losses = {"loss": torch.tensor(1.25)}
+    distiller.add_loss(losses, torch.zeros(2, 3, 32, 32), {"classify": S})
+    p_t, p_s = _softmax(T.numpy() / temp), _softmax(S.numpy() / temp)
+    kd = weight * temp**2 * (p_t * np.log(p_t / p_s)).sum(1).mean()
+    assert losses["kd"].item() == pytest.approx(kd, rel=1e-5, abs=1e-7)
+    assert losses["loss"].item() == pytest.approx(1.25 + kd, rel=1e-5)
+
+
 def test_multilabel_soft_targets_are_per_class_sigmoids() -> None:
     temp = 2.0
     q, p = torch.sigmoid(T / temp), torch.sigmoid(S / temp)
@@ -80,6 +100,7 @@ def _checkpoint(path: Path, **kw) -> Path:
 def test_teacher_is_frozen_and_unchanged_by_a_training_step(tmp_path: Path) -> None:
     teacher = load_teacher(str(_checkpoint(tmp_path / "t.ckpt")), "classify")
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    assert not teacher.training and not any(m.training for m in teacher.modules())  # evaluating from the start
     teacher.train()  # Lightning calls train() on modules; the teacher keeps evaluating
     assert not teacher.training and not any(m.training for m in teacher.modules())
     assert not any(p.requires_grad for p in teacher.parameters())

@@ -164,7 +164,7 @@ class Teacher(nn.Module):
         super().__init__()
         self.model, self.task, self.num_classes = model, task, num_classes
         self.norm, self.size, self.class_names, self.where = norm, size, class_names, where
-        self.model.eval().requires_grad_(False)
+        self.eval().requires_grad_(False)  # the wrapper too: nothing about a teacher reports training
 
     def train(self, mode: bool = True) -> Teacher:  # always evaluating: BN statistics and dropout stay fixed
         return super().train(False)

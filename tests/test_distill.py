@@ -267,3 +267,26 @@ def test_teacher_module_is_not_a_submodule(tmp_path: Path) -> None:
     module = TaskModule(build_task_model(_config()), TrainConfig(), {})
     module.distiller = Distiller(teacher, "classify", ([0.5] * 3, [0.25] * 3), 1.0, 1.0, "kl")
     assert not any("teacher" in k for k in module.state_dict())
+
+
+@pytest.mark.slow
+def test_distill_benchmark_runs_end_to_end(folder: Path, tmp_path: Path) -> None:
+    """benchmarks/distill.py on the tiny folder (its numbers mean nothing here): the teacher, then a distilled and a
+    plain student per seed, with ghostkit train's distillation defaults."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("distill_bench", Path(__file__).parents[1] / "benchmarks" /
+                                                  "distill.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench"
+    text = bench.main(["--data", str(folder), "--teacher-model", "ghostnet_050", "--teacher-epochs", "1", "--epochs",
+                       "1", "--batch", "8", "--seeds", "0", "--out", str(out)])
+    saved = json.loads((out / "distill.json").read_text())
+    assert [r["run"] for r in saved["runs"]] == ["distilled", "plain"]
+    default = TrainConfig()
+    assert (saved["args"]["kd_loss"], saved["args"]["kd_temp"], saved["args"]["kd_weight"]) == (
+        default.kd_loss, default.kd_temp, default.kd_weight)
+    assert "| teacher ghostnet_050 | 0 |" in text and "| distilled | 0 |" in text and "distilled - plain:" in text
+    assert "train/kd" in (out / "distilled_seed0" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/kd" not in (out / "plain_seed0" / "metrics.csv").read_text().splitlines()[0]

@@ -2,31 +2,36 @@
 
 Builds small data sets from what the project already has (no download) and writes them to disk in the formats users
 bring (COCO json for detection; ``images/{train,val}`` + ``masks/{train,val}`` + ``classes.txt`` for
-segmentation), so ``ghostkit train`` reads them like a user's folder:
+segmentation), so ``ghostkit train`` reads them like a user's folder. The sets are sized to be learnable in a
+CPU-sized run (600 training images x 8 epochs = 300 optimizer steps at batch 16; more images and fewer epochs than
+a set of 200 seen 15 times, so the runs measure learning rather than memorising a few scenes):
 
-- ``scenes``: 96 px crops of the photographs shipped with scikit-learn (and scikit-image, when installed) with one
-  to four of scikit-learn's handwritten digits pasted on each, 14-34 px tall, in a colour that stands out from the
-  background; ten classes (the digits). Training scenes use the upper half of each photograph and 80% of the digit
-  scans, validation scenes the lower half and the other 20%, so no validation pixel or digit is seen in training.
-  200 training and 50 validation scenes.
+- ``scenes``: 64 px crops of the photographs shipped with scikit-learn (and scikit-image, when installed) with one
+  to four of scikit-learn's handwritten digits pasted on each, 16-29 px tall, in a colour that stands out from the
+  background; four classes (the digits 0, 1, 4 and 7). Training scenes use the upper half of each photograph and
+  80% of the digit scans, validation scenes the lower half and the other 20%, so no validation pixel or digit is
+  seen in training. 600 training and 100 validation scenes.
 - ``small`` (not run by default): the same at 128 px with digits of 10-19 px (objects under 1/8 of the image side).
-- ``shapes``: the built-in procedural shapes (64 px, seeds 0 and 1) written to the same layouts, 200 / 50 images.
+- ``shapes``: the built-in procedural shapes (64 px, seeds 0 and 1) written to the same layouts, 600 / 100 images.
 
-Each set is trained with ``ghostkit.train`` and nothing but ``--task``, ``--data``, ``--model`` and ``--epochs``
-(the defaults: recipe, image size, head, batch, learning rate), and with a plain loop on the same backbone's
-features, from scratch, no augmentation, the images decoded once and resized to the image size ghostkit chose,
-AdamW (lr 1e-3, constant), batch 16, the same epochs (15 by default: a CPU-sized run):
+Each set is trained with ``ghostkit.train`` and nothing but ``--task``, ``--data``, ``--model``, ``--epochs`` and
+``--seed`` (the defaults: recipe, image size, head, batch, learning rate), and with a plain loop on the same
+backbone's features, from scratch, no augmentation, the images decoded once and resized to the image size ghostkit
+chose, AdamW (lr 1e-3, constant), batch 16, the same epochs (8 by default):
 
 - detection: torchvision's ``FCOS`` (its ``FCOSHead``, 4-conv towers) on a ``FeaturePyramidNetwork`` over the
-  stride 8, 16 and 32 maps plus ``LastLevelP6P7``, 64 channels (ghostkit's head width; ``--plain-fpn 256`` for
-  torchvision's), anchor sizes equal to the strides (torchvision's ``fcos_resnet50_fpn``); COCO mAP50 with the same
-  pycocotools evaluation as ``ghostkit val`` (score threshold 0.001).
+  stride 8, 16 and 32 maps, 64 channels (ghostkit's head width; ``--plain-fpn 256`` for torchvision's), anchor sizes
+  equal to the strides (torchvision's ``fcos_resnet50_fpn``), plus ``LastLevelP6P7`` from 256 px on (below, P6 and
+  P7 are 1-2 px maps whose 64 and 128 px anchors span the whole image: on 64 px scenes that loop's best boxes were
+  whole-image halves and mAP50 stayed at 0.000); COCO mAP50 with the same pycocotools evaluation as
+  ``ghostkit val`` (score threshold 0.001).
 - segmentation: torchvision's ``LRASPPHead`` on the stride 8 and 32 maps (as ``lraspp_mobilenet_v3_large``),
   logits upsampled bilinearly, cross-entropy; mIoU with ghostkit's metric (classes present).
 
 ghostkit reports its best checkpoint (chosen by mAP / mIoU), the plain loops their best epoch by the same metric.
-Run: ``python benchmarks/recipe_dense.py [--epochs 15] [--sets scenes small shapes] [--tasks detect segment]
-[--contenders ghostkit plain]``; one set and task per invocation runs them in parallel.
+With several ``--seeds`` both contenders run once per seed (interleaved) and the table shows the means.
+Run: ``python benchmarks/recipe_dense.py [--epochs 8] [--seeds 0 1] [--sets scenes small shapes] [--tasks detect
+segment] [--contenders ghostkit plain]``; one set and task per invocation runs them in parallel.
 """
 
 from __future__ import annotations
@@ -59,6 +64,13 @@ from ghostkit.data.detect import build_detect_data
 from ghostkit.data.segment import build_segment_data
 from ghostkit.data.synthetic import SHAPE_CLASSES, make_shapes
 from ghostkit.engine.segment import SegmentMetrics
+
+# the sets' sizes: enough training images for a few hundred optimizer steps in a few epochs (more images, fewer
+# epochs: each image is seen less often, so the runs measure learning rather than memorising 200 scenes)
+N_TRAIN, N_VAL = 600, 100
+EPOCHS = 8
+SCENE_SIZE = 64  # px
+SCENE_DIGITS = (0, 1, 4, 7)  # four shapes that differ at 15-30 px
 
 
 # -- data sets -----------------------------------------------------------------------------------------------------
@@ -119,23 +131,29 @@ def _write(root: Path, split: str, samples: list[tuple[np.ndarray, list, list[in
     (seg / "classes.txt").write_text("\n".join(["background", *names]) + "\n")
 
 
-def make_scenes(root: Path, size: int = 96, obj: tuple[float, float] = (0.15, 0.35), n_train: int = 200,
-                n_val: int = 50) -> None:
+def make_scenes(root: Path, size: int = SCENE_SIZE, obj: tuple[float, float] = (0.25, 0.45), n_train: int = N_TRAIN,
+                n_val: int = N_VAL, digits: tuple[int, ...] = SCENE_DIGITS) -> None:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    train_digits, val_digits = split_items(list(zip(bunch.images, bunch.target.tolist(), strict=True)), 0.2, seed=0)
+    keep = bunch.target < 0  # the chosen digits, relabelled 0..len(digits)-1 in the order given
+    labels = np.zeros_like(bunch.target)
+    for c, d in enumerate(digits):
+        keep |= bunch.target == d
+        labels[bunch.target == d] = c
+    scans = list(zip(bunch.images[keep], labels[keep].tolist(), strict=True))
+    train_digits, val_digits = split_items(scans, 0.2, seed=0)
     photos, rng = photographs(), np.random.default_rng(0)
-    for split, n, half, digits in (("train", n_train, 0, train_digits), ("val", n_val, 1, val_digits)):
-        scenes = [_scene(rng, photos, half, digits, size, obj) for _ in range(n)]
-        _write(root, split, scenes, [str(d) for d in range(10)])
+    for split, n, half, pool in (("train", n_train, 0, train_digits), ("val", n_val, 1, val_digits)):
+        scenes = [_scene(rng, photos, half, pool, size, obj) for _ in range(n)]
+        _write(root, split, scenes, [str(d) for d in digits])
 
 
 def make_small(root: Path) -> None:
     make_scenes(root, size=128, obj=(0.08, 0.15))
 
 
-def make_shapes_sets(root: Path, n_train: int = 200, n_val: int = 50) -> None:
+def make_shapes_sets(root: Path, n_train: int = N_TRAIN, n_val: int = N_VAL) -> None:
     for split, n, seed in (("train", n_train, 0), ("val", n_val, 1)):
         _write(root, split, [(s.image, s.boxes.tolist(), s.labels.tolist(), s.mask)
                              for s in make_shapes(n, seed=seed)], list(SHAPE_CLASSES))
@@ -152,13 +170,14 @@ def _tensors(dataset) -> tuple[torch.Tensor, list]:
 
 
 class _FPNBackbone(nn.Module):
-    """The ghostkit backbone's stride 8, 16 and 32 maps through an FPN with P6 / P7, as torchvision's FCOS wants."""
+    """The ghostkit backbone's stride 8, 16 and 32 maps through an FPN, with P6 / P7 (as torchvision's FCOS) when
+    `p6p7`: under 256 px they would be 1-2 px maps whose 64 and 128 px anchors cover the whole image."""
 
-    def __init__(self, model: str, fpn_chs: int) -> None:
+    def __init__(self, model: str, fpn_chs: int, p6p7: bool) -> None:
         super().__init__()
         self.body = ghostkit.create_model(model, features_only=True)
         chs = [f["num_chs"] for f in self.body.feature_info[1:]]
-        self.fpn = FeaturePyramidNetwork(chs, fpn_chs, extra_blocks=LastLevelP6P7(fpn_chs, fpn_chs))
+        self.fpn = FeaturePyramidNetwork(chs, fpn_chs, extra_blocks=LastLevelP6P7(fpn_chs, fpn_chs) if p6p7 else None)
         self.out_channels = fpn_chs
 
     def forward(self, x: torch.Tensor) -> OrderedDict:
@@ -171,9 +190,11 @@ def plain_detect(root: Path, model_name: str, epochs: int, imgsz: int, fpn_chs: 
     data.train.transform = data.val.transform  # the whole image resized, nothing random
     (xt, yt), (xv, yv) = _tensors(data.train), _tensors(data.val)
     # the images are normalised already: the model's own transform only batches them (no resize, no normalisation)
-    model = FCOS(_FPNBackbone(model_name, fpn_chs), num_classes=len(data.class_names), min_size=imgsz,
+    p6p7 = imgsz >= 256
+    sizes = ((8,), (16,), (32,), (64,), (128,))[:5 if p6p7 else 3]
+    model = FCOS(_FPNBackbone(model_name, fpn_chs, p6p7), num_classes=len(data.class_names), min_size=imgsz,
                  max_size=imgsz, image_mean=[0.0] * 3, image_std=[1.0] * 3, score_thresh=0.001,
-                 anchor_generator=AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5))
+                 anchor_generator=AnchorGenerator(sizes, ((1.0,),) * len(sizes)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     best = (-1.0, 0.0)
     for _ in range(epochs):
@@ -237,54 +258,62 @@ def plain_segment(root: Path, model_name: str, epochs: int, imgsz: int, batch: i
 
 
 # -- the run -------------------------------------------------------------------------------------------------------
+def run_pair(root: Path, out: Path, name: str, task: str, args: argparse.Namespace) -> dict:
+    """One set and task, every seed: ghostkit's defaults and the plain loop, interleaved seed by seed."""
+    key = {"detect": "map50", "segment": "miou"}[task]
+    row = {"set": name, "task": task, "metric": key, "epochs": args.epochs, "ghostkit": [], "ghostkit_s": 0.0,
+           "plain": [], "plain_s": 0.0}
+    for seed in args.seeds:
+        start = time.perf_counter()
+        # a one-epoch run also tells the image size the plain loop is to use
+        metrics = ghostkit.train(task=task, data=str(root), model=args.model, out=str(out), exist_ok=True, seed=seed,
+                                 epochs=args.epochs if "ghostkit" in args.contenders else 1)
+        if "ghostkit" in args.contenders:
+            row["ghostkit"].append(metrics[key])
+            row["ghostkit_s"] += time.perf_counter() - start
+        row["imgsz"] = yaml.safe_load((out / "config.yaml").read_text())["train"]["imgsz"]
+        if "plain" in args.contenders:
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            row["plain"].append(plain_detect(root, args.model, args.epochs, row["imgsz"], args.plain_fpn)
+                                if task == "detect" else plain_segment(root, args.model, args.epochs, row["imgsz"]))
+            row["plain_s"] += time.perf_counter() - start
+        print({k: v for k, v in row.items()}, flush=True)
+    return row
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ghostnet_050")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--sets", nargs="+", default=["scenes", "shapes"], choices=list(SETS))
     parser.add_argument("--tasks", nargs="+", default=["detect", "segment"], choices=["detect", "segment"])
     parser.add_argument("--plain-fpn", type=int, default=64, help="FPN / FCOS head width of the plain detector")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed; the table shows means")
     parser.add_argument("--contenders", nargs="+", default=["ghostkit", "plain"], choices=["ghostkit", "plain"],
                         help="train only these (the plain loops do not depend on ghostkit's defaults)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     rows = []
-    key = {"detect": "map50", "segment": "miou"}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             root = Path(tmp) / name
             SETS[name](root)
-            for task in args.tasks:
-                data = root / task
-                out = Path(tmp) / f"run_{name}_{task}"
-                row = {"set": name, "task": task, "epochs": args.epochs, "ghostkit": float("nan"),
-                       "ghostkit_s": 0.0, "plain": float("nan"), "plain_s": 0.0}
-                start = time.perf_counter()
-                # a one-epoch run also tells the image size the plain loop is to use
-                metrics = ghostkit.train(task=task, data=str(data), model=args.model, out=str(out), exist_ok=True,
-                                         seed=args.seed, epochs=args.epochs if "ghostkit" in args.contenders else 1)
-                if "ghostkit" in args.contenders:
-                    row["ghostkit"], row["ghostkit_s"] = metrics[key[task]], time.perf_counter() - start
-                row["imgsz"] = yaml.safe_load((out / "config.yaml").read_text())["train"]["imgsz"]
-                if "plain" in args.contenders:
-                    torch.manual_seed(args.seed)
-                    start = time.perf_counter()
-                    row["plain"] = (plain_detect(data, args.model, args.epochs, row["imgsz"], args.plain_fpn)
-                                    if task == "detect" else plain_segment(data, args.model, args.epochs,
-                                                                           row["imgsz"]))
-                    row["plain_s"] = time.perf_counter() - start
-                rows.append(row)
-                print(row, flush=True)
+            rows += [run_pair(root / task, Path(tmp) / f"run_{name}_{task}", name, task, args) for task in args.tasks]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    print(f"\n{args.model}, {args.epochs} epochs, {torch.get_num_threads()} torch threads")
-    print("| set | task | imgsz | plain loop | s | ghostkit defaults | s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(f"\n{args.model}, {args.epochs} epochs, seeds {args.seeds}, {torch.get_num_threads()} torch threads")
+    print("| set | task | imgsz | plain loop | per seed | s | ghostkit defaults | per seed | s |")
+    print("|---|---|---:|---:|---|---:|---:|---|---:|")
     for r in rows:
-        print(f"| {r['set']} | {r['task']} ({key[r['task']]}) | {r['imgsz']} | {r['plain']:.3f} | {r['plain_s']:.0f} "
-              f"| {r['ghostkit']:.3f} | {r['ghostkit_s']:.0f} |")
+        seeds = {c: " / ".join(f"{v:.3f}" for v in r[c]) for c in ("plain", "ghostkit")}
+        print(f"| {r['set']} | {r['task']} ({r['metric']}) | {r['imgsz']} | {_mean(r['plain']):.3f} | {seeds['plain']} "
+              f"| {r['plain_s']:.0f} | {_mean(r['ghostkit']):.3f} | {seeds['ghostkit']} | {r['ghostkit_s']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics import classification as tmc
@@ -92,8 +93,12 @@ class ClassifySpec(TaskSpec):
         # a multi-task run builds no recipe: it regularises like the standard one
         dropout = STANDARD["dropout"] if cfg.dropout is None else cfg.dropout
         smoothing = STANDARD["label_smoothing"] if cfg.label_smoothing is None else cfg.label_smoothing
-        return {"num_classes": len(data.class_names[self.name]), "multilabel": self.multilabel,
-                "dropout": dropout, "label_smoothing": 0.0 if self.multilabel else smoothing}
+        config = {"num_classes": len(data.class_names[self.name]), "multilabel": self.multilabel,
+                  "dropout": dropout, "label_smoothing": 0.0 if self.multilabel else smoothing}
+        targets = getattr(data.train, "targets", None)
+        if self.multilabel and targets and not isinstance(targets[0], dict):  # label frequencies: the biases' start
+            config["prior"] = [round(float(f), 4) for f in np.asarray(targets, dtype=np.float32).mean(axis=0)]
+        return config
 
     def metrics(self, class_names: list[str], cfg: TrainConfig, head: nn.Module) -> nn.Module:
         if self.multilabel:

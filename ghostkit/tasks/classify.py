@@ -26,6 +26,11 @@ class ClassifyHead(nn.Module):
         hidden: width of the 1x1 conv before the classifier (GhostNet: 1280).
         dropout: dropout before the classifier.
         label_smoothing: for single-label cross-entropy.
+        prior: multi-label only: the fraction of training images showing each class (``num_classes`` values); the
+            classifier's biases start at its log-odds, so every sigmoid starts at its class's frequency instead of
+            0.5 (as RetinaNet initialises its classification biases). A zero-bias start spends the first steps
+            pushing all scores down to the frequencies, and in short runs the features learn little while the
+            loss is dominated by that.
     """
 
     preprocess = "resize"
@@ -38,6 +43,7 @@ class ClassifyHead(nn.Module):
         hidden: int = 1280,
         dropout: float = 0.2,
         label_smoothing: float = 0.0,
+        prior: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.num_classes, self.multilabel, self.label_smoothing = num_classes, multilabel, label_smoothing
@@ -45,6 +51,12 @@ class ClassifyHead(nn.Module):
         self.act2 = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
+        if multilabel and prior is not None:
+            if len(prior) != num_classes:
+                raise ValueError(f"prior has {len(prior)} values for {num_classes} classes")
+            p = torch.tensor(prior, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)  # a class seen never / always
+            with torch.no_grad():
+                self.classifier.bias.copy_(torch.log(p / (1 - p)))
 
     def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None) -> torch.Tensor:
         x = self.act2(self.conv_head(features[-1].mean((2, 3), keepdim=True))).flatten(1)

@@ -10,16 +10,17 @@ Builds small data folders of PNG files from what the project already has (no dow
 - ``shapes``: the built-in procedural shapes at their own size (64 px), one shape per image, the same number of images
   per class, written as an ImageFolder (the class of the shape).
 - ``scenes``: multi-label (``images/`` + ``train.csv`` / ``val.csv``): one or two of the handwritten digits 0-4
-  pasted on 32 px crops of the photographs; the labels are the digits present. Backgrounds and digits of the
-  validation images are never seen in training (lower halves of the photographs; the held-out 20% of the digits).
+  (20-26 px tall) pasted on 32 px crops of the photographs; the labels are the digits present. Backgrounds and
+  digits of the validation images are never seen in training (lower halves of the photographs; the held-out 20% of
+  the digits).
 
 Each set is trained with ``ghostkit.train`` and nothing but ``--data``, ``--model``, ``--epochs`` (and ``--task
 multilabel`` for scenes): the defaults choose recipe, image size, batch and learning rate. The plain loop trains the
 same backbone with AdamW (lr 1e-3), cross-entropy (binary cross-entropy for multi-label), no augmentation, the images
 decoded once and resized to the image size ghostkit chose, batch 64, the same epochs. Both report the best epoch on
 the validation split (ghostkit's best checkpoint): top1, or for multi-label mAP (the primary metric) and macro F1 at
-0.5 of that epoch. ``--imagenet`` adds the former ImageNet-style defaults (TrivialAugmentWide, flips, 35-100% crops,
-dropout 0.2).
+the decision threshold (ghostkit: the one it chose on the training images; the plain loop: 0.5). ``--imagenet``
+adds the former ImageNet-style defaults (TrivialAugmentWide, flips, 35-100% crops, dropout 0.2).
 
 The default plan: every set at 10 epochs; ``--long-sets`` at ``--long`` epochs (where augmentation should help);
 ``--batch-sets`` at batch ``--big-batch``, where ghostkit's default learning rate (2e-3 x sqrt(batch / 64)) is run
@@ -108,7 +109,7 @@ def make_textures(root: Path, size: int = 32, train_per_class: int = 80, val_per
         write_imagefolder(root / split, xs, ys, names)
 
 
-def make_shapes_folder(root: Path, n_train: int = 600, n_val: int = 300, size: int = SHAPES_IMGSZ) -> None:
+def make_shapes_folder(root: Path, n_train: int = 1500, n_val: int = 300, size: int = SHAPES_IMGSZ) -> None:
     """One shape per image at the built-in shapes' own size (64 px: at 32 px the smallest shapes are 5 px across and
     nobody learned the set in 10 epochs), the same number of images per class (the first of each class drawn)."""
     for split, n, seed in (("train", n_train, 0), ("val", n_val, 1)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
 
 import numpy as np
@@ -12,6 +13,7 @@ import yaml
 from PIL import Image
 from torchvision.transforms import v2
 
+import ghostkit
 import ghostkit.data.cache as cache_module
 import ghostkit.data.recipe as recipe_module
 from ghostkit.cli import main
@@ -235,3 +237,31 @@ def test_multilabel_biases_start_at_the_label_frequencies(tmp_path):
                  "ghostnet_050", "--batch", "8", "--workers", "0", "--out", str(out)]) == 0
     head_config = yaml.safe_load((out / "config.yaml").read_text())["model"]["heads"]["multilabel"]
     assert head_config["prior"] == pytest.approx([1.0, 10 / 24], abs=0.1)  # 24 training images after the val split
+    # the decision threshold chosen on the training images is in the checkpoints, metrics.json and predictions
+    chosen = head_config["threshold"]
+    for name in ("best.ckpt", "last.ckpt"):
+        assert torch.load(out / name, weights_only=True)["ghostkit"]["heads"]["multilabel"]["threshold"] == chosen
+    assert json.loads((out / "metrics.json").read_text())["threshold"] == chosen
+    predictor = ghostkit.load_model(out / "best.ckpt")
+    result = predictor.predict([folder / "0.png"])[0]
+    assert [x["class"] for x in result["labels"]] == [c for c, v in result["scores"].items() if v >= chosen]
+    assert main(["train", "--task", "multilabel", "--data", str(tmp_path / "data"), "--threshold", "1.5",
+                 "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_the_threshold_is_the_best_macro_f1_on_the_given_images():
+    from ghostkit.engine.classify import choose_threshold
+
+    class Scores(torch.nn.Module):  # the scores are the images' pixels (1 x 1 images, one channel per class)
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images: torch.Tensor) -> dict:
+            return {"multilabel": torch.logit(images[:, :2, 0, 0])}
+
+    # present classes score 0.4 and absent ones 0.12: thresholds 0.15-0.35 separate them; 0.5 predicts nothing
+    items = [(torch.tensor([0.4, 0.12, 0.0]).view(3, 1, 1), torch.tensor([1.0, 0.0])),
+             (torch.tensor([0.12, 0.4, 0.0]).view(3, 1, 1), torch.tensor([0.0, 1.0])),
+             (torch.tensor([0.4, 0.4, 0.0]).view(3, 1, 1), torch.tensor([1.0, 1.0]))]
+    assert choose_threshold(Scores(), items, "multilabel", batch=2) == 0.15

@@ -31,6 +31,8 @@ class ClassifyHead(nn.Module):
             0.5 (as RetinaNet initialises its classification biases). A zero-bias start spends the first steps
             pushing all scores down to the frequencies, and in short runs the features learn little while the
             loss is dominated by that.
+        threshold: multi-label decision threshold of ``format_result`` and ``render`` when none is given (training
+            chooses it on the training images: ``ghostkit.engine.classify.choose_threshold``).
     """
 
     preprocess = "resize"
@@ -44,9 +46,11 @@ class ClassifyHead(nn.Module):
         dropout: float = 0.2,
         label_smoothing: float = 0.0,
         prior: list[float] | None = None,
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         self.num_classes, self.multilabel, self.label_smoothing = num_classes, multilabel, label_smoothing
+        self.threshold = threshold
         self.conv_head = nn.Conv2d(feature_info[-1]["num_chs"], hidden, 1, bias=True)
         self.act2 = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
@@ -75,10 +79,12 @@ class ClassifyHead(nn.Module):
         probs = logits.sigmoid() if self.multilabel else logits.softmax(-1)
         return [{"scores": p} for p in probs]
 
-    def format_result(self, result: dict, class_names: list[str], topk: int = 5, threshold: float = 0.5) -> dict:
+    def format_result(self, result: dict, class_names: list[str], topk: int = 5,
+                      threshold: float | None = None) -> dict:
         """Top-k ``[{"class", "index", "score"}]`` (softmax), or for multi-label the classes scoring ≥ ``threshold``
-        under ``"labels"`` plus every class's score under ``"scores"``."""
+        (default: the head's) under ``"labels"`` plus every class's score under ``"scores"``."""
         scores = result["scores"].float().cpu()
+        threshold = self.threshold if threshold is None else threshold
         if self.multilabel:
             idx = [int(i) for i in torch.nonzero(scores >= threshold).flatten()]
             return {"labels": [{"class": class_names[i], "index": i, "score": float(scores[i])} for i in idx],
@@ -92,7 +98,7 @@ class ClassifyHead(nn.Module):
 
         scores = result["scores"].float().cpu()
         if self.multilabel:
-            text = ", ".join(class_names[i] for i in torch.nonzero(scores >= 0.5).flatten().tolist()) or "-"
+            text = ", ".join(class_names[i] for i in torch.nonzero(scores >= self.threshold).flatten().tolist()) or "-"
         else:
             i = int(scores.argmax())
             text = f"{class_names[i]} {float(scores[i]):.2f}"

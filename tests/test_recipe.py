@@ -213,9 +213,9 @@ def test_a_run_validates_with_recomputed_bn_statistics(tmp_path):
     assert main(["train", "--data", str(tmp_path / "data"), "--epochs", "2", "--model", "ghostnet_050", "--batch",
                  "32", "--workers", "0", "--out", str(out)]) == 0
     state = torch.load(out / "last.ckpt", weights_only=True)
-    assert state["global_step"] == 6  # 96 training images (24 left for validation): 3 steps per epoch
-    # the running statistics come from the 3 batches before the last validation, not from the 6 training steps
-    assert int(state["state_dict"]["model.backbone.bn1.num_batches_tracked"]) == 3
+    assert state["global_step"] == 4  # 90 training images (30 split off for validation): 2 full batches per epoch
+    # the running statistics come from the 2 batches before the last validation, not from the 4 training steps
+    assert int(state["state_dict"]["model.backbone.bn1.num_batches_tracked"]) == 2
 
 
 def test_multilabel_biases_start_at_the_label_frequencies(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 
@@ -165,7 +164,12 @@ def recompute_bn(model: nn.Module, loader, images: int = BN_IMAGES, device: torc
     with the running statistics and 0.95 with statistics recomputed from 64 training images (1024: 0.96). This is
     "precise BN" (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", 2021); torch's `update_bn` does the averaging.
     """
-    batches = list(itertools.islice(iter(loader), math.ceil(images / max(1, loader.batch_size or 1))))
+    batches, seen = [], 0
+    for batch in loader:
+        batches.append(batch)
+        seen += len(batch[0])
+        if seen >= images:
+            break
     with torch.no_grad():  # update_bn resets the statistics and averages them over the batches (momentum None)
         update_bn(batches, model, device=device)
     return len(batches)

@@ -58,7 +58,7 @@ def load_model(path: str | Path, device: str = "cpu", tta: bool = False):
     return Predictor.load(path, device, tta)
 
 
-def export(weights, threshold: float = 0.5, **options):
+def export(weights, threshold: float | None = None, **options):
     """``ghostkit.export("runs/x/best.ckpt", format="onnx", int8=False, data=None, ...)`` →
     :class:`~ghostkit.deploy.export.ExportResult`; options as :func:`ghostkit.deploy.export.export`'s. An INT8
     export's accuracy check gets the task's metrics (as ``ghostkit val``'s; ``threshold``: multi-label)."""

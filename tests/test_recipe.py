@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
 
 import numpy as np
@@ -12,6 +13,7 @@ import yaml
 from PIL import Image
 from torchvision.transforms import v2
 
+import ghostkit
 import ghostkit.data.cache as cache_module
 import ghostkit.data.recipe as recipe_module
 from ghostkit.cli import main
@@ -182,3 +184,84 @@ def test_validation_and_prediction_see_the_whole_image():
     predict_tf = inference_transform({"resize"}, (32, 32), [0.0] * 3, [1.0] * 3)
     torch.testing.assert_close(predict_tf(Image.fromarray(image)), out)
     assert ClassifyHead.preprocess == "resize"
+
+
+# --------------------------------------------------------------------------- BatchNorm statistics, multi-label start
+
+
+def test_bn_statistics_are_recomputed_from_the_first_training_batches():
+    from ghostkit.engine.module import recompute_bn
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    bn = model[1]
+    bn.running_mean.fill_(100.0)  # stale statistics of earlier weights
+    images = torch.randn(20, 3, 8, 8) * 2 + 1
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(20)), batch_size=4)
+    assert recompute_bn(model, loader, images=7) == 2  # whole batches: 8 images
+    with torch.no_grad():
+        expected = model[0](images[:8]).mean((0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, expected)
+    assert int(bn.num_batches_tracked) == 2 and bn.momentum == 0.1 and not model.training
+    assert recompute_bn(model, loader, images=1000) == 5  # no more batches than the loader has
+
+
+def test_a_run_validates_with_recomputed_bn_statistics(tmp_path):
+    images, labels, names = load_digits(32)
+    write_imagefolder(tmp_path / "data" / "train", images[:120], labels[:120], names)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--epochs", "2", "--model", "ghostnet_050", "--batch",
+                 "32", "--workers", "0", "--out", str(out)]) == 0
+    state = torch.load(out / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 4  # 90 training images (30 split off for validation): 2 full batches per epoch
+    # the running statistics come from the 2 batches before the last validation, not from the 4 training steps
+    assert int(state["state_dict"]["model.backbone.bn1.num_batches_tracked"]) == 2
+
+
+def test_multilabel_biases_start_at_the_label_frequencies(tmp_path):
+    head = ClassifyHead([{"num_chs": 8}], 3, multilabel=True, prior=[0.1, 0.5, 0.0])
+    torch.testing.assert_close(head.classifier.bias.sigmoid(), torch.tensor([0.1, 0.5, 1e-3]))
+    with pytest.raises(ValueError, match="3 classes"):
+        ClassifyHead([{"num_chs": 8}], 3, multilabel=True, prior=[0.1])
+    # a run's head starts from its training labels' frequencies: a in all 30 images, b in 10
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "images"
+    folder.mkdir(parents=True)
+    rows = ["filename,labels"]
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        rows.append(f"{i}.png,{'a b' if i % 3 == 0 else 'a'}")
+    (tmp_path / "data" / "train.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", "--task", "multilabel", "--data", str(tmp_path / "data"), "--epochs", "1", "--model",
+                 "ghostnet_050", "--batch", "8", "--workers", "0", "--out", str(out)]) == 0
+    head_config = yaml.safe_load((out / "config.yaml").read_text())["model"]["heads"]["multilabel"]
+    assert head_config["prior"] == pytest.approx([1.0, 10 / 24], abs=0.1)  # 24 training images after the val split
+    # the decision threshold chosen on the training images is in the checkpoints, metrics.json and predictions
+    chosen = head_config["threshold"]
+    for name in ("best.ckpt", "last.ckpt"):
+        assert torch.load(out / name, weights_only=True)["ghostkit"]["heads"]["multilabel"]["threshold"] == chosen
+    assert json.loads((out / "metrics.json").read_text())["threshold"] == chosen
+    predictor = ghostkit.load_model(out / "best.ckpt")
+    result = predictor.predict([folder / "0.png"])[0]
+    assert [x["class"] for x in result["labels"]] == [c for c, v in result["scores"].items() if v >= chosen]
+    assert main(["train", "--task", "multilabel", "--data", str(tmp_path / "data"), "--threshold", "1.5",
+                 "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_the_threshold_is_the_best_macro_f1_on_the_given_images():
+    from ghostkit.engine.classify import choose_threshold
+
+    class Scores(torch.nn.Module):  # the scores are the images' pixels (1 x 1 images, one channel per class)
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images: torch.Tensor) -> dict:
+            return {"multilabel": torch.logit(images[:, :2, 0, 0])}
+
+    # present classes score 0.4 and absent ones 0.12: thresholds 0.15-0.35 separate them; 0.5 predicts nothing
+    items = [(torch.tensor([0.4, 0.12, 0.0]).view(3, 1, 1), torch.tensor([1.0, 0.0])),
+             (torch.tensor([0.12, 0.4, 0.0]).view(3, 1, 1), torch.tensor([0.0, 1.0])),
+             (torch.tensor([0.4, 0.4, 0.0]).view(3, 1, 1), torch.tensor([1.0, 1.0]))]
+    assert choose_threshold(Scores(), items, "multilabel", batch=2) == 0.15

@@ -67,11 +67,11 @@ def decode_image(data: bytes, name: str, max_megapixels: float) -> Image.Image:
         raise AppError(400, f"{name}: {str(e).split(': ', 1)[-1]}") from None
 
 
-def check_options(topk: int, threshold: float, conf: float | None, iou: float | None,
+def check_options(topk: int, threshold: float | None, conf: float | None, iou: float | None,
                   alpha: float | None = None) -> dict:
     if topk <= 0:
         raise AppError(400, f"topk must be positive, got {topk}")
-    if not 0 <= threshold <= 1:
+    if threshold is not None and not 0 <= threshold <= 1:
         raise AppError(400, f"threshold must be in [0, 1], got {threshold}")
     if conf is not None and not 0 <= conf < 1:
         raise AppError(400, f"conf must be in [0, 1), got {conf}")

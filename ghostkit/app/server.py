@@ -181,16 +181,18 @@ def create_app(weights: list[str | Path], limits: Limits | None = None) -> FastA
 
     @app.post("/predict")
     async def predict(image: UploadFile = File(...), model: str | None = Form(None), topk: int = Form(5),
-                      threshold: float = Form(0.5), conf: float | None = Form(None), iou: float | None = Form(None),
-                      alpha: float | None = Form(None), style: UploadFile | None = File(None)):
+                      threshold: float | None = Form(None), conf: float | None = Form(None),
+                      iou: float | None = Form(None), alpha: float | None = Form(None),
+                      style: UploadFile | None = File(None)):
         options = check_options(topk, threshold, conf, iou, alpha)
         result, _ = await run_image(image, style, model, options, pictures=False)
         return result
 
     @app.post("/api/view")
     async def view(image: UploadFile = File(...), model: str | None = Form(None), topk: int = Form(5),
-                   threshold: float = Form(0.5), conf: float | None = Form(None), iou: float | None = Form(None),
-                   alpha: float | None = Form(None), style: UploadFile | None = File(None)):
+                   threshold: float | None = Form(None), conf: float | None = Form(None),
+                   iou: float | None = Form(None), alpha: float | None = Form(None),
+                   style: UploadFile | None = File(None)):
         t0 = time.perf_counter()
         options = check_options(topk, threshold, conf, iou, alpha)
         result, pictures = await run_image(image, style, model, options, pictures=True)
@@ -198,7 +200,8 @@ def create_app(weights: list[str | Path], limits: Limits | None = None) -> FastA
 
     @app.post("/api/video")
     async def video(video: UploadFile = File(...), model: str | None = Form(None), topk: int = Form(5),
-                    threshold: float = Form(0.5), conf: float | None = Form(None), iou: float | None = Form(None)):
+                    threshold: float | None = Form(None), conf: float | None = Form(None),
+                    iou: float | None = Form(None)):
         tab = tab_of(model)
         options = check_options(topk, threshold, conf, iou)
         name = Path(video.filename or "clip.mp4").name[:200]

@@ -52,7 +52,8 @@ class TaskView:
 
 TASK_VIEWS: dict[str, TaskView] = {
     "classify": TaskView((), lambda h: [_slider("topk", "top-k", 1, min(10, h.num_classes), 1, min(5, h.num_classes))]),
-    "multilabel": TaskView((), lambda h: [_slider("threshold", "threshold", 0.05, 0.95, 0.05, 0.5)]),
+    "multilabel": TaskView((), lambda h: [_slider("threshold", "threshold", 0.05, 0.95, 0.05,
+                                                  round(getattr(h, "threshold", 0.5), 2))]),
     "detect": TaskView(("",), lambda h: [_slider("conf", "confidence", 0.01, 0.95, 0.01, round(h.conf, 2)),
                                          _slider("iou", "NMS IoU", 0.1, 1.0, 0.05, round(h.iou, 2))]),
     "segment": TaskView(("overlay",)),

@@ -20,7 +20,7 @@ def predict(
     weights: str = typer.Option(..., help="checkpoint (best.ckpt) or exported .onnx model"),
     source: str = typer.Option(None, help="image file, folder or glob; a video file; or a camera index such as 0"),
     topk: int = typer.Option(5, help="classes to show per image"),
-    threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
+    threshold: float = typer.Option(None, help="multi-label decision threshold (default: the one trained with)"),
     tta: bool = typer.Option(False, "--tta", help="detection: test-time augmentation (flips x scales 1, 0.83, 1.2)"),
     conf: float = typer.Option(None, help="detection: score threshold (default: the one trained with)"),
     iou: float = typer.Option(None, help="detection: NMS IoU threshold (default: the one trained with)"),

@@ -58,7 +58,7 @@ def val(
     out: str = typer.Option(None, help="output folder for metrics.json (default: val/ beside the weights)"),
     batch: int = typer.Option(64, help="batch size"),
     workers: int = typer.Option(2, help="data loader workers"),
-    threshold: float = typer.Option(0.5, help="multi-label decision threshold"),
+    threshold: float = typer.Option(None, help="multi-label decision threshold (default: the checkpoint's)"),
     tta: bool = typer.Option(False, "--tta", help="detection: test-time augmentation (flips x scales 1, 0.83, 1.2)"),
     task: str = typer.Option(None, help="track: track the val sequences of a MOTChallenge folder (or tracks) with "
                                         "this detector: MOTA, IDF1, HOTA, ID switches, fps (default: the model's "

@@ -78,7 +78,7 @@ class TrainConfig:
     fid_weights: str | None = None  # generate: torchvision Inception-v3 state dict for FID / KID
     pretrained: str | None = None  # "imagenet[@REV]" (Hugging Face Hub) or an official / timm / ghostkit file
     freeze_backbone: bool = False
-    threshold: float = 0.5  # multi-label decision threshold
+    threshold: float | None = None  # multi-label decision threshold (None: chosen on the training images)
     task_weights: str | None = None  # multi-task: "auto" (None: the default), "equal" or "detect=1,segment=0.5"
     teacher: str | None = None  # knowledge distillation (classify, multilabel): see ghostkit.engine.distill
     teacher_weights: str | None = None  # weights of a registered-name or timm teacher
@@ -141,7 +141,8 @@ class TrainConfig:
                                                                 f"got {self.precision!r}"),
             (self.workers is None or self.workers >= 0, f"--workers must not be negative, got {self.workers}"),
             (self.output_stride in (8, 16, 32), f"--output-stride must be 8, 16 or 32, got {self.output_stride}"),
-            (0 < self.threshold < 1, f"--threshold must be in (0, 1), got {self.threshold}"),
+            (self.threshold is None or 0 < self.threshold < 1,
+             f"--threshold must be in (0, 1), got {self.threshold}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
             (self._known_model(), None),
         ]
@@ -251,7 +252,8 @@ HELP: dict[str, str] = {
     "pretrained": "backbone weights for transfer learning: imagenet (timm's ImageNet weights from the Hugging Face "
                   "Hub, cached; imagenet@REV pins a revision, default main) or an official, timm or ghostkit file",
     "freeze_backbone": "train the head only",
-    "threshold": "multi-label decision threshold",
+    "threshold": "multi-label decision threshold (default: the one of the best macro F1 on the training images, "
+                 "chosen after training and stored in the checkpoint)",
     "task_weights": "multi-task loss weights: auto (learned uncertainty weighting, the default), equal, or "
                     "TASK=W,... (others 1)",
     "teacher": "knowledge distillation (classify, multilabel): a ghostkit checkpoint, a registered model name with "

@@ -9,13 +9,17 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torchvision.transforms import v2
 
 from ..tasks.model import TaskModel
 from .config import TrainConfig
 from .spec import combined_score
 
-__all__ = ["TaskModule"]
+__all__ = ["BN_IMAGES", "TaskModule"]
+
+# training images (whole batches) whose BatchNorm statistics replace the running ones before each validation
+BN_IMAGES = 128
 
 
 class TaskModule(L.LightningModule):
@@ -69,6 +73,13 @@ class TaskModule(L.LightningModule):
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=False, on_epoch=True,
                       prog_bar=False, batch_size=images.shape[0], sync_dist=True)
         return losses["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        # the checkpoints saved after this validation keep the recomputed statistics; a frozen backbone keeps its
+        # own on purpose; outside training (``ghostkit val``, Lightning's sanity check) there is nothing to recompute
+        loader = self.trainer.train_dataloader
+        if not self.trainer.sanity_checking and loader is not None and not self.cfg.freeze_backbone:
+            recompute_bn(self.model, loader, BN_IMAGES, self.device)
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         images, targets = batch
@@ -140,3 +151,25 @@ class TaskModule(L.LightningModule):
 def _numpy_state() -> dict:
     _, key, pos, _, _ = np.random.get_state()
     return {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos)}
+
+
+def recompute_bn(model: nn.Module, loader, images: int = BN_IMAGES, device: torch.device | None = None) -> int:
+    """Replace the BatchNorm running statistics of `model` by those of the first batches of `loader` (whole batches,
+    at least `images` images; a batch is ``(images B x 3 x H x W, targets)``) at the current weights; returns the
+    number of batches used.
+
+    The running statistics (momentum 0.1) average the batches of the last 10-20 steps, each taken at the weights of
+    its own step. Short runs at high learning rates move the weights faster than that average follows: digits at
+    batch 256 (50 steps in 10 epochs, lr 4e-3) fitted the training set (loss 0.007) while validation read 0.54 top1
+    with the running statistics and 0.95 with statistics recomputed from 64 training images (1024: 0.96). This is
+    "precise BN" (Wu and Johnson, "Rethinking 'Batch' in BatchNorm", 2021); torch's `update_bn` does the averaging.
+    """
+    batches, seen = [], 0
+    for batch in loader:
+        batches.append(batch)
+        seen += len(batch[0])
+        if seen >= images:
+            break
+    with torch.no_grad():  # update_bn resets the statistics and averages them over the batches (momentum None)
+        update_bn(batches, model, device=device)
+    return len(batches)

@@ -25,7 +25,7 @@ from ..deploy.evaluate import evaluate
 from ..deploy.runtime import load_model_file
 from ..errors import GhostkitError
 from ..io import atomic_path, atomic_write_text, check_output_dir, remove_stale_temporaries
-from ..models.weights import read_checkpoint
+from ..models.weights import atomic_torch_save, read_checkpoint
 from ..tasks.model import build_task_model, enable_tta, load_pretrained, load_task_model
 from ..tasks.registry import get_task
 from .config import TrainConfig
@@ -197,6 +197,13 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
     best = trainer.checkpoint_callback.best_model_path or str(run_dir / "last.ckpt")
     # final metrics: the best checkpoint on the full validation set
     module.model.load_state_dict(load_task_model(best).state_dict())
+    chosen = spec.calibrate(module.model, data, cfg)
+    if chosen:
+        for task, values in chosen.items():
+            config["heads"][task].update(values)
+        module.metrics = torch.nn.ModuleDict(spec.task_metrics(data.class_names, cfg, module.model.heads))
+        if trainer.is_global_zero:
+            _store_config(config, cfg, run_dir)
     trainer.validate(module, val_loader, verbose=False)
     values = module.last_metrics
     if trainer.is_global_zero:
@@ -204,6 +211,19 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
         _write_outputs(values, module.last_score, spec, data, run_dir)
         print(timer.summary())
     return _result(values, module.last_score)
+
+
+def _store_config(config: dict, cfg: TrainConfig, run_dir: Path) -> None:
+    """Write a model config changed after training (``TaskSpec.calibrate``) into the run's checkpoints and
+    config.yaml, each atomically."""
+    for name in ("best.ckpt", "last.ckpt"):
+        path = run_dir / name
+        if path.is_file():
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint["ghostkit"] = config
+            atomic_torch_save(checkpoint, path)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"train": cfg.to_dict(), "model": config},
+                                                              sort_keys=False))
 
 
 def _lightning_module(cfg: TrainConfig):
@@ -230,9 +250,10 @@ def _write_outputs(values: dict, score: float | None, spec: TaskSpec, data: Task
 
 
 def validate(weights: str | Path, data: str, out: str | Path | None = None, batch: int = 64, workers: int = 2,
-             threshold: float = 0.5, tta: bool = False) -> dict:
+             threshold: float | None = None, tta: bool = False) -> dict:
     """Evaluate a checkpoint (or exported model) on ``data``'s validation set; writes ``metrics.json`` into ``out``
-    (default: ``val/`` beside the weights) and returns the metrics. ``tta``: detection test-time augmentation
+    (default: ``val/`` beside the weights) and returns the metrics. ``threshold``: multi-label decision threshold
+    (default: the checkpoint's). ``tta``: detection test-time augmentation
     (flips and scales). No Lightning: the loop is :func:`ghostkit.deploy.evaluate.evaluate`."""
     out_dir = check_output_dir(out if out else Path(weights).parent / "val")  # before the work
     model = load_model_file(weights)

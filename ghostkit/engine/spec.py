@@ -62,6 +62,12 @@ class TaskSpec:
     def plots(self, values: dict, class_names: list[str], out_dir: Path) -> list[Path]:
         return []
 
+    def calibrate(self, model: nn.Module, data: TaskData, cfg) -> dict[str, dict]:
+        """After training, with the best weights loaded: settings chosen on the training data (multi-label: the
+        decision threshold), set on ``model``'s heads; returns them as ``{task: {head config key: value}}`` for
+        the checkpoints' configs."""
+        return {}
+
     # -- the run's view: one task here, several in ``MultiTaskSpec`` ----------------------------------------------
     @property
     def tasks(self) -> list[str]:
@@ -109,7 +115,7 @@ def get_spec(task: str) -> TaskSpec:
     return _SPECS[task]
 
 
-def model_metrics(model: nn.Module, threshold: float = 0.5) -> dict[str, nn.Module]:
+def model_metrics(model: nn.Module, threshold: float | None = None) -> dict[str, nn.Module]:
     """Fresh metric modules ``{task: module}`` for a trained ``model`` (``TaskModel`` or ``OnnxTaskModel``), as
     ``ghostkit val`` computes them: what export's INT8 accuracy check is given (``ghostkit.deploy.evaluate``)."""
     from .config import TrainConfig

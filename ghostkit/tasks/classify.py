@@ -26,6 +26,13 @@ class ClassifyHead(nn.Module):
         hidden: width of the 1x1 conv before the classifier (GhostNet: 1280).
         dropout: dropout before the classifier.
         label_smoothing: for single-label cross-entropy.
+        prior: multi-label only: the fraction of training images showing each class (``num_classes`` values); the
+            classifier's biases start at its log-odds, so every sigmoid starts at its class's frequency instead of
+            0.5 (as RetinaNet initialises its classification biases). A zero-bias start spends the first steps
+            pushing all scores down to the frequencies, and in short runs the features learn little while the
+            loss is dominated by that.
+        threshold: multi-label decision threshold of ``format_result`` and ``render`` when none is given (training
+            chooses it on the training images: ``ghostkit.engine.classify.choose_threshold``).
     """
 
     preprocess = "resize"
@@ -38,13 +45,22 @@ class ClassifyHead(nn.Module):
         hidden: int = 1280,
         dropout: float = 0.2,
         label_smoothing: float = 0.0,
+        prior: list[float] | None = None,
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         self.num_classes, self.multilabel, self.label_smoothing = num_classes, multilabel, label_smoothing
+        self.threshold = threshold
         self.conv_head = nn.Conv2d(feature_info[-1]["num_chs"], hidden, 1, bias=True)
         self.act2 = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
+        if multilabel and prior is not None:
+            if len(prior) != num_classes:
+                raise ValueError(f"prior has {len(prior)} values for {num_classes} classes")
+            p = torch.tensor(prior, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)  # a class seen never / always
+            with torch.no_grad():
+                self.classifier.bias.copy_(torch.log(p / (1 - p)))
 
     def forward(self, features: list[torch.Tensor], images: torch.Tensor | None = None) -> torch.Tensor:
         x = self.act2(self.conv_head(features[-1].mean((2, 3), keepdim=True))).flatten(1)
@@ -63,10 +79,12 @@ class ClassifyHead(nn.Module):
         probs = logits.sigmoid() if self.multilabel else logits.softmax(-1)
         return [{"scores": p} for p in probs]
 
-    def format_result(self, result: dict, class_names: list[str], topk: int = 5, threshold: float = 0.5) -> dict:
+    def format_result(self, result: dict, class_names: list[str], topk: int = 5,
+                      threshold: float | None = None) -> dict:
         """Top-k ``[{"class", "index", "score"}]`` (softmax), or for multi-label the classes scoring ≥ ``threshold``
-        under ``"labels"`` plus every class's score under ``"scores"``."""
+        (default: the head's) under ``"labels"`` plus every class's score under ``"scores"``."""
         scores = result["scores"].float().cpu()
+        threshold = self.threshold if threshold is None else threshold
         if self.multilabel:
             idx = [int(i) for i in torch.nonzero(scores >= threshold).flatten()]
             return {"labels": [{"class": class_names[i], "index": i, "score": float(scores[i])} for i in idx],
@@ -80,7 +98,7 @@ class ClassifyHead(nn.Module):
 
         scores = result["scores"].float().cpu()
         if self.multilabel:
-            text = ", ".join(class_names[i] for i in torch.nonzero(scores >= 0.5).flatten().tolist()) or "-"
+            text = ", ".join(class_names[i] for i in torch.nonzero(scores >= self.threshold).flatten().tolist()) or "-"
         else:
             i = int(scores.argmax())
             text = f"{class_names[i]} {float(scores[i]):.2f}"

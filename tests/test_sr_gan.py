@@ -53,7 +53,7 @@ def photos(tmp_path_factory):
 def test_adversarial_restore_trains_one_epoch(photos, tmp_path) -> None:
     out = tmp_path / "run"
     code = main(["train", "--task", "restore", "--adversarial", "--data", str(photos), "--scale", "4", "--imgsz", "32",
-                 "--model", "ghostnet_050", "--width", "8", "--depth", "1", "--epochs", "1", "--batch", "4",
+                 "--model", "ghostnet_050", "--width", "8", "--depth", "1", "--epochs", "1", "--batch", "64",
                  "--workers", "0", "--out", str(out)])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -76,10 +76,10 @@ def _mean_pairwise(feats: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # one epoch (28 steps of 64 images, then evaluation on 1000 images) took about 48 CPU-seconds single-threaded
-    # on an Intel Xeon (Sapphire Rapids class), torch 2.14.1; the feature classifier about 75: 15 epochs fit in
-    # 10 minutes of two cores when the two threads share the work at least 65% efficiently
-    parser.add_argument("--epochs", type=int, default=15)
+    # one epoch (28 steps of 64 images, then evaluation on 1000 images) took about 50 CPU-seconds single-threaded
+    # on an Intel Xeon (Sapphire Rapids class), torch 2.14.1; the feature classifier about 75: 10 epochs fit in
+    # 10 CPU minutes (one thread)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", default="runs/bench_generate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-only", action="store_true", help="evaluate the run already in --out (its best.ckpt)")

@@ -278,3 +278,21 @@ def test_bad_input(folder, tmp_path, capsys) -> None:
                    "--out", str(tmp_path / "r"), *args])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and message in err and len(err.splitlines()) == 1, (args, err)
+
+
+def test_class_reaches_the_generator_from_the_start_and_d_has_a_class_head() -> None:
+    """The class embedding joined to the latent makes the class change an untrained generator's image (the
+    conditional BatchNorm gains start equal for every class); the discriminator's auxiliary class head reads the
+    same features as its real/fake score."""
+    torch.manual_seed(0)
+    g = Generator(imgsz=32, num_classes=3, z_dim=16, width=8, class_dim=8).eval()
+    z = torch.randn(2, 16)
+    a, b = g(z, torch.tensor([0, 0])), g(z, torch.tensor([1, 1]))
+    assert (a - b).abs().mean() > 1e-3
+    assert Generator(imgsz=32, num_classes=0, z_dim=16, width=8, class_dim=8).class_embed is None
+    d = Discriminator("ghostnet_050", num_classes=3)
+    h = d.features(torch.rand(4, 3, 32, 32) * 2 - 1)
+    logits = d.class_logits(h)
+    assert logits.shape == (4, 3) and float(logits.detach().std(0).mean()) > 1e-2  # the head sees the images apart
+    assert d.score(h, torch.tensor([0, 1, 2, 0])).shape == (4,)
+    assert Discriminator("ghostnet_050", num_classes=0).classifier is None

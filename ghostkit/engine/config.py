@@ -67,6 +67,7 @@ class TrainConfig:
     scale: int = 2  # restore: super-resolution factor 1..4 (1: denoise only)
     noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
+    adversarial: bool = False  # restore: train with a discriminator (ghostkit.engine.sr_gan)
     sr_join: str | None = None  # multi-task restore at --scale > 1: lr | restored | fused (None: the head's default)
     width: int | None = None  # restore, style: network width; generate: generator channels (None: the task's)
     depth: int | None = None  # restore, style: number of ghost blocks (None: the task's)
@@ -135,6 +136,10 @@ class TrainConfig:
             (self.max_det > 0, f"--max-det must be positive, got {self.max_det}"),
             (1 <= self.scale <= 4, f"--scale must be 1, 2, 3 or 4, got {self.scale}"),
             (0 <= self.jpeg <= 100, f"--jpeg must be a quality in 1..100 (0: off), got {self.jpeg}"),
+            (not self.adversarial or self.task == "restore",
+             f"--adversarial trains a restore model with a discriminator: it needs --task restore, got {self.task!r}"),
+            (not self.adversarial or not (self.ema or self.grad_clip),
+             "--adversarial: --ema and --grad-clip do not apply (two optimisers under manual optimisation)"),
             ((self.width or 1) > 0 and (self.depth or 1) > 0, f"--width and --depth must be positive, got "
                                                               f"{self.width}, {self.depth}"),
             (self.precision in ("32", "bf16-mixed", "16-mixed"), f"--precision must be 32, bf16-mixed or 16-mixed, "
@@ -234,6 +239,9 @@ HELP: dict[str, str] = {
     "scale": "restore: super-resolution factor 1..4 (1: denoising only)",
     "noise": "restore: Gaussian noise sigma on the 0-255 scale, or a range like 0-50",
     "jpeg": "restore: also compress the degraded input as JPEG at this quality 1..100 (0: no JPEG)",
+    "adversarial": "restore: adversarial super-resolution (SRGAN/ESRGAN-style): a GhostNet discriminator (--model) "
+                   "and pixel + perceptual + adversarial losses; --pretrained FILE|imagenet: the perceptual network's "
+                   "weights (default: fixed random ones)",
     "sr_join": "multi-task super-resolution (--task restore,segment --scale 2): how the other heads reach the "
                "high-resolution frame: lr (LR features, outputs in the HR frame; the default), restored (backbone "
                "on the restored image), fused (lr + a fusion of the mask logits with the restored image)",

@@ -1,7 +1,9 @@
 """GAN training under Lightning: two optimisers (manual optimisation), EMA of the generator, FID-picked checkpoints.
 
 One step: a discriminator update on a batch of real images and as many generated ones (hinge loss, plus lazy R1
-every ``r1_every`` steps), then a generator update on fresh latents for the same classes, then the EMA update.
+every ``r1_every`` steps, plus for conditional data the class head's cross-entropy on the real images), then a
+generator update on fresh latents for the same classes (hinge loss, plus the class head's cross-entropy on its
+samples for the requested classes), then the EMA update. Both class terms are weighted ``ac_weight``.
 Validation samples the averaged generator (after re-measuring its BatchNorm statistics, see
 :meth:`GANModule.standing_stats`) with latents fixed per run, for at most ``MAX_EVAL_IMAGES`` real / generated
 images, and writes a sample grid per epoch into ``samples/``.
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, Subset
 
@@ -84,8 +87,14 @@ class GANModule(L.LightningModule):
         z = torch.randn(real.shape[0], self.model.z_dim, device=real.device)
         with torch.no_grad():
             fake = g(z, y)
-        loss_d = d_hinge_loss(d(real, y), d(fake, y))
+        h_real = d.features(real)
+        loss_d = d_hinge_loss(d.score(h_real, y), d(fake, y))
         logs = {"train/d_loss": loss_d.detach()}
+        ac = GENERATE_DEFAULTS["ac_weight"] if y is not None else 0.0
+        if ac:  # the class head learns on real images only (a head also trained on fakes teaches G nothing early)
+            loss_ac = F.cross_entropy(d.class_logits(h_real), y)
+            loss_d = loss_d + ac * loss_ac
+            logs["train/d_class_loss"] = loss_ac.detach()
         every, gamma = GENERATE_DEFAULTS["r1_every"], GENERATE_DEFAULTS["r1_gamma"]
         if gamma > 0 and self.global_step % every == 0:
             r1 = r1_penalty(d, real, y)
@@ -97,7 +106,12 @@ class GANModule(L.LightningModule):
         opt_d.step()
 
         z = torch.randn(real.shape[0], self.model.z_dim, device=real.device)
-        loss_g = g_hinge_loss(d(g(z, y), y))
+        h_fake = d.features(g(z, y))
+        loss_g = g_hinge_loss(d.score(h_fake, y))
+        if ac:  # AC-GAN: G is also rewarded when D's class head reads the requested class from its samples
+            loss_g_ac = F.cross_entropy(d.class_logits(h_fake), y)
+            loss_g = loss_g + ac * loss_g_ac
+            logs["train/g_class_loss"] = loss_g_ac.detach()
         self._check("generator", loss_g)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
@@ -196,7 +210,7 @@ def train_gan(cfg: TrainConfig, callbacks: list | None = None) -> dict:
         "format": 1,
         "task": "generate",
         "generator": {"imgsz": imgsz, "num_classes": len(data.class_names), "z_dim": GENERATE_DEFAULTS["z_dim"],
-                      "width": cfg.width or 32},
+                      "width": cfg.width or 32, "class_dim": GENERATE_DEFAULTS["class_dim"] if data.class_names else 0},
         "discriminator": {"model": cfg.model},
         "class_names": data.class_names,
         "imgsz": [imgsz, imgsz],

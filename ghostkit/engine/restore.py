@@ -7,12 +7,19 @@ image. ``psnr_rgb`` is the same PSNR on the three RGB channels (the convention o
 the bicubic upscale of the input (super-resolution) or the noisy input itself (denoising); the head returns it
 next to its output (``outputs["baseline"]``), since the targets hold only the clean image. A
 per-image PSNR is capped at 100 dB so that identical images give a finite value (metrics.json stays valid JSON).
+
+``sharpness`` (and ``sharpness_baseline``): a no-reference measure of detail that needs no download, the mean
+gradient magnitude of the output's luma (Sobel) divided by that of the clean target, over the whole set: 1 is as
+sharp as the truth, bicubic upscaling scores below 1, oversharpening or hallucinated texture above 1. PSNR rewards
+blur where the detail is uncertain; this shows what adversarial training (``--adversarial``) buys back for it.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ..data.restore import Degradation, RestoreDataset, parse_noise
@@ -21,12 +28,19 @@ from ..errors import GhostkitError
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, register_spec
 
-__all__ = ["RestoreMetrics", "RestoreSpec", "rgb_to_y"]
+__all__ = ["RestoreMetrics", "RestoreSpec", "gradient_magnitude", "rgb_to_y"]
 
 MAX_PSNR = 100.0
 # BT.601 luma for RGB in [0, 1], studio range (16..235)/255: the convention of SR papers and MATLAB's rgb2ycbcr
 _Y_WEIGHTS = (65.481 / 255, 128.553 / 255, 24.966 / 255)
 _Y_OFFSET = 16 / 255
+
+
+def gradient_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``B x 1 x H x W`` → ``B``: mean Sobel gradient magnitude per image (valid positions only)."""
+    k = x.new_tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 8
+    g = F.conv2d(x, torch.stack([k, k.T])[:, None])
+    return g.pow(2).sum(1).sqrt().mean((1, 2))
 
 
 def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
@@ -36,8 +50,8 @@ def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
 
 
 class RestoreMetrics(nn.Module):
-    """``psnr``, ``ssim`` (Y channel), ``psnr_rgb``, and the baseline's ``psnr_baseline``, ``ssim_baseline``,
-    ``psnr_baseline_rgb``.
+    """``psnr``, ``ssim`` (Y channel), ``psnr_rgb``, ``sharpness``, and the baseline's ``psnr_baseline``,
+    ``ssim_baseline``, ``psnr_baseline_rgb``, ``sharpness_baseline``.
 
     ``update(outputs, targets)``: the head's ``{"image", "baseline"}`` (``B x 3 x H x W``) and the clean targets.
     """
@@ -50,6 +64,9 @@ class RestoreMetrics(nn.Module):
             PeakSignalNoiseRatio(**psnr) for _ in range(4))
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
         self.ssim_baseline = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.sharp = MeanMetric()  # summed gradient magnitudes: output, baseline, target (see the module docstring)
+        self.sharp_baseline = MeanMetric()
+        self.sharp_target = MeanMetric()
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         b = self.border
@@ -66,10 +83,15 @@ class RestoreMetrics(nn.Module):
         self.psnr_baseline_rgb.update(base, target)
         self.ssim.update(py, ty)
         self.ssim_baseline.update(by, ty)
+        self.sharp.update(gradient_magnitude(py))
+        self.sharp_baseline.update(gradient_magnitude(by))
+        self.sharp_target.update(gradient_magnitude(ty))
 
     def compute(self) -> dict:
         def mean_psnr(m: PeakSignalNoiseRatio) -> float:
             return float(m.compute().clamp(max=MAX_PSNR).mean())
+
+        truth = self.sharp_target.compute().clamp_min(1e-12)  # flat targets: no detail to match
 
         return {
             "psnr": mean_psnr(self.psnr),
@@ -78,6 +100,8 @@ class RestoreMetrics(nn.Module):
             "ssim_baseline": float(self.ssim_baseline.compute()),
             "psnr_rgb": mean_psnr(self.psnr_rgb),
             "psnr_baseline_rgb": mean_psnr(self.psnr_baseline_rgb),
+            "sharpness": float(self.sharp.compute() / truth),
+            "sharpness_baseline": float(self.sharp_baseline.compute() / truth),
         }
 
     def reset(self) -> None:
@@ -104,7 +128,7 @@ class RestoreSpec(TaskSpec):
         self._data = data.source
 
     def head_config(self, cfg: TrainConfig, data: TaskData) -> dict:
-        if cfg.pretrained:
+        if cfg.pretrained and not cfg.adversarial:  # adversarial: the perceptual network's (engine/sr_gan.py)
             raise GhostkitError("--pretrained loads backbone weights, but restore models have no backbone")
         if cfg.imgsz is not None and cfg.imgsz % cfg.scale:
             raise GhostkitError(f"--imgsz (the training patch, {cfg.imgsz} px) must be a multiple of --scale "

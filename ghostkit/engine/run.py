@@ -168,7 +168,7 @@ def train(cfg: TrainConfig, callbacks: list | None = None, spec: TaskSpec | None
               f"--epochs to train further)", file=sys.stderr)
         return json.loads(saved.read_text())
     model = build_task_model(config)
-    if cfg.pretrained and not cfg.resume:
+    if cfg.pretrained and not cfg.resume and not cfg.adversarial:  # adversarial: the perceptual network's weights
         load_pretrained(model, cfg.pretrained)
     distiller = build_distiller(cfg, config)  # --teacher: checked against the data before training starts
     module = _lightning_module(cfg)(model, cfg, spec.task_metrics(data.class_names, cfg, model.heads), spec.monitors)
@@ -231,6 +231,10 @@ def _lightning_module(cfg: TrainConfig):
     import importlib
 
     target = get_task(cfg.task).lightning_module
+    if cfg.adversarial:  # restore with a discriminator
+        from .sr_gan import AdversarialRestoreModule
+
+        return AdversarialRestoreModule
     if target is None:
         from .module import TaskModule
 

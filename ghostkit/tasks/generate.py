@@ -7,7 +7,12 @@ at DCGAN scale, plus a lazy R1 penalty:
 * spectral normalisation of every convolution, linear layer and embedding of the discriminator (SNGAN);
 * class-conditional runs: a projection discriminator (Miyato and Koyama, ICLR 2018,
   https://arxiv.org/abs/1802.05637) and class-conditional BatchNorm in the generator (de Vries et al., 2017;
-  BigGAN's conditional BN, one gain and bias embedding per layer);
+  BigGAN's conditional BN, one gain and bias embedding per layer), a learnt class embedding joined to the latent
+  (BigGAN's shared embedding), and an auxiliary classification loss (AC-GAN, Odena, Olah and Shlens, ICML 2017,
+  https://arxiv.org/abs/1610.09585: a class head on D learns the classes of real images, G is rewarded when the
+  head reads the requested class from its samples; used next to the projection as in TAC-GAN and ContraGAN). With
+  the projection and the conditional BN alone, the generator ignored the class in short CPU runs (see
+  ``GENERATE_DEFAULTS``);
 * an exponential moving average of the generator's weights, sampled from (BigGAN; Karras et al., 2018), with
   "standing statistics" for its BatchNorm layers (BigGAN: running statistics re-measured for the averaged weights);
 * Adam with beta1 = 0 and beta2 = 0.999 and a discriminator learning rate twice the generator's (BigGAN's betas;
@@ -17,14 +22,15 @@ at DCGAN scale, plus a lazy R1 penalty:
 
 Generator (``B x z_dim`` latent, class ``B`` → ``B x 3 x S x S`` in [-1, 1], S = 4 · 2^k)::
 
-    z → linear → 4 x 4 x C0 → k x [CBN → ReLU → 2x nearest upsample → ghost conv → CBN → ReLU → depthwise 3x3 →
-    ghost conv, + 1x1 conv of the upsampled input] → BN → ReLU → 3x3 conv → tanh
+    [z, embed(class)] → linear → 4 x 4 x C0 → k x [CBN → ReLU → 2x nearest upsample → ghost conv → CBN → ReLU →
+    depthwise 3x3 → ghost conv, + 1x1 conv of the upsampled input] → BN → ReLU → 3x3 conv → tanh
 
 A "ghost conv" is ghostkit's :class:`~ghostkit.models.GhostModule` (1x1 primary conv, depthwise cheap operation)
 with its BatchNorms folded away into biases: the conditional norms around it normalise instead.
 
 Discriminator: any registered GhostNet (``--model``), ``features_only`` to stride 32, → ReLU → sum over positions →
-``h``; ``D(x, y) = w·h + embed(y)·h`` (the projection term only for conditional models). Its BatchNorm layers are
+``h``; ``D(x, y) = w·h + embed(y)·h`` (the projection term only for conditional models), and for conditional
+models class logits ``classifier(h)`` (the auxiliary class head). Its BatchNorm layers are
 removed (the convolutions get biases): BN would make one image's score depend on the rest of its batch (real and
 fake batches get different statistics, which D can tell apart without looking at the images, and R1's per-image
 gradient would mix images), and BN's learnt scale would undo the Lipschitz bound that spectral normalisation sets;
@@ -63,6 +69,8 @@ GENERATE_DEFAULTS = dict(
     lr_d_factor=2.0,  # the discriminator's learning rate: this x --lr (TTUR)
     betas=(0.0, 0.999),  # BigGAN
     z_dim=128,
+    class_dim=32,  # conditional generators: a learnt class embedding of this size joins the latent (0: none)
+    ac_weight=1.0,  # auxiliary classification loss of conditional runs (AC-GAN), for D and G; 0: off
     r1_gamma=0.1,  # R1 weight; 0: off
     r1_every=4,  # lazy R1: every N discriminator steps
     feature_model="ghostnet_050",  # backbone of the feature classifier trained for FID / KID / class_acc
@@ -122,7 +130,8 @@ class Generator(nn.Module):
     ``imgsz`` must be 4 · 2^k with k ≥ 1 (8, 16, 32, 64, 128, 256); ``width``: channels at full resolution.
     """
 
-    def __init__(self, imgsz: int = 32, num_classes: int = 0, z_dim: int = 128, width: int = 32) -> None:
+    def __init__(self, imgsz: int = 32, num_classes: int = 0, z_dim: int = 128, width: int = 32,
+                 class_dim: int = 0) -> None:
         super().__init__()
         ups = round(math.log2(max(imgsz, 1) / 4))
         if imgsz < 8 or 4 * 2**ups != imgsz:
@@ -131,12 +140,16 @@ class Generator(nn.Module):
             raise GhostkitError(f"generate: --width must be at least 4 and z_dim positive, got {width}, {z_dim}")
         self.imgsz, self.num_classes, self.z_dim, self.width = imgsz, num_classes, z_dim, width
         chs = [width * min(8, 2 ** (ups - i)) for i in range(ups + 1)]
-        self.fc = nn.Linear(z_dim, chs[0] * 16)
+        # the class also enters at the first layer, as part of the input (BigGAN's shared class embedding joins z)
+        self.class_embed = nn.Embedding(num_classes, class_dim) if num_classes and class_dim else None
+        self.fc = nn.Linear(z_dim + (class_dim if self.class_embed is not None else 0), chs[0] * 16)
         self.blocks = nn.ModuleList(GeneratorBlock(chs[i], chs[i + 1], num_classes) for i in range(ups))
         self.norm_out = nn.BatchNorm2d(chs[-1])
         self.conv_out = nn.Conv2d(chs[-1], 3, 3, 1, 1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.class_embed is not None:
+            z = torch.cat([z, self.class_embed(y)], 1)
         x = self.fc(z).view(z.shape[0], -1, 4, 4)
         for block in self.blocks:
             x = block(x, y)
@@ -216,7 +229,9 @@ def _normalise_discriminator(module: nn.Module) -> None:
 class Discriminator(nn.Module):
     """``forward(x B x 3 x H x W in [-1, 1], y B int64 | None) -> B`` real/fake scores (see the module docstring).
 
-    ``model``: any registered GhostNet name; its stride-32 features feed the head.
+    ``model``: any registered GhostNet name; its stride-32 features feed the head. Conditional discriminators also
+    have ``classifier``, the auxiliary class head (AC-GAN): :meth:`features` → ``h``, then :meth:`score` and
+    :meth:`class_logits` share it.
     """
 
     def __init__(self, model: str = "ghostnet_050", num_classes: int = 0) -> None:
@@ -227,13 +242,30 @@ class Discriminator(nn.Module):
         self.fc = nn.Linear(chs, 1)
         self.embed = nn.Embedding(num_classes, chs) if num_classes else None
         _normalise_discriminator(self)
+        # after the spectral normalisation on purpose: the class logits need no Lipschitz bound (neither the hinge
+        # loss nor R1 sees them). The LayerNorm (per image: no batch dependence) matters: at initialisation h varies
+        # between images by ~1% of its size (digits, ghostnet_050), so a plain linear head's logits hardly differ
+        # and its cross-entropy stayed at chance for the first 50 steps; normalised, they vary 12x more
+        self.classifier = nn.Sequential(nn.LayerNorm(chs, elementwise_affine=False),
+                                        nn.Linear(chs, num_classes)) if num_classes else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.relu(self.backbone(x)[-1]).sum((2, 3))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x H x W`` → ``h``, ``B x C`` (ReLU, summed over positions)."""
+        return F.relu(self.backbone(x)[-1]).sum((2, 3))
+
+    def score(self, h: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Real/fake scores ``B`` of features ``h``: ``w·h`` plus the projection ``embed(y)·h`` (conditional)."""
         out = self.fc(h).squeeze(1)
         if self.embed is not None:
             out = out + (self.embed(y) * h).sum(1)
         return out
+
+    def class_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """``B x num_classes`` logits of the auxiliary classifier (conditional discriminators only)."""
+        return self.classifier(h)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.score(self.features(x), y)
 
 
 def d_hinge_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

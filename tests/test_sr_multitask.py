@@ -89,14 +89,35 @@ def test_an_untrained_fusion_starts_as_the_lr_join():
     assert torch.allclose(a["segment"], b["segment"], atol=1e-5)
 
 
-def test_the_restored_join_runs_the_backbone_on_the_hr_image():
-    model, images, _, _ = _model_and_batch("restored", tasks=("restore", "segment"))
+def test_the_restored_join_runs_the_backbone_on_the_hr_image_only():
+    model, images, targets, _ = _model_and_batch("restored", tasks=("restore", "segment"))
     seen = []
     model.backbone.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    out = model(images)
+    assert seen == [(HR, HR)]
+    # the masks' loss stops at the restored image: the restore network learns from its own target only
+    model.heads["segment"].loss(out["segment"], targets["segment"])["loss"].backward()
+    assert model.backbone.conv_stem.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.heads["restore"].parameters())
+    head = model.heads["restore"]
+    assert head.lift is None and (head.conv_first.out_channels, len(head.body)) == (32, 6)  # a restore model's size
+
+
+def test_the_joint_restore_branch_is_lighter_and_reads_the_backbone():
+    model, images, targets, _ = _model_and_batch("lr", tasks=("restore", "segment"))
+    head = model.heads["restore"]
+    assert (head.conv_first.out_channels, len(head.body)) == (16, 4)
+    torch.nn.init.normal_(head.upsample[0].weight, std=0.01)  # as after a training step (it starts at zero)
+    out = model(images)
+    out["restore"]["image"].sum().backward()  # the restore loss reaches the backbone through the lifted features
+    assert head.lift.weight.grad.abs().sum() > 0 and model.backbone.conv_stem.weight.grad.abs().sum() > 0
+    # tiles (small, with the lifted features cropped alike) give the whole image's result
     model.eval()
     with torch.no_grad():
-        model(images)
-    assert seen == [(HR // SCALE, HR // SCALE), (HR, HR)]
+        whole = model(images)["restore"]["image"]
+        head.tile, head.tile_overlap = 16, 12
+        tiled = model(images)["restore"]["image"]
+    assert torch.allclose(whole, tiled, atol=1e-5)
 
 
 # -- bad input: one line naming the file, exit code 2 --------------------------------------------------------------

@@ -141,7 +141,7 @@ def quality(args: argparse.Namespace) -> list[str]:
                 size = {"width": args.restore_width, "depth": args.restore_depth}
             cfg = TrainConfig(task=task, data="shapes", model=args.model, epochs=args.epochs, batch=args.batch,
                               imgsz=lr if lr_frame else args.hr, scale=SCALE, sr_join=join, workers=args.workers,
-                              out=str(out), **size)
+                              out=str(out), seed=args.seed, **size)
             t0 = time.perf_counter()
             train(cfg, spec=ShapesSpec(task, args.n_train, args.n_val, lr_frame))
             seconds[name] = time.perf_counter() - t0
@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--restore-width", type=int, default=None, help="the restore-only model's width")
     parser.add_argument("--restore-depth", type=int, default=None, help="the restore-only model's depth")
     parser.add_argument("--only", default="", help="train only the runs whose names contain one of these (comma list)")
+    parser.add_argument("--seed", type=int, default=0, help="the trainings' seed (the validation images stay)")
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args(argv)
     args.joins = [j.strip() for j in args.joins.split(",") if j.strip()]

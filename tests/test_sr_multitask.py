@@ -78,10 +78,18 @@ def test_classification_joins_a_super_resolution_run():
     assert result["restore"]["image"].shape == (3, HR, HR) and result["classify"]["scores"].shape == (3,)
 
 
+def test_the_default_join_fuses_masks_and_detects_on_the_restored_image():
+    seg, _, _, _ = _model_and_batch(tasks=("restore", "segment"))
+    assert seg.heads["restore"].join == "fused" and seg.heads["restore"].fusion is not None
+    assert seg.config["heads"]["restore"]["join"] == "fused"  # written down: a checkpoint keeps its join
+    det, _, _, _ = _model_and_batch(tasks=("restore", "detect", "segment"))
+    assert det.heads["restore"].join == "restored" and det.heads["restore"].lift is None
+
+
 def test_an_untrained_fusion_starts_as_the_lr_join():
     fused, images, _, _ = _model_and_batch("fused")
-    plain, _, _, _ = _model_and_batch()
-    assert plain.heads["restore"].join == "lr" and plain.heads["restore"].fusion is None  # the default
+    plain, _, _, _ = _model_and_batch("lr")
+    assert plain.heads["restore"].fusion is None
     plain.load_state_dict({k: v for k, v in fused.state_dict().items() if ".fusion." not in k})
     fused.eval(), plain.eval()
     with torch.no_grad():

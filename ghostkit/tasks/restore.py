@@ -48,14 +48,19 @@ from ..errors import GhostkitError
 from ..models.ghostnet import GhostBottleneck
 from . import register_head
 
-__all__ = ["RestoreHead", "JOINS", "DEFAULT_JOIN", "JOINT_WIDTH", "JOINT_DEPTH", "bicubic_upscale", "drop_batchnorm",
+__all__ = ["RestoreHead", "JOINS", "JOINT_WIDTH", "JOINT_DEPTH", "default_join", "bicubic_upscale", "drop_batchnorm",
            "to_pil_image"]
 
 # how the other heads of a multi-task super-resolution model reach the HR frame (module docstring)
 JOINS = ("lr", "restored", "fused")
-DEFAULT_JOIN = "lr"
 # the restore branch of a multi-task model reading the backbone's features (module docstring): its default size
 JOINT_WIDTH, JOINT_DEPTH = 16, 4
+
+
+def default_join(tasks: list[str]) -> str:
+    """The ``join`` of a multi-task super-resolution run of ``tasks`` without ``--sr-join``: ``"restored"`` when
+    it detects (boxes from the HR image's features), else ``"fused"`` (module docstring: the measured choice)."""
+    return "restored" if "detect" in tasks else "fused"
 
 
 def drop_batchnorm(module: nn.Module) -> nn.Module:
@@ -129,7 +134,7 @@ class RestoreHead(nn.Module):
         tile_overlap: int = 16,
         mean: list[float] | None = None,
         std: list[float] | None = None,
-        join: str = DEFAULT_JOIN,
+        join: str = "lr",  # the join of checkpoints written before the option existed
         fuse_classes: int = 0,
         reuse_features: bool = False,
     ) -> None:

@@ -25,7 +25,8 @@ def _model_and_batch(join: str | None = None, tasks=("restore", "segment", "dete
     cfg = TrainConfig(task=",".join(tasks), data="shapes", model="ghostnet_050", imgsz=HR, scale=SCALE, sr_join=join)
     data = spec.build_data(cfg)
     config = {"backbone": {"name": "ghostnet_050", "kwargs": {}}, "heads": spec.head_configs(cfg, data),
-              "class_names": data.class_names, "imgsz": [data.imgsz, data.imgsz], "task_weights": "auto"}
+              "class_names": data.class_names, "imgsz": [data.imgsz, data.imgsz], "task_weights": "auto",
+              "mean": list(data.mean), "std": list(data.std)}
     torch.manual_seed(0)
     model = build_task_model(config)
     images, targets = data.collate([data.val[i] for i in range(n)])
@@ -84,6 +85,16 @@ def test_the_default_join_fuses_masks_and_detects_on_the_restored_image():
     assert seg.config["heads"]["restore"]["join"] == "fused"  # written down: a checkpoint keeps its join
     det, _, _, _ = _model_and_batch(tasks=("restore", "detect", "segment"))
     assert det.heads["restore"].join == "restored" and det.heads["restore"].lift is None
+
+
+def test_the_fused_model_exports_to_one_onnx_model_with_its_outputs(tmp_path):
+    from ghostkit.deploy.export import export
+
+    model, _, _, _ = _model_and_batch(tasks=("restore", "segment"))
+    for conv in (model.heads["restore"].fusion[2], model.heads["restore"].upsample[0]):  # as after training
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    result = export(model.eval(), out=tmp_path / "fused.onnx", log=None)
+    assert result.max_abs_diff <= result.tolerance
 
 
 def test_an_untrained_fusion_starts_as_the_lr_join():

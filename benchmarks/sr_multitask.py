@@ -1,21 +1,23 @@
 """Super-resolution inside multi-task training: the bars of ``--task restore,segment`` / ``restore,detect`` at x2.
 
 Every model trains for the same epochs on the same built-in shapes stream (``--n-train`` new images per epoch) and
-is scored on the same validation images: each HR image (``--hr`` px), its bicubic x2 downscale as the input.
+is scored on the same validation images: each HR image (``--hr`` px, 64 by default: shapes of 10-29 px, 5-14 px in
+the input, where a stride-8 head sees a 4 x 4 grid), its bicubic x2 downscale as the input.
 
-1. Quality: the joint models (one per ``--sr-join`` way of reaching the HR frame, ``ghostkit.tasks.restore``)
-   against
+1. Quality: the joint models (one per ``--sr-join`` way of reaching the HR frame, ``ghostkit.tasks.restore``; the
+   model defaults of the restore branch) against
    - a segmentation model trained on the LR images (masks downsampled with them) whose logits are upsampled to HR:
      HR mIoU, bar: joint >= baseline + 2 points;
    - a detection model trained on the LR images (boxes / 2), its boxes x 2: mAP50 in HR pixels (the same as in LR
      pixels: IoU does not change under a common scaling), bar: joint >= baseline + 2 points;
-   - a restore-only model: PSNR (Y), bar: joint >= restore-only - 0.3 dB.
+   - a restore-only model (width 32, depth 6): PSNR (Y), bar: joint >= restore-only - 0.3 dB.
 2. Latency (CPU, batch 1, eval): the joint restore + segment model against the cascade that gives the same outputs
    without it, the restore model then a segmentation model on the restored HR image, timed interleaved in one run
    at the training size and at a camera-like size; bar: joint <= 0.7 x the cascade.
 
     .venv/bin/python benchmarks/sr_multitask.py                  # latency only (untrained models)
-    .venv/bin/python benchmarks/sr_multitask.py --train          # + the trainings (about 15 minutes, one thread)
+    .venv/bin/python benchmarks/sr_multitask.py --train          # + 7 trainings (about 35 minutes, one thread)
+    .venv/bin/python benchmarks/sr_multitask.py --train --joins fused --det-joins restored  # default joins: 20 min
 """
 
 from __future__ import annotations

@@ -237,9 +237,11 @@ HELP: dict[str, str] = {
                "high-resolution frame: lr (LR features, outputs in the HR frame), fused (lr + masks refined to HR "
                "from the restore branch's features; the default without detect), restored (the backbone runs on "
                "the restored image; the default with detect)",
-    "width": "restore, style: network width (default: restore 32, style 16); generate: generator channels at full "
-             "resolution (x2 per halving, at most x8; default 32)",
-    "depth": "restore, style: number of ghost blocks (default: restore 6, style 3)",
+    "width": "restore, style: network width (default: restore 32, 16 in a multi-task super-resolution run with "
+             "--sr-join lr or fused, style 16); generate: generator channels at full resolution (x2 per halving, at "
+             "most x8; default 32)",
+    "depth": "restore, style: number of ghost blocks (default: restore 6, 4 in a multi-task super-resolution run "
+             "with --sr-join lr or fused, style 3)",
     "style": "style (and classify,style): the style image file, or the built-in mosaic (the default); --head adain: "
              "a folder of style images, or the built-in set styles (the default)",
     "content_weight": "style: weight of the content loss",

@@ -17,19 +17,24 @@ upscale: VDSR, Kim et al., CVPR 2016, https://arxiv.org/abs/1511.04587.
 
 In a multi-task model at scale s > 1 the restore head also decides how the other heads reach its HR frame
 (``join``; ``TaskModel`` routes the features): ``"lr"`` — the heads read the backbone's features of the LR input and
-predict in the HR frame (masks upsampled, boxes in HR px); ``"restored"`` — the backbone runs again on the restored
-image and the heads read those features; ``"fused"`` — as ``"lr"``, plus a fusion of the two branches in the spirit
-of DSRL (Wang et al., CVPR 2020, https://arxiv.org/abs/2003.00480): the segmentation logits, upsampled to HR, are
-refined by two 3x3 convs over them and the restored image (``fuse``, zero-initialised: it starts as ``"lr"``), so
-mask edges can follow the restored detail. Measured on built-in shapes at x2 (``benchmarks/sr_multitask.py``: HR
-96 px, input 48 px, ghostnet_050, 4 epochs of 400 images, one seed; Intel Xeon, 1 thread, other work on the cores):
-HR mIoU 0.249 (``lr``), 0.235 (``fused``), 0.241 (``restored``) against 0.250 for a segmentation model trained on
-the LR images; restore PSNR 34.64, 34.63, 33.40 dB against 34.62 for the restore-only model; batch-1 latency 0.81-0.97,
-0.94-0.99 and 1.11-1.53 x restoring then segmenting the restored image. ``"lr"`` is the default: the same quality
-at the lowest cost. The fusion did not pay for itself in runs this short (it costs 0.06-0.16 x at HR), and the
-second backbone pass cost 1.2 dB (the task's gradient reaches the restore network through the restored image).
-The restore network is most of a joint model's time: with ``--width 16 --depth 4`` the same runs kept their
-figures and the joint model took 0.47 x the cascade at a 160 x 120 input (README).
+predict in the HR frame (masks upsampled, boxes in HR px); ``"restored"`` — the backbone runs on the restored image
+only, and the heads read those features (their losses stop at the restored image, which the restore loss alone
+shapes); ``"fused"`` — as ``"lr"``, plus a fusion of the two branches in the spirit of DSRL (Wang et al., CVPR 2020,
+https://arxiv.org/abs/2003.00480): the HR mask logits are corrected by two 3x3 convs over the restore body's
+features and the logits pooled to the input size, pixel-shuffled to HR (``fuse``, zero-initialised: it starts as
+``"lr"``), so mask edges are placed at HR precision from the detail the restore network finds. With ``"lr"`` and
+``"fused"`` the restore network also reads the backbone's stride-4 features of its input (``reuse_features``: a
+1x1 conv, upsampled and added to its first features), and is lighter by default (``JOINT_WIDTH`` 16,
+``JOINT_DEPTH`` 4, against 32 and 6 for a restore model).
+
+Measured on built-in shapes at x2 (``benchmarks/sr_multitask.py``: HR 64 px, input 32 px, ghostnet_050, 6 epochs
+of 640 images (240 steps), seed 0; Intel Xeon, 1 thread, other work on the cores; docs/benchmarks.md): HR mIoU
+30.9 (``fused``), 29.1 (``lr``), 36.3 (``restored``) against 28.2 for a segmentation model trained on the LR
+images; mAP50 26.5 (``restored``), 24.7 (``lr``) against 24.5 for a detector trained on the LR images; restore PSNR
+within 0.2 dB of the restore-only model in every case; batch-1 latency at a 160 x 120 input 0.52 (``fused``), 0.50
+(``lr``) and 1.01 (``restored``) x restoring then segmenting the restored image. Hence :func:`default_join`:
+``"fused"`` (meets the latency bar of 0.7 x and the mIoU bar of +2 points), ``"restored"`` when boxes are asked
+for (``"lr"`` does not beat the LR-trained detector). ``"restored"`` gives the best masks, at the cascade's cost.
 
 Large images are processed in overlapping tiles when the head is not training (bounded memory): each ``tile`` x
 ``tile`` input tile is run with ``tile_overlap`` px of context on every side, and only its centre is kept. The

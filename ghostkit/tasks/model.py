@@ -80,13 +80,15 @@ class TaskModel(nn.Module):
         features = self.backbone(images)
         restored, feats = sr.restore(features, images)
         hr = restored["image"]
-        outputs = {"restore": restored}
+        outputs = {}
         for task, head in self.heads.items():
-            if task == "detect":  # on LR features the anchors live in the input frame: scaled to HR (box coding is
+            if task == "restore":
+                outputs[task] = restored
+            elif task == "detect":  # on LR features the anchors live in the input frame: scaled to HR (box coding is
                 det = head(features, images)  # scale-free)
                 size = tuple(v * sr.scale for v in det["image_size"])
                 outputs[task] = {**det, "anchors": det["anchors"] * sr.scale, "image_size": size}
-            elif task != "restore":
+            else:
                 outputs[task] = head(features, hr)
         if sr.fusion is not None and "segment" in outputs:  # HR logits refined by the restore branch's features
             seg = outputs["segment"]

@@ -1,21 +1,23 @@
 """Super-resolution inside multi-task training: the bars of ``--task restore,segment`` / ``restore,detect`` at x2.
 
 Every model trains for the same epochs on the same built-in shapes stream (``--n-train`` new images per epoch) and
-is scored on the same validation images: each HR image (``--hr`` px), its bicubic x2 downscale as the input.
+is scored on the same validation images: each HR image (``--hr`` px, 64 by default: shapes of 10-29 px, 5-14 px in
+the input, where a stride-8 head sees a 4 x 4 grid), its bicubic x2 downscale as the input.
 
-1. Quality: the joint models (one per ``--sr-join`` way of reaching the HR frame, ``ghostkit.tasks.restore``)
-   against
+1. Quality: the joint models (one per ``--sr-join`` way of reaching the HR frame, ``ghostkit.tasks.restore``; the
+   model defaults of the restore branch) against
    - a segmentation model trained on the LR images (masks downsampled with them) whose logits are upsampled to HR:
      HR mIoU, bar: joint >= baseline + 2 points;
    - a detection model trained on the LR images (boxes / 2), its boxes x 2: mAP50 in HR pixels (the same as in LR
      pixels: IoU does not change under a common scaling), bar: joint >= baseline + 2 points;
-   - a restore-only model: PSNR (Y), bar: joint >= restore-only - 0.3 dB.
+   - a restore-only model (width 32, depth 6): PSNR (Y), bar: joint >= restore-only - 0.3 dB.
 2. Latency (CPU, batch 1, eval): the joint restore + segment model against the cascade that gives the same outputs
    without it, the restore model then a segmentation model on the restored HR image, timed interleaved in one run
    at the training size and at a camera-like size; bar: joint <= 0.7 x the cascade.
 
     .venv/bin/python benchmarks/sr_multitask.py                  # latency only (untrained models)
-    .venv/bin/python benchmarks/sr_multitask.py --train          # + the trainings (about 15 minutes, one thread)
+    .venv/bin/python benchmarks/sr_multitask.py --train          # + 7 trainings (about 35 minutes, one thread)
+    .venv/bin/python benchmarks/sr_multitask.py --train --joins fused --det-joins restored  # default joins: 20 min
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from ghostkit.engine.spec import get_spec
 from ghostkit.tasks.model import build_task_model, load_task_model
 
 SCALE = 2
-JOINS = ("lr", "fused")
+JOINS = ("fused", "lr")  # restore + segment
+DET_JOINS = ("restored", "lr")  # restore + detect
 
 
 class LRFrame(Dataset):
@@ -121,11 +124,13 @@ def quality(args: argparse.Namespace) -> list[str]:
     runs = {"restore only": ("restore", lr, False, None),
             "segment on LR": ("segment", lr, True, None),
             "detect on LR": ("detect", lr, True, None)}
-    light = "" if (args.joint_width, args.joint_depth) == (32, 6) else f" w{args.joint_width} d{args.joint_depth}"
+    light = "" if args.joint_width is None and args.joint_depth is None else \
+        f" w{args.joint_width} d{args.joint_depth}"
     for join in args.joins:
         runs[f"joint restore+segment ({join}{light})"] = ("restore,segment", lr, False, join)
     # the fusion refines masks only: a detection model is the same for "fused" and "lr"
-    runs[f"joint restore+detect ({args.joins[0]}{light})"] = ("restore,detect", lr, False, args.joins[0])
+    for join in args.det_joins:
+        runs[f"joint restore+detect ({join}{light})"] = ("restore,detect", lr, False, join)
     hr_val, lr_val = eval_sets(args.hr, args.n_val)
     results, seconds = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,9 +139,11 @@ def quality(args: argparse.Namespace) -> list[str]:
             if args.only and not any(o in name for o in args.only):
                 continue
             size = {"width": args.joint_width, "depth": args.joint_depth} if "joint" in name else {}
+            if task == "restore" and args.restore_width:
+                size = {"width": args.restore_width, "depth": args.restore_depth}
             cfg = TrainConfig(task=task, data="shapes", model=args.model, epochs=args.epochs, batch=args.batch,
                               imgsz=lr if lr_frame else args.hr, scale=SCALE, sr_join=join, workers=args.workers,
-                              out=str(out), **size)
+                              out=str(out), seed=args.seed, **size)
             t0 = time.perf_counter()
             train(cfg, spec=ShapesSpec(task, args.n_train, args.n_val, lr_frame))
             seconds[name] = time.perf_counter() - t0
@@ -153,19 +160,18 @@ def quality(args: argparse.Namespace) -> list[str]:
     rows += ["", f"bicubic x2 upscaling: {bicubic:.2f} dB"]
     for join in args.joins:
         seg = results.get(f"joint restore+segment ({join}{light})")
+        if seg is not None:
+            rows.append(f"segment {join}: mIoU {100 * (seg['miou'] - results['segment on LR']['miou']):+.1f} points "
+                        f"(bar >= +2), PSNR {seg['psnr'] - results['restore only']['psnr']:+.2f} dB (bar >= -0.3)")
+    for join in args.det_joins:
         det = results.get(f"joint restore+detect ({join}{light})")
-        if seg is None:
-            continue
-        line = f"{join}: mIoU {100 * (seg['miou'] - results['segment on LR']['miou']):+.1f} points (bar >= +2), " \
-               f"PSNR {seg['psnr'] - results['restore only']['psnr']:+.2f} dB (bar >= -0.3)"
         if det is not None:
-            line += f"; mAP50 {100 * (det['map50'] - results['detect on LR']['map50']):+.1f} points (bar >= +2), " \
-                    f"PSNR {det['psnr'] - results['restore only']['psnr']:+.2f} dB"
-        rows.append(line)
+            rows.append(f"detect {join}: mAP50 {100 * (det['map50'] - results['detect on LR']['map50']):+.1f} points "
+                        f"(bar >= +2), PSNR {det['psnr'] - results['restore only']['psnr']:+.2f} dB (bar >= -0.3)")
     return rows
 
 
-def build(model: str, task: str, hr: int, join: str | None, **size: int) -> torch.nn.Module:
+def build(model: str, task: str, hr: int, join: str | None, **size: int | None) -> torch.nn.Module:
     """An untrained model of ``task`` for the latency comparison (weights do not change the cost); ``size``: the
     restore head's ``width`` / ``depth``."""
     spec = MultiTaskSpec(task, min_tasks=1)
@@ -177,13 +183,12 @@ def build(model: str, task: str, hr: int, join: str | None, **size: int) -> torc
 
 
 @torch.inference_mode()
-def latency(model: str, hr: int, sizes: list[tuple[int, int]], rounds: int, calls: int, width: int, depth: int,
-            join: str) -> list[str]:
+def latency(model: str, hr: int, sizes: list[tuple[int, int]], rounds: int, calls: int, width: int | None,
+            depth: int | None) -> list[str]:
     restore = build(model, "restore", hr, None)
     segment = build(model, "segment", hr, None)  # the cascade's: reads the restored HR image
-    joints = {join: build(model, "restore,segment", hr, join) for join in ("fused", "lr", "restored")}
-    if (width, depth) != (restore.heads["restore"].conv_first.out_channels, len(restore.heads["restore"].body)):
-        joints[f"{join} w{width} d{depth}"] = build(model, "restore,segment", hr, join, width=width, depth=depth)
+    joints = {join: build(model, "restore,segment", hr, join, width=width, depth=depth) for join in
+              ("fused", "lr", "restored")}
     norm = restore.heads["restore"].normalise
     rows = ["| input (LR) | restore then segment (ms) | " + " | ".join(f"joint {j} (ms, ratio)" for j in joints) + " |",
             "|---|---:|" + "---:|" * len(joints)]
@@ -200,27 +205,31 @@ def latency(model: str, hr: int, sizes: list[tuple[int, int]], rounds: int, call
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="ghostnet_050")
-    parser.add_argument("--hr", type=int, default=96, help="HR frame of the trainings (input: hr / 2)")
+    parser.add_argument("--hr", type=int, default=64, help="HR frame of the trainings (input: hr / 2)")
     parser.add_argument("--sizes", default="48x48,120x160", help="LR input sizes HxW of the latency table")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--train", action="store_true", help="also train the models and compare their metrics")
-    parser.add_argument("--joins", default=",".join(JOINS), help="the --sr-join ways to train (first: the default)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--n-train", type=int, default=400, help="new shapes images per epoch")
+    parser.add_argument("--joins", default=",".join(JOINS), help="the --sr-join ways to train restore + segment")
+    parser.add_argument("--det-joins", default=",".join(DET_JOINS), help="the --sr-join ways to train restore + detect")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--n-train", type=int, default=640, help="new shapes images per epoch")
     parser.add_argument("--n-val", type=int, default=100)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--joint-width", type=int, default=32, help="the joint models' restore width (--width)")
-    parser.add_argument("--joint-depth", type=int, default=6, help="the joint models' restore depth (--depth)")
+    parser.add_argument("--joint-width", type=int, default=None, help="the joint models' restore width (--width)")
+    parser.add_argument("--joint-depth", type=int, default=None, help="the joint models' restore depth (--depth)")
+    parser.add_argument("--restore-width", type=int, default=None, help="the restore-only model's width")
+    parser.add_argument("--restore-depth", type=int, default=None, help="the restore-only model's depth")
     parser.add_argument("--only", default="", help="train only the runs whose names contain one of these (comma list)")
+    parser.add_argument("--seed", type=int, default=0, help="the trainings' seed (the validation images stay)")
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args(argv)
     args.joins = [j.strip() for j in args.joins.split(",") if j.strip()]
+    args.det_joins = [j.strip() for j in args.det_joins.split(",") if j.strip()]
     args.only = [o.strip() for o in args.only.split(",") if o.strip()]
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     print(f"CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}, {args.model}, x{SCALE}")
-    print("\n".join(latency(args.model, args.hr, sizes, args.rounds, args.calls, args.joint_width, args.joint_depth,
-                            args.joins[0])))
+    print("\n".join(latency(args.model, args.hr, sizes, args.rounds, args.calls, args.joint_width, args.joint_depth)))
     if args.train:
         print(f"\ntraining: HR {args.hr} px, input {args.hr // SCALE} px, {args.epochs} epochs x {args.n_train} "
               f"images, batch {args.batch}, {args.n_val} validation images")

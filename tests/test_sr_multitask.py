@@ -25,7 +25,8 @@ def _model_and_batch(join: str | None = None, tasks=("restore", "segment", "dete
     cfg = TrainConfig(task=",".join(tasks), data="shapes", model="ghostnet_050", imgsz=HR, scale=SCALE, sr_join=join)
     data = spec.build_data(cfg)
     config = {"backbone": {"name": "ghostnet_050", "kwargs": {}}, "heads": spec.head_configs(cfg, data),
-              "class_names": data.class_names, "imgsz": [data.imgsz, data.imgsz], "task_weights": "auto"}
+              "class_names": data.class_names, "imgsz": [data.imgsz, data.imgsz], "task_weights": "auto",
+              "mean": list(data.mean), "std": list(data.std)}
     torch.manual_seed(0)
     model = build_task_model(config)
     images, targets = data.collate([data.val[i] for i in range(n)])
@@ -78,10 +79,28 @@ def test_classification_joins_a_super_resolution_run():
     assert result["restore"]["image"].shape == (3, HR, HR) and result["classify"]["scores"].shape == (3,)
 
 
+def test_the_default_join_fuses_masks_and_detects_on_the_restored_image():
+    seg, _, _, _ = _model_and_batch(tasks=("restore", "segment"))
+    assert seg.heads["restore"].join == "fused" and seg.heads["restore"].fusion is not None
+    assert seg.config["heads"]["restore"]["join"] == "fused"  # written down: a checkpoint keeps its join
+    det, _, _, _ = _model_and_batch(tasks=("restore", "detect", "segment"))
+    assert det.heads["restore"].join == "restored" and det.heads["restore"].lift is None
+
+
+def test_the_fused_model_exports_to_one_onnx_model_with_its_outputs(tmp_path):
+    from ghostkit.deploy.export import export
+
+    model, _, _, _ = _model_and_batch(tasks=("restore", "segment"))
+    for conv in (model.heads["restore"].fusion[2], model.heads["restore"].upsample[0]):  # as after training
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    result = export(model.eval(), out=tmp_path / "fused.onnx", log=None)
+    assert result.max_abs_diff <= result.tolerance
+
+
 def test_an_untrained_fusion_starts_as_the_lr_join():
     fused, images, _, _ = _model_and_batch("fused")
-    plain, _, _, _ = _model_and_batch()
-    assert plain.heads["restore"].join == "lr" and plain.heads["restore"].fusion is None  # the default
+    plain, _, _, _ = _model_and_batch("lr")
+    assert plain.heads["restore"].fusion is None
     plain.load_state_dict({k: v for k, v in fused.state_dict().items() if ".fusion." not in k})
     fused.eval(), plain.eval()
     with torch.no_grad():
@@ -89,14 +108,35 @@ def test_an_untrained_fusion_starts_as_the_lr_join():
     assert torch.allclose(a["segment"], b["segment"], atol=1e-5)
 
 
-def test_the_restored_join_runs_the_backbone_on_the_hr_image():
-    model, images, _, _ = _model_and_batch("restored", tasks=("restore", "segment"))
+def test_the_restored_join_runs_the_backbone_on_the_hr_image_only():
+    model, images, targets, _ = _model_and_batch("restored", tasks=("restore", "segment"))
     seen = []
     model.backbone.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    out = model(images)
+    assert seen == [(HR, HR)]
+    # the masks' loss stops at the restored image: the restore network learns from its own target only
+    model.heads["segment"].loss(out["segment"], targets["segment"])["loss"].backward()
+    assert model.backbone.conv_stem.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.heads["restore"].parameters())
+    head = model.heads["restore"]
+    assert head.lift is None and (head.conv_first.out_channels, len(head.body)) == (32, 6)  # a restore model's size
+
+
+def test_the_joint_restore_branch_is_lighter_and_reads_the_backbone():
+    model, images, targets, _ = _model_and_batch("lr", tasks=("restore", "segment"))
+    head = model.heads["restore"]
+    assert (head.conv_first.out_channels, len(head.body)) == (16, 4)
+    torch.nn.init.normal_(head.upsample[0].weight, std=0.01)  # as after a training step (it starts at zero)
+    out = model(images)
+    out["restore"]["image"].sum().backward()  # the restore loss reaches the backbone through the lifted features
+    assert head.lift.weight.grad.abs().sum() > 0 and model.backbone.conv_stem.weight.grad.abs().sum() > 0
+    # tiles (small, with the lifted features cropped alike) give the whole image's result
     model.eval()
     with torch.no_grad():
-        model(images)
-    assert seen == [(HR // SCALE, HR // SCALE), (HR, HR)]
+        whole = model(images)["restore"]["image"]
+        head.tile, head.tile_overlap = 16, 12
+        tiled = model(images)["restore"]["image"]
+    assert torch.allclose(whole, tiled, atol=1e-5)
 
 
 # -- bad input: one line naming the file, exit code 2 --------------------------------------------------------------

@@ -68,7 +68,7 @@ class TrainConfig:
     noise: str = "0"  # restore: Gaussian noise sigma (0-255 scale), or a range like 0-50
     jpeg: int = 0  # restore: JPEG quality of the synthesised degradation (0: none)
     adversarial: bool = False  # restore: train with a discriminator (ghostkit.engine.sr_gan)
-    sr_join: str | None = None  # multi-task restore at --scale > 1: lr | restored | fused (None: the head's default)
+    sr_join: str | None = None  # multi-task restore at --scale > 1: lr | restored | fused (None: default_join's)
     width: int | None = None  # restore, style: network width; generate: generator channels (None: the task's)
     depth: int | None = None  # restore, style: number of ghost blocks (None: the task's)
     style: str | None = None  # style: the style image (None: the built-in mosaic); adain: a folder (None: built-in)
@@ -243,11 +243,14 @@ HELP: dict[str, str] = {
                    "and pixel + perceptual + adversarial losses; --pretrained FILE|imagenet: the perceptual network's "
                    "weights (default: fixed random ones)",
     "sr_join": "multi-task super-resolution (--task restore,segment --scale 2): how the other heads reach the "
-               "high-resolution frame: lr (LR features, outputs in the HR frame; the default), restored (backbone "
-               "on the restored image), fused (lr + a fusion of the mask logits with the restored image)",
-    "width": "restore, style: network width (default: restore 32, style 16); generate: generator channels at full "
-             "resolution (x2 per halving, at most x8; default 32)",
-    "depth": "restore, style: number of ghost blocks (default: restore 6, style 3)",
+               "high-resolution frame: lr (LR features, outputs in the HR frame), fused (lr + masks refined to HR "
+               "from the restore branch's features; the default without detect), restored (the backbone runs on "
+               "the restored image; the default with detect)",
+    "width": "restore, style: network width (default: restore 32, 16 in a multi-task super-resolution run with "
+             "--sr-join lr or fused, style 16); generate: generator channels at full resolution (x2 per halving, at "
+             "most x8; default 32)",
+    "depth": "restore, style: number of ghost blocks (default: restore 6, 4 in a multi-task super-resolution run "
+             "with --sr-join lr or fused, style 3)",
     "style": "style (and classify,style): the style image file, or the built-in mosaic (the default); --head adain: "
              "a folder of style images, or the built-in set styles (the default)",
     "content_weight": "style: weight of the content loss",

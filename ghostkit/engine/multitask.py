@@ -29,6 +29,7 @@ from ..data.multitask import task_data as multitask_data
 from ..data.restore import Degradation
 from ..errors import GhostkitError
 from ..tasks.registry import MULTITASK, TASKS, combinable_tasks, get_task
+from ..tasks.restore import JOINT_DEPTH, JOINT_WIDTH, default_join
 from .config import TrainConfig
 from .spec import TaskData, TaskSpec, get_spec, register_multitask_spec
 
@@ -145,9 +146,10 @@ class MultiTaskSpec(TaskSpec):
             spec.attach_data(data)
 
     def head_configs(self, cfg: TrainConfig, data: TaskData) -> dict[str, dict]:
-        sr = "restore" in self.specs and cfg.scale > 1
+        sr = "restore" in self.specs and len(self.specs) > 1 and cfg.scale > 1
+        join = (cfg.sr_join or default_join(self._tasks)) if sr else None
         # super-resolution with the backbone on the restored image: the other heads' defaults for the HR size
-        hr_data = dataclasses.replace(data, imgsz=data.imgsz * cfg.scale) if sr and cfg.sr_join == "restored" else data
+        hr_data = dataclasses.replace(data, imgsz=data.imgsz * cfg.scale) if join == "restored" else data
         configs = {t: s.head_config(self.task_cfg(cfg, t), data if t == "restore" else hr_data)
                    for t, s in self.specs.items()}
         for t in ("restore", "style"):  # their input is the normalised image the other heads need
@@ -156,8 +158,13 @@ class MultiTaskSpec(TaskSpec):
         if "style" in configs:  # the shared backbone is the loss network (ghostkit.tasks.style)
             configs["style"]["loss_model"] = None
         if sr:
-            configs["restore"].update({"join": cfg.sr_join} if cfg.sr_join else {})
+            configs["restore"]["join"] = join
             configs["restore"]["fuse_classes"] = configs.get("segment", {}).get("num_classes", 0)
+            # the restore branch reads the backbone's features of the LR input when the backbone runs on it, and
+            # is then lighter than a restore model's by default (JOINT_WIDTH, JOINT_DEPTH: ghostkit.tasks.restore)
+            if join != "restored":
+                configs["restore"].update(reuse_features=True, width=cfg.width or JOINT_WIDTH,
+                                          depth=cfg.depth or JOINT_DEPTH)
         return configs
 
     def task_metrics(self, class_names: dict[str, list[str]], cfg: TrainConfig, heads) -> dict[str, nn.Module]:

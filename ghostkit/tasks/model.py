@@ -66,28 +66,34 @@ class TaskModel(nn.Module):
         return head if head is not None and head.scale > 1 else None
 
     def _forward(self, images: torch.Tensor) -> dict[str, object]:
-        features = self.backbone(images) if self.backbone is not None else None
         sr = self.sr_head
         if sr is None:
+            features = self.backbone(images) if self.backbone is not None else None
             return {task: head(features, images) for task, head in self.heads.items()}
         # super-resolution: the other heads predict in the HR frame of the restored image (masks at its size, boxes
         # in its pixels); the restore head's ``join`` says which features they read (ghostkit.tasks.restore)
-        restored = sr(None, images)
+        if sr.join == "restored":  # the backbone reads the restored image; its heads' losses stop there (detach)
+            restored, _ = sr.restore(None, images)
+            hr = restored["image"]
+            features = self.backbone(sr.normalise(hr.detach()))
+            return {task: restored if task == "restore" else head(features, hr) for task, head in self.heads.items()}
+        features = self.backbone(images)
+        restored, feats = sr.restore(features, images)
         hr = restored["image"]
-        if sr.join == "restored":
-            features = self.backbone(sr.normalise(hr))
-        outputs = {task: restored if task == "restore" else head(features, hr) for task, head in self.heads.items()
-                   if task != "detect"}
-        if "detect" in self.heads:
-            if sr.join == "restored":
-                outputs["detect"] = self.heads["detect"](features, hr)
-            else:  # on LR features the anchors live in the input frame: scaled to HR (box coding is scale-free)
-                det = self.heads["detect"](features, images)
+        outputs = {}
+        for task, head in self.heads.items():
+            if task == "restore":
+                outputs[task] = restored
+            elif task == "detect":  # on LR features the anchors live in the input frame: scaled to HR (box coding is
+                det = head(features, images)  # scale-free)
                 size = tuple(v * sr.scale for v in det["image_size"])
-                outputs["detect"] = {**det, "anchors": det["anchors"] * sr.scale, "image_size": size}
-        if sr.fusion is not None and "segment" in outputs:
+                outputs[task] = {**det, "anchors": det["anchors"] * sr.scale, "image_size": size}
+            else:
+                outputs[task] = head(features, hr)
+        if sr.fusion is not None and "segment" in outputs:  # HR logits refined by the restore branch's features
             seg = outputs["segment"]
-            outputs["segment"] = {**seg, "out": sr.fuse(seg["out"], hr)} if isinstance(seg, dict) else sr.fuse(seg, hr)
+            outputs["segment"] = {**seg, "out": sr.fuse(seg["out"], feats)} if isinstance(seg, dict) else sr.fuse(
+                seg, feats)
         return outputs
 
     def select(self, outputs: dict, targets: dict, task: str) -> tuple[object, object] | None:

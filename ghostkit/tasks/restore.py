@@ -17,19 +17,24 @@ upscale: VDSR, Kim et al., CVPR 2016, https://arxiv.org/abs/1511.04587.
 
 In a multi-task model at scale s > 1 the restore head also decides how the other heads reach its HR frame
 (``join``; ``TaskModel`` routes the features): ``"lr"`` — the heads read the backbone's features of the LR input and
-predict in the HR frame (masks upsampled, boxes in HR px); ``"restored"`` — the backbone runs again on the restored
-image and the heads read those features; ``"fused"`` — as ``"lr"``, plus a fusion of the two branches in the spirit
-of DSRL (Wang et al., CVPR 2020, https://arxiv.org/abs/2003.00480): the segmentation logits, upsampled to HR, are
-refined by two 3x3 convs over them and the restored image (``fuse``, zero-initialised: it starts as ``"lr"``), so
-mask edges can follow the restored detail. Measured on built-in shapes at x2 (``benchmarks/sr_multitask.py``: HR
-96 px, input 48 px, ghostnet_050, 4 epochs of 400 images, one seed; Intel Xeon, 1 thread, other work on the cores):
-HR mIoU 0.249 (``lr``), 0.235 (``fused``), 0.241 (``restored``) against 0.250 for a segmentation model trained on
-the LR images; restore PSNR 34.64, 34.63, 33.40 dB against 34.62 for the restore-only model; batch-1 latency 0.81-0.97,
-0.94-0.99 and 1.11-1.53 x restoring then segmenting the restored image. ``"lr"`` is the default: the same quality
-at the lowest cost. The fusion did not pay for itself in runs this short (it costs 0.06-0.16 x at HR), and the
-second backbone pass cost 1.2 dB (the task's gradient reaches the restore network through the restored image).
-The restore network is most of a joint model's time: with ``--width 16 --depth 4`` the same runs kept their
-figures and the joint model took 0.47 x the cascade at a 160 x 120 input (README).
+predict in the HR frame (masks upsampled, boxes in HR px); ``"restored"`` — the backbone runs on the restored image
+only, and the heads read those features (their losses stop at the restored image, which the restore loss alone
+shapes); ``"fused"`` — as ``"lr"``, plus a fusion of the two branches in the spirit of DSRL (Wang et al., CVPR 2020,
+https://arxiv.org/abs/2003.00480): the HR mask logits are corrected by two 3x3 convs over the restore body's
+features and the logits pooled to the input size, pixel-shuffled to HR (``fuse``, zero-initialised: it starts as
+``"lr"``), so mask edges are placed at HR precision from the detail the restore network finds. With ``"lr"`` and
+``"fused"`` the restore network also reads the backbone's stride-4 features of its input (``reuse_features``: a
+1x1 conv, upsampled and added to its first features), and is lighter by default (``JOINT_WIDTH`` 16,
+``JOINT_DEPTH`` 4, against 32 and 6 for a restore model).
+
+Measured on built-in shapes at x2 (``benchmarks/sr_multitask.py``: HR 64 px, input 32 px, ghostnet_050, 6 epochs
+of 640 images (240 steps), seed 0; Intel Xeon, 1 thread, other work on the cores; docs/benchmarks.md): HR mIoU
+30.9 (``fused``), 29.1 (``lr``), 36.3 (``restored``) against 28.2 for a segmentation model trained on the LR
+images; mAP50 26.5 (``restored``), 24.7 (``lr``) against 24.5 for a detector trained on the LR images; restore PSNR
+within 0.2 dB of the restore-only model in every case; batch-1 latency at a 160 x 120 input 0.52 (``fused``), 0.50
+(``lr``) and 1.01 (``restored``) x restoring then segmenting the restored image. Hence :func:`default_join`:
+``"fused"`` (meets the latency bar of 0.7 x and the mIoU bar of +2 points), ``"restored"`` when boxes are asked
+for (``"lr"`` does not beat the LR-trained detector). ``"restored"`` gives the best masks, at the cascade's cost.
 
 Large images are processed in overlapping tiles when the head is not training (bounded memory): each ``tile`` x
 ``tile`` input tile is run with ``tile_overlap`` px of context on every side, and only its centre is kept. The
@@ -48,11 +53,19 @@ from ..errors import GhostkitError
 from ..models.ghostnet import GhostBottleneck
 from . import register_head
 
-__all__ = ["RestoreHead", "JOINS", "DEFAULT_JOIN", "bicubic_upscale", "drop_batchnorm", "to_pil_image"]
+__all__ = ["RestoreHead", "JOINS", "JOINT_WIDTH", "JOINT_DEPTH", "default_join", "bicubic_upscale", "drop_batchnorm",
+           "to_pil_image"]
 
 # how the other heads of a multi-task super-resolution model reach the HR frame (module docstring)
 JOINS = ("lr", "restored", "fused")
-DEFAULT_JOIN = "lr"
+# the restore branch of a multi-task model reading the backbone's features (module docstring): its default size
+JOINT_WIDTH, JOINT_DEPTH = 16, 4
+
+
+def default_join(tasks: list[str]) -> str:
+    """The ``join`` of a multi-task super-resolution run of ``tasks`` without ``--sr-join``: ``"restored"`` when
+    it detects (boxes from the HR image's features), else ``"fused"`` (module docstring: the measured choice)."""
+    return "restored" if "detect" in tasks else "fused"
 
 
 def drop_batchnorm(module: nn.Module) -> nn.Module:
@@ -107,6 +120,8 @@ class RestoreHead(nn.Module):
         mean, std: the normalisation of the input (multi-task models), undone first; None: input in [0, 1].
         join: multi-task models at scale > 1: how the other heads reach the HR frame (``JOINS``, module docstring).
         fuse_classes: with ``join="fused"``: the segmentation head's classes (0: no segmentation head to refine).
+        reuse_features: multi-task models at scale > 1 with join ``"lr"`` / ``"fused"``: the network also reads the
+            backbone's stride-4 features of its input (``feature_info[0]``, module docstring).
     """
 
     needs_backbone = False
@@ -124,8 +139,9 @@ class RestoreHead(nn.Module):
         tile_overlap: int = 16,
         mean: list[float] | None = None,
         std: list[float] | None = None,
-        join: str = DEFAULT_JOIN,
+        join: str = "lr",  # the join of checkpoints written before the option existed
         fuse_classes: int = 0,
+        reuse_features: bool = False,
     ) -> None:
         super().__init__()
         if not (isinstance(scale, int) and 1 <= scale <= 4):
@@ -150,50 +166,78 @@ class RestoreHead(nn.Module):
         # zero residual at init: the untrained model returns the baseline exactly
         nn.init.zeros_(self.upsample[0].weight)
         nn.init.zeros_(self.upsample[0].bias)
+        self.lift = None
+        if reuse_features:
+            if not feature_info or join == "restored":
+                raise GhostkitError("restore: reuse_features needs the backbone's features of the LR input (a "
+                                    "multi-task model with --sr-join lr or fused)")
+            self.lift = nn.Conv2d(feature_info[0]["num_chs"], width, 1)
         self.fusion = None
-        if join == "fused" and fuse_classes:  # logits + restored RGB → a correction of the logits, at HR
+        if join == "fused" and fuse_classes:  # body features + LR logits → an HR correction of the logits
             k = fuse_classes
-            self.fusion = nn.Sequential(nn.Conv2d(k + 3, 16, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(16, k, 3, 1, 1))
+            self.fusion = nn.Sequential(nn.Conv2d(width + k, 32, 3, 1, 1), nn.ReLU(inplace=True),
+                                        nn.Conv2d(32, k * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
             nn.init.zeros_(self.fusion[2].weight)
             nn.init.zeros_(self.fusion[2].bias)
         # NHWC: the depthwise and 1x1 convs of ghost modules run about 1.6x faster on CPU (oneDNN) in this layout
         self.to(memory_format=torch.channels_last)
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The learnt detail, ``B x 3 x h x w → B x 3 x sh x sw`` (the whole network but the baseline)."""
+    def residual(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learnt detail ``B x 3 x sh x sw`` of ``x`` ``B x 3 x h x w`` (the whole network but the baseline) and
+        the body's features ``B x width x h x w`` it is shuffled from; ``extra`` (``B x width x h x w``) is added to
+        the first conv's features (the lifted backbone features)."""
         feat = self.conv_first(x)
-        return self.upsample(self.conv_body(self.body(feat)) + feat)
+        if extra is not None:
+            feat = feat + extra
+        body = self.conv_body(self.body(feat)) + feat
+        return self.upsample(body), body
 
-    def _tiled_residual(self, x: torch.Tensor) -> torch.Tensor:
+    def _tiled_residual(self, x: torch.Tensor, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         b, _, h, w = x.shape
         s, t, ov = self.scale, self.tile, self.tile_overlap
-        out = x.new_empty(b, 3, h * s, w * s)
+        out, feats = x.new_empty(b, 3, h * s, w * s), x.new_empty(b, self.conv_body.out_channels, h, w)
         for y0 in range(0, h, t):
             for x0 in range(0, w, t):
                 y1, x1 = min(y0 + t, h), min(x0 + t, w)
                 ey0, ex0 = max(0, y0 - ov), max(0, x0 - ov)
-                r = self.residual(x[:, :, ey0:min(h, y1 + ov), ex0:min(w, x1 + ov)])
+                window = (slice(None), slice(None), slice(ey0, min(h, y1 + ov)), slice(ex0, min(w, x1 + ov)))
+                r, f = self.residual(x[window], None if extra is None else extra[window])
                 oy, ox = (y0 - ey0) * s, (x0 - ex0) * s
                 out[:, :, y0 * s:y1 * s, x0 * s:x1 * s] = r[:, :, oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
-        return out
+                feats[:, :, y0:y1, x0:x1] = f[:, :, y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0]
+        return out, feats
 
-    def forward(self, features: list[torch.Tensor] | None, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def restore(self, features: list[torch.Tensor] | None, images: torch.Tensor
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """:meth:`forward`'s outputs and the body's features ``B x width x h x w`` (what :meth:`fuse` reads).
+        ``features``: the backbone's feature maps of ``images`` (used with ``reuse_features``)."""
         if self.in_mean is not None:
             images = images * self.in_std + self.in_mean
         images = images.contiguous(memory_format=torch.channels_last)
+        extra = None
+        if self.lift is not None:  # stride-4 maps, lifted at their own size, then brought to the input's
+            extra = F.interpolate(self.lift(features[0]), size=images.shape[-2:], mode="bilinear",
+                                  align_corners=False)
         baseline = bicubic_upscale(images, self.scale)
         big = self.tile and max(images.shape[-2:]) > self.tile
-        residual = self._tiled_residual(images) if big and not self.training else self.residual(images)
-        return {"image": baseline + residual, "baseline": baseline}
+        residual, feats = self._tiled_residual(images, extra) if big and not self.training else self.residual(
+            images, extra)
+        return {"image": baseline + residual, "baseline": baseline}, feats
+
+    def forward(self, features: list[torch.Tensor] | None, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.restore(features, images)[0]
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         """A restored ``B x 3 x H x W`` image in [0, 1] → the normalisation the backbone reads (``join="restored"``)."""
         image = image.clamp(0, 1)
         return (image - self.in_mean) / self.in_std if self.in_mean is not None else image
 
-    def fuse(self, logits: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
-        """Segmentation ``logits`` ``B x K x H x W`` (HR) refined with the ``restored`` image ``B x 3 x H x W``."""
-        return logits + self.fusion(torch.cat([logits, restored.clamp(0, 1)], 1))
+    def fuse(self, logits: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Segmentation ``logits`` ``B x K x sh x sw`` (upsampled to HR from the LR features) plus a correction read
+        off the body's features ``feats`` (``B x width x h x w``, :meth:`restore`) and the logits pooled to the input
+        size, computed there and pixel-shuffled to HR: each input pixel predicts its s x s HR pixels, as it does
+        the restored image's detail."""
+        return logits + self.fusion(torch.cat([feats, F.avg_pool2d(logits, self.scale)], 1))
 
     def loss(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """L1 between the restored image and the clean target ``B x 3 x sH x sW`` (L1 rather than L2: sharper

@@ -85,7 +85,7 @@ def test_builtin_tracks_is_a_mot_folder():
     assert data_root("some/folder") == Path("some/folder")
     # many short training scenes (a detector from scratch needs scenes more than frames), long sequences to track
     train, val = read_mot(root, "train"), read_mot(root, "val")
-    assert len(train.sequences) == 40 and {len(s.frames) for s in train.sequences} == {16}
+    assert len(train.sequences) == 160 and {len(s.frames) for s in train.sequences} == {4}
     assert len(val.sequences) == 2 and {len(s.frames) for s in val.sequences} == {80}
     assert {s.width for s in train.sequences} == {96}
 

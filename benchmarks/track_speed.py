@@ -3,15 +3,16 @@
     .venv/bin/python benchmarks/track_speed.py                    # ghostkit trackers (+ cjm-byte-track if installed)
     .venv/bin/python benchmarks/track_speed.py --model ghostnet_050 --runs 5
 
-Detections are the ground truth of every built-in sequence (train and val, default options) turned into what a
-detector gives: boxes jittered by Gaussian noise (``--noise`` px), objects less than 15% visible missed and 3% of the
-rest missed at random, scores about 0.9 for objects at least half visible and about 0.3 (ByteTrack's low band) for
-the others, and on average ``--false-positives`` random boxes per frame scoring 0.1-0.5. The appearance tracker gets
-an 8-dimensional embedding per detection: a random code per identity plus noise (random codes for false positives),
-i.e. a good embedding head. Every tracker sees the same detections. MOTA, IDF1 and HOTA at IoU 0.5 from
-``ghostkit.track.track_metrics``, class-agnostic (the published tracker keeps no classes); "ms / frame" is the
-median over ``--runs`` passes of the total ``update`` time divided by the number of frames (tracker runs
-interleaved, their order rotating), as wall-clock time and as process CPU time (which load from other processes
+Detections are the ground truth of six 80-frame sequences of 160 px of the built-in generator (``write_tracks`` with
+4 training sequences of 80 frames and its 2 validation sequences: long sequences, where tracks are lost and found)
+turned into what a detector gives: boxes jittered by Gaussian noise (``--noise`` px), objects less than 15% visible
+missed and 3% of the rest missed at random, scores about 0.9 for objects at least half visible and about 0.3
+(ByteTrack's low band) for the others, and on average ``--false-positives`` random boxes per frame scoring 0.1-0.5.
+The appearance tracker gets an 8-dimensional embedding per detection: a random code per identity plus noise (random
+codes for false positives), i.e. a good embedding head. Every tracker sees the same detections. MOTA, IDF1 and HOTA
+at IoU 0.5 from ``ghostkit.track.track_metrics``, class-agnostic (the published tracker keeps no classes); "ms /
+frame" is the median over ``--runs`` passes of the total ``update`` time divided by the number of frames (tracker
+runs interleaved, their order rotating), as wall-clock time and as process CPU time (which load from other processes
 on a shared machine does not inflate).
 
 A published ByteTrack is run beside ours when ``cjm-byte-track`` (a packaged copy of the official tracker, NumPy and
@@ -98,7 +99,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_tracks(tmp, seed=args.seed)
+        root = write_tracks(tmp, seed=args.seed, imgsz=160, train_sequences=4, train_frames=80)
         seqs = [s for split in ("train", "val") for s in read_mot(root, split).sequences]
     size = seqs[0].width
     rng = np.random.default_rng(args.seed)

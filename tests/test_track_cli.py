@@ -14,6 +14,7 @@ import torch
 import ghostkit
 from ghostkit.cli import main
 from ghostkit.data.detect import build_detect_data, detect_format
+from ghostkit.data.formats.mot import read_mot
 from ghostkit.data.tracks import TRACK_CLASSES, builtin_tracks, data_root, write_tracks
 from ghostkit.errors import GhostkitError
 from ghostkit.models.weights import save_weights
@@ -38,7 +39,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def mot_root(tmp_path_factory):
     return write_tracks(tmp_path_factory.mktemp("mot"), seed=0, imgsz=64, train_sequences=1, val_sequences=1,
-                        frames=FRAMES, objects=(3, 4))
+                        frames=FRAMES, train_frames=FRAMES, objects=(3, 4))
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,19 @@ def test_builtin_tracks_is_a_mot_folder():
     root = data_root("tracks")
     assert root == builtin_tracks() and detect_format(root) == "mot"
     assert data_root("some/folder") == Path("some/folder")
+    # many short training scenes (a detector from scratch needs scenes more than frames), long sequences to track
+    train, val = read_mot(root, "train"), read_mot(root, "val")
+    assert len(train.sequences) == 160 and {len(s.frames) for s in train.sequences} == {4}
+    assert len(val.sequences) == 2 and {len(s.frames) for s in val.sequences} == {80}
+    assert {s.width for s in train.sequences} == {96}
+
+
+def test_tracks_split_lengths(tmp_path):
+    root = write_tracks(tmp_path, imgsz=32, train_sequences=2, val_sequences=1, frames=6, train_frames=3)
+    assert [len(s.frames) for s in read_mot(root, "train").sequences] == [3, 3]
+    assert [len(s.frames) for s in read_mot(root, "val").sequences] == [6]
+    with pytest.raises(GhostkitError, match="train_frames=1"):
+        write_tracks(tmp_path / "bad", train_frames=1)
 
 
 def test_detect_training_reads_a_mot_folder(detector):

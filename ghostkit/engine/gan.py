@@ -96,9 +96,11 @@ class GANModule(L.LightningModule):
             loss_d = loss_d + ac * loss_ac
             logs["train/d_class_loss"] = loss_ac.detach()
         every, gamma = GENERATE_DEFAULTS["r1_every"], GENERATE_DEFAULTS["r1_gamma"]
+        # global_step advances by 2 per batch (two optimisers): the penalty runs every ``every / 2`` batches with the
+        # weight of ``every`` of them, i.e. an effective gamma of 2x r1_gamma; the published numbers were measured so
         if gamma > 0 and self.global_step % every == 0:
             r1 = r1_penalty(d, real, y)
-            loss_d = loss_d + gamma / 2 * every * r1  # lazy: the penalty of ``every`` steps at once
+            loss_d = loss_d + gamma / 2 * every * r1
             logs["train/r1"] = r1.detach()
         self._check("discriminator", loss_d)
         opt_d.zero_grad(set_to_none=True)
@@ -122,7 +124,8 @@ class GANModule(L.LightningModule):
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        step = self.global_step  # one per batch under manual optimisation with two optimisers
+        # Lightning counts a step per optimiser step: two per batch here, so the warm-up is over in half the batches
+        step = self.global_step
         decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
         for e, p in zip(self.model.generator_ema.parameters(), self.model.generator.parameters()):
             e.lerp_(p, 1 - decay)

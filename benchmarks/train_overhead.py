@@ -5,7 +5,9 @@ Three contenders train the same backbone with AdamW at the same batch size and i
 recipe picks, 32 px):
 
 - ``ghostkit``: ``ghostkit.train`` with its defaults (images decoded once into memory, loader workers from the
-  cores, the recipe's random crops); training epochs are timed by a callback (validation excluded).
+  cores, the recipe's random crops); epochs are timed by a callback from their start to Lightning's
+  ``on_train_epoch_end``, which comes after the end-of-epoch validation: ghostkit's times include validating (and
+  recomputing BatchNorm statistics) while the plain loops do not validate, so the ratio is conservative.
 - ``imagefolder``: a plain loop over ``torchvision.datasets.ImageFolder`` reading the same files every epoch, with
   the same training transform, ``num_workers`` as ghostkit would choose for files.
 - ``tensors``: a plain loop over images decoded, resized and normalised once (no augmentation): the upper bound.

@@ -30,8 +30,8 @@ from ..tasks.generate import (
     d_hinge_loss,
     g_hinge_loss,
     image_grid,
+    lazy_r1,
     load_generator,
-    r1_penalty,
 )
 from ..tasks.registry import get_task
 from .config import TrainConfig
@@ -95,13 +95,10 @@ class GANModule(L.LightningModule):
             loss_ac = F.cross_entropy(d.class_logits(h_real), y)
             loss_d = loss_d + ac * loss_ac
             logs["train/d_class_loss"] = loss_ac.detach()
-        every, gamma = GENERATE_DEFAULTS["r1_every"], GENERATE_DEFAULTS["r1_gamma"]
-        # global_step advances by 2 per batch (two optimisers): the penalty runs every ``every / 2`` batches with the
-        # weight of ``every`` of them, i.e. an effective gamma of 2x r1_gamma; the published numbers were measured so
-        if gamma > 0 and self.global_step % every == 0:
-            r1 = r1_penalty(d, real, y)
-            loss_d = loss_d + gamma / 2 * every * r1
-            logs["train/r1"] = r1.detach()
+        r1 = lazy_r1(d, real, y, self.global_step)
+        if r1 is not None:
+            loss_d = loss_d + r1[0]
+            logs["train/r1"] = r1[1].detach()
         self._check("discriminator", loss_d)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)

@@ -9,7 +9,7 @@ https://arxiv.org/abs/1809.00219. The parts are ghostkit's own, each from its on
 * discriminator: the generate task's :class:`~ghostkit.tasks.generate.Discriminator` (the ``--model`` GhostNet
   without BatchNorm, spectrally normalised), unconditional, on HR images mapped to [-1, 1], trained with the
   generate task's hinge loss and lazy R1 penalty (:func:`~ghostkit.tasks.generate.d_hinge_loss`,
-  :func:`~ghostkit.tasks.generate.r1_penalty`, ``GENERATE_DEFAULTS``);
+  :func:`~ghostkit.tasks.generate.lazy_r1`, ``GENERATE_DEFAULTS``);
 * generator loss ``pixel x L1 + perceptual x P + adversarial x hinge-G`` (``SR_GAN_WEIGHTS``; the adversarial weight
   is ESRGAN's 5e-3 against an L1 weight of 1, ESRGAN's L1 weight 1e-2 being for its pre-trained generator). ``P``
   is the style task's content distance (:func:`~ghostkit.tasks.style.content_distance`, scale-free) between a frozen
@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..tasks.generate import GENERATE_DEFAULTS, Discriminator, d_hinge_loss, g_hinge_loss, r1_penalty
+from ..tasks.generate import Discriminator, d_hinge_loss, g_hinge_loss, lazy_r1
 from ..tasks.model import TaskModel
 from ..tasks.style import LOSS_STAGES, _features, content_distance, loss_network
 from .config import TrainConfig
@@ -89,11 +89,10 @@ class AdversarialRestoreModule(TaskModule):
         real, fake = hr * 2 - 1, restored.detach() * 2 - 1
         loss_d = d_hinge_loss(d(real), d(fake))
         logs = {"train/d_loss": loss_d.detach()}
-        every, gamma = GENERATE_DEFAULTS["r1_every"], GENERATE_DEFAULTS["r1_gamma"]
-        if gamma > 0 and self.global_step % every == 0:
-            r1 = r1_penalty(d, real, None)
-            loss_d = loss_d + gamma / 2 * every * r1
-            logs["train/r1"] = r1.detach()
+        r1 = lazy_r1(d, real, None, self.global_step)
+        if r1 is not None:
+            loss_d = loss_d + r1[0]
+            logs["train/r1"] = r1[1].detach()
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()

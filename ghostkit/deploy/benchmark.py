@@ -242,7 +242,7 @@ class DeployModel:
 def deploy_models(net, tmp: Path, imgsz: tuple[int, int], batch: int, int8: bool, openvino: bool,
                   log: Callable[[str], None]) -> list[DeployModel]:
     """The files ``ghostkit export`` writes for ``net`` at ``batch``: ONNX Runtime FP32 (the default export) and
-    INT8 (ORT's QDQ model of the layout-neutral graph), OpenVINO FP32 (``--format openvino``) and INT8 (that QDQ
+    INT8 (ORT's QDQ model of the INT8 graph, ``INT8_PASSES``), OpenVINO FP32 (``--format openvino``) and INT8 (that QDQ
     model as IR, as ``--format openvino --int8``) when installed. INT8 is calibrated on synthetic
     images and plain CPU-chosen settings (no per-layer fallback: speed only)."""
     from .export import INT8_PASSES, export, sample_images

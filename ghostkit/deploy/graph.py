@@ -21,7 +21,8 @@ gate multiplies with channel broadcasting, which ORT never does blocked. These p
   primary conv with its rows twice and a depthwise conv whose first half is the identity, without a concat
   (:mod:`ghostkit.deploy.graph_ghost`).
 
-:func:`optimize_graph` runs them all; :func:`count_ops` counts node types to check the result.
+:func:`optimize_graph` runs them (by default all but ``ghost``, which is for INT8 graphs); :func:`count_ops` counts
+node types to check the result.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--model", default="ghostnet_100")
     parser.add_argument("--imgsz", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=60, help="timed runs per runtime at batch 1 (batch 32: fewer)")
+    parser.add_argument("--runs", type=int, default=120, help="timed runs per runtime at batch 1 (batch 32: fewer)")
     parser.add_argument("--weights", help="a trained classifier for the top1 check")
     parser.add_argument("--data", help="its data (calibration: training split; top1: validation split)")
     parser.add_argument("--no-speed", action="store_true", help="only the top1 check")

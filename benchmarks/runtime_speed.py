@@ -27,7 +27,7 @@ import torch
 
 from ghostkit.deploy.benchmark import _export_reference, _task_model, benchmark, markdown_table
 from ghostkit.deploy.cpu import int8_plan
-from ghostkit.deploy.export import _write_openvino, export, sample_images
+from ghostkit.deploy.export import INT8_PASSES, _write_openvino, export, sample_images
 from ghostkit.deploy.graph import count_ops
 from ghostkit.deploy.quantize import Int8Options, quantize_onnx
 from ghostkit.deploy.runtime import make_session
@@ -97,8 +97,7 @@ def ablation(model_name: str, imgsz: int, threads: int, rounds: int) -> None:
             print(f"| {name} | {mac} | {o.get('Conv', 0)} | {o.get('Concat', 0)} | "
                   f"{o.get('Slice', 0)} | {t['wall_ms']:.2f} | {t['cpu1_ms']:.2f} | {vs} |")
 
-        plain = export(net, out=tmp / "plain.onnx", imgsz=(imgsz, imgsz), align=0, log=None,
-                       optimize=("fold", "lift", "pool"))
+        plain = export(net, out=tmp / "plain.onnx", imgsz=(imgsz, imgsz), align=0, log=None, optimize=INT8_PASSES)
         aligned = paths["aligned + all rewrites"]
         images, _ = sample_images(net, (imgsz, imgsz), None, n=16)
         calib = [images[i:i + 1].numpy() for i in range(len(images))]
@@ -126,7 +125,7 @@ def ablation(model_name: str, imgsz: int, threads: int, rounds: int) -> None:
             print(f"| {name} | {t['wall_ms']:.2f} | {t['cpu1_ms']:.2f} | {base['cpu1_ms'] / t['cpu1_ms']:.2f}x |")
 
         # OpenVINO: FP32 as `ghostkit export --format openvino` writes it; INT8 as `--int8` does (from the
-        # layout-neutral graph, `plain`), and from the FP32 export's own graph
+        # INT8 graph, `plain`), and from the FP32 export's own graph
         ov_src = export(net, out=tmp / "ov_src.onnx", imgsz=(imgsz, imgsz), align=0, optimize=False, log=None).path
         ov_paths = {"openvino fp32": tmp / "ov_fp32.xml"}
         _write_openvino(onnx.load(str(ov_src)), ov_paths["openvino fp32"], {})

@@ -10,13 +10,14 @@ same exporter settings and session options, so the ratios compare graphs, not se
 
 Method: ``torch.inference_mode``, one input of ``batch x 3 x H x W``, warm-up runs, then rounds in which every
 runtime runs a block of ``BLOCK`` consecutive inferences in turn (interleaved, so load from other processes hits all
-alike; the first inference of a block is not timed, as it pays for the previous runtime's worker threads still
-spinning). The order is shuffled every round (seeded): ONNX Runtime's spinning workers slowed the runtime after them
-for a whole block (OpenVINO fp32 after ONNX Runtime INT8: 6.8 ms, against 4.4 ms timed among OpenVINO sessions
-only), and in a fixed order that penalty fell on the same runtimes every round; latency percentiles over all timed
-runs, throughput = batch / mean latency; ``cpu_ms`` is the median process CPU time per inference, all threads
-(steadier than wall time on a shared machine, but it counts threads spinning while they wait). Every runtime keeps
-its default threading (ONNX Runtime's workers spin between ops).
+alike; the first inference of a block is not timed, as it wakes the runtime's threads and refills its caches).
+Every runtime keeps its default threading (ONNX Runtime's workers spin between ops and between the runs of a block),
+and each block starts only once the previous runtime's threads have stopped spinning (:func:`wait_quiet`): ONNX
+Runtime's workers spin for about 40 ms after a run, which held one of two cores through most of the next runtime's
+block (OpenVINO INT8 at batch 1 gained nothing from a second thread that way, docs/benchmarks.md). The order is
+shuffled every round (seeded), so no runtime always follows the same one; latency percentiles over all timed runs,
+throughput = batch / mean latency; ``cpu_ms`` is the median process CPU time per inference, all threads (steadier
+than wall time on a shared machine, but it counts threads spinning while they wait).
 
 Memory: peak RSS increase (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``) while the runtime
 is created and warmed up: weights, packed copies, arenas, activations.
@@ -241,7 +242,7 @@ class DeployModel:
 def deploy_models(net, tmp: Path, imgsz: tuple[int, int], batch: int, int8: bool, openvino: bool,
                   log: Callable[[str], None]) -> list[DeployModel]:
     """The files ``ghostkit export`` writes for ``net`` at ``batch``: ONNX Runtime FP32 (the default export) and
-    INT8 (ORT's QDQ model of the layout-neutral graph), OpenVINO FP32 (``--format openvino``) and INT8 (that QDQ
+    INT8 (ORT's QDQ model of the INT8 graph, ``INT8_PASSES``), OpenVINO FP32 (``--format openvino``) and INT8 (that QDQ
     model as IR, as ``--format openvino --int8``) when installed. INT8 is calibrated on synthetic
     images and plain CPU-chosen settings (no per-layer fallback: speed only)."""
     from .export import INT8_PASSES, export, sample_images
@@ -293,6 +294,18 @@ def _as_openvino(path: Path) -> Path:
     return path.with_suffix(".xml")
 
 
+def wait_quiet(max_s: float = 0.5, tick_s: float = 0.01) -> None:
+    """Return once this process's threads have stopped using the CPU (under a tenth of a core for two ticks of
+    ``tick_s`` in a row), or after ``max_s``. A runtime's worker threads keep busy-waiting for work after a run
+    returns: ONNX Runtime's for about 40 ms, a whole core, on the Sapphire Rapids class Xeon of docs/benchmarks.md,
+    so the next runtime's block would start with one core taken."""
+    end, quiet = time.perf_counter() + max_s, 0
+    while time.perf_counter() < end and quiet < 2:
+        cpu = time.process_time()
+        time.sleep(tick_s)
+        quiet = quiet + 1 if time.process_time() - cpu < tick_s / 10 else 0
+
+
 def time_interleaved(runtimes: list[Runtime], x: torch.Tensor, runs: int, warmup: int,
                      log: Callable[[str], None]) -> None:
     """Load and warm up each runtime, then time them in shuffled interleaved blocks (module docstring); the times
@@ -304,10 +317,11 @@ def time_interleaved(runtimes: list[Runtime], x: torch.Tensor, runs: int, warmup
     for _ in range(-(-runs // (BLOCK - 1))):
         shuffle(order)
         for rt in order:
+            wait_quiet()
             for k in range(BLOCK):
                 start, cpu = time.perf_counter(), time.process_time()
                 rt.run(x)
-                if k:  # the first run of a block pays for the previous runtime's threads winding down
+                if k:  # the first run of a block wakes its threads and refills the caches the others used
                     rt.times.append((time.perf_counter() - start) * 1e3)
                     rt.cpu.append((time.process_time() - cpu) * 1e3)
 

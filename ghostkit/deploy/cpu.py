@@ -78,11 +78,15 @@ def cpu_features() -> CpuFeatures:
 @dataclasses.dataclass(frozen=True)
 class Int8Plan:
     """The INT8 settings for one CPU. ``weight_bits``: 8, or 7 where the CPU sums 8-bit product pairs in 16 bits;
+    ``ghost_channels``: ghost modules whose halves have at most this many channels lose their concat
+    (:mod:`ghostkit.deploy.graph_ghost`): half the int32 lanes of the CPU's widest vector (8 with AVX-512, 4 with
+    AVX2; 0, off, elsewhere), where doubling the channels costs the padded integer kernels nothing;
     ``cpu``: the features it was chosen for."""
 
     cpu: str
     int8_dot: str
     weight_bits: int
+    ghost_channels: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,4 +95,6 @@ class Int8Plan:
 def int8_plan(features: CpuFeatures | None = None) -> Int8Plan:
     """The INT8 settings for ``features`` (default: this CPU's)."""
     f = features or cpu_features()
-    return Int8Plan(cpu=f.describe(), int8_dot=f.int8_dot, weight_bits=8 if f.int8_dot != "16-bit pairs" else 7)
+    lanes = 16 if f.avx512 else 8 if f.avx2 else 0  # int32 lanes per vector
+    return Int8Plan(cpu=f.describe(), int8_dot=f.int8_dot, weight_bits=8 if f.int8_dot != "16-bit pairs" else 7,
+                    ghost_channels=lanes // 2 if f.x86 and f.known else 0)

@@ -50,8 +50,9 @@ DEFAULT_OPSET = 17
 # INT8 runs in ORT's own integer kernels (no blocked fp32 layout), where channel padding and split concats only add
 # work and Q/DQ boundaries (measured in benchmarks/runtime_speed.py): its FP32 source gets the layout-neutral passes.
 # So does OpenVINO's INT8 source: ghostnet_100 at 224 px ran 5% faster with them than with no rewrites (1 thread),
-# 10% slower with split concats too.
-INT8_PASSES = ("fold", "lift", "pool")
+# 10% slower with split concats too; narrow ghost modules lose their concat ("ghost": 5-10% faster in OpenVINO).
+LAYOUT_NEUTRAL_PASSES = ("fold", "lift", "pool")
+INT8_PASSES = (*LAYOUT_NEUTRAL_PASSES, "ghost")
 # align="auto" pads channels only when that adds at most this factor of MACs: ghostnet_100 at 224 px (1.39x) gains,
 # ghostnet_050 (1.7x) loses (benchmarks/runtime_speed.py)
 MAX_PADDED_MACS = 1.5
@@ -245,7 +246,7 @@ def export(
         net, block = _aligned(deploy, block, (h, w), align == "auto", log)
         meta["export"]["align"] = block
         if not block and passes is None:  # split concats only pay off on block-aligned tensors
-            passes = INT8_PASSES
+            passes = LAYOUT_NEUTRAL_PASSES
         onnx_model, result.rewrites = _onnx_model(net, names, images[:1].repeat(batch, 1, 1, 1), batched, dynamic,
                                                   opset, block, passes, meta)
         from ..models.summary import count_macs

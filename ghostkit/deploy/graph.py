@@ -16,9 +16,13 @@ gate multiplies with channel broadcasting, which ORT never does blocked. These p
 * :func:`split_concats`: a channel ``Concat`` is pushed into its consumers: a dense conv becomes one conv per part
   plus a sum (ORT fuses the sum into the second conv), per-channel ops run per part, an ``Add`` / ``Mul`` partner is
   split the same way when its producer can be split without copying (a conv by output rows, a per-channel op, or a
-  concat of the same parts). The ghost module's concat, and with it the copy, disappears.
+  concat of the same parts). The ghost module's concat, and with it the copy, disappears;
+* :func:`fuse_ghost_concats` (INT8 graphs, OpenVINO's channels-last layout): a narrow ghost module becomes a
+  primary conv with its rows twice and a depthwise conv whose first half is the identity, without a concat
+  (:mod:`ghostkit.deploy.graph_ghost`).
 
-:func:`optimize_graph` runs them all; :func:`count_ops` counts node types to check the result.
+:func:`optimize_graph` runs them (by default all but ``ghost``, which is for INT8 graphs); :func:`count_ops` counts
+node types to check the result.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .cpu import int8_plan
 from .graph_base import UNARY, count_ops, node_attrs, prune, static_shapes
+from .graph_ghost import fuse_ghost_concats
 from .graph_split import split_concats
 
 __all__ = ["optimize_graph", "fold_constants", "lift_pooled_vectors", "reduce_mean_to_pool", "broadcast_gates",
-           "split_concats", "count_ops", "prune"]
+           "split_concats", "fuse_ghost_concats", "count_ops", "prune"]
 
 
 def fold_constants(model: onnx.ModelProto) -> int:
@@ -215,10 +221,10 @@ def _clear_value_info(model: onnx.ModelProto) -> None:
 
 
 def optimize_graph(model: onnx.ModelProto, align: int = 0, passes: Iterable[str] | None = None) -> dict[str, int]:
-    """Run the rewrites in place (all by default; ``passes`` picks some of ``fold``, ``lift``, ``pool``, ``gates``,
-    ``split``) and
-    return how many places each changed. ``align``: the channel block the model was padded to (0: not padded);
-    gates are only broadcast on block-aligned tensors, where the blocked Mul pays off."""
+    """Run the rewrites in place (by default all FP32 ones; ``passes`` picks some of ``fold``, ``lift``, ``pool``,
+    ``gates``, ``split``, ``ghost``) and return how many places each changed. ``align``: the channel block the model
+    was padded to (0: not padded); gates are only broadcast on block-aligned tensors, where the blocked Mul pays off.
+    ``ghost`` fuses ghost modules as narrow as this CPU's INT8 plan says (:func:`ghostkit.deploy.cpu.int8_plan`)."""
     chosen = set(passes) if passes is not None else {"fold", "lift", "pool", "gates", "split"}
     done = {}
     if "fold" in chosen:
@@ -231,6 +237,8 @@ def optimize_graph(model: onnx.ModelProto, align: int = 0, passes: Iterable[str]
         done["gates"] = broadcast_gates(model, align)
     if "split" in chosen:
         done["split"] = split_concats(model)
+    if "ghost" in chosen:
+        done["ghost"] = fuse_ghost_concats(model, int8_plan().ghost_channels)
     prune(model.graph)
     _clear_value_info(model)
     return done

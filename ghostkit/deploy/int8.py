@@ -33,6 +33,7 @@ import numpy as np
 from ..data.tasks import data_for_model
 from ..errors import GhostkitError
 from ..tasks.registry import get_task
+from .benchmark import wait_quiet
 from .cpu import int8_plan
 from .evaluate import MetricsFactory, evaluate
 from .quantize import MIN_SQNR_DB, Int8Options, layer_errors, quantize_onnx
@@ -46,13 +47,16 @@ ERROR_IMAGES = 4  # images for the per-layer error: ORT keeps every Q/DQ tensor 
 
 def time_interleaved(paths: dict[str, Path], images: np.ndarray, rounds: int = 6, block: int = 4) -> dict[str, float]:
     """Median latency (ms) of each model on ``images``, the sessions run in turn, ``block`` runs each (the first
-    untimed: it pays for the previous session's threads winding down), so load from other processes hits all."""
+    untimed: it wakes the session's threads), each block once the previous session's threads have stopped spinning
+    (:func:`ghostkit.deploy.benchmark.wait_quiet`), so load from other processes hits all and no session runs on
+    cores the other one holds."""
     sessions = {k: make_session(p) for k, p in paths.items()}
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for s in sessions.values():
         run_session(s, images)
     for _ in range(rounds):
         for k, s in sessions.items():
+            wait_quiet()
             for i in range(block):
                 t = time.perf_counter()
                 run_session(s, images)

@@ -272,6 +272,8 @@ def test_val_track_writes_the_metrics(detector, joint, mot_root, tmp_path, capsy
     keys = {"mota", "idf1", "hota", "id_switches", "fps"}
     assert keys <= set(metrics) and keys <= set(metrics["per_sequence"]["shapes-02"])
     assert metrics["mota"] <= 1 and 0 <= metrics["idf1"] <= 1 and metrics["fps"] > 0
+    assert metrics["class_agnostic"]["idf1"] >= metrics["idf1"]  # classes ignored: every class-aware match remains
+    assert "classes ignored" in capsys.readouterr().out
     _mot_lines(out / "shapes-02.txt")
     values = ghostkit.val(joint, str(mot_root), out=tmp_path / "joint", task="track", tracker="appearance")
     assert keys <= set(values)

@@ -15,7 +15,7 @@ every class at every location and suppresses overlaps within a class only, so an
 is unsure of comes out as one box per class, and the tracker (class-agnostic) would take them for several objects.
 A model with an ``embed`` head (``--task detect,embed``) adds each detection's L2-normalised embedding, which
 ``--tracker appearance`` needs. ``conf`` sets the tracker's high-score threshold (ByteTrack and appearance:
-``track_thresh`` and ``new_track_thresh``, equal as in the defaults; SORT: ``score_thresh``). A video whose
+``track_thresh``, with ``new_track_thresh = conf + 0.1`` as in ByteTrack; SORT: ``score_thresh``). A video whose
 decoding breaks off before its announced frame count ends with a :class:`BrokenVideoWarning` that says how many
 frames were read; the tracks of those frames are kept.
 """
@@ -164,7 +164,7 @@ def tracker_options(name: str, conf: float | None) -> dict:
         raise GhostkitError(f"--conf must be in [0, 1), got {conf}")
     if name == "sort":
         return {"score_thresh": conf}
-    return {"track_thresh": conf, "new_track_thresh": conf, "low_thresh": min(0.1, conf)}
+    return {"track_thresh": conf, "new_track_thresh": min(1.0, conf + 0.1), "low_thresh": min(0.1, conf)}
 
 
 @torch.inference_mode()

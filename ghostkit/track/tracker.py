@@ -17,14 +17,15 @@ A tracker is stateful and fed one frame at a time::
 ``tracks``: ``{"ids": K int64 (from 1, unique per tracker), "boxes": K x 4 float32 xyxy (Kalman-filtered),
 "scores": K float32 (of the detection matched this frame), "labels": K int64}``.
 
-Thresholds are made for general detectors, whose scores spread well below 1: the defaults are Ultralytics' published
-ByteTrack settings (``ultralytics/cfg/trackers/bytetrack.yaml``: high 0.25, low 0.1, new track 0.25, match 0.8,
-score fusion on), not the ByteTrack paper's MOT17 evaluation settings (high 0.6, new track 0.7), which were chosen
-for a YOLOX detector trained on MOT17 whose true positives score high; an FCOS-style detector (score = class x
-centre-ness) rarely passes 0.6, and those thresholds leave it almost no detection to track. 0.25 is also the score
-from which a ghostkit detector reports a detection (``predict``'s default ``conf``). ByteTrack's second stage only
-sees detections down to ``low_thresh``, so the detector must be run with a confidence threshold at or below it
-(``min_score``; ``ghostkit.track`` does so).
+Score thresholds: the defaults are ByteTrack's own for running on any video (``tools/demo_track.py``: high 0.5,
+new track high + 0.1 = 0.6, low 0.1), not its MOT17 evaluation settings (high 0.6, new track 0.7, chosen for a
+YOLOX detector trained on MOT17, whose true positives score high) nor Ultralytics' (``bytetrack.yaml``: high and new
+track 0.25, for YOLOv8's scores). An FCOS-style ghostkit detector (score ``sqrt(class x centre-ness)``) scores many
+true positives between 0.5 and 0.6, which the MOT17 settings leave unused, and many false positives between 0.25
+and 0.5, which Ultralytics' would turn into tracks; docs/benchmarks.md has the three side by side. A detector
+scored otherwise needs its own ``track_thresh`` (``--conf``). ByteTrack's second stage only sees detections down to
+``low_thresh``, so the detector must be run with a confidence threshold at or below it (``min_score``;
+``ghostkit.track`` does so).
 
 Association is class-agnostic, as in the published trackers: a detector that wavers between two classes for one
 object keeps a single track. The track's label is the class with the highest summed score over its matched detections
@@ -159,24 +160,19 @@ class Tracker:
 class ByteTracker(Tracker):
     """ByteTrack: match high-score detections to all tracks, then low-score detections to the tracks left over.
 
-    The algorithm of the official implementation (``ifzhang/ByteTrack``, ``yolox/tracker/byte_tracker.py``); the
-    score thresholds are Ultralytics' defaults for general detectors (module docstring), the other values ByteTrack's
-    own (Ultralytics uses the same).
+    The algorithm and defaults of the official implementation (``ifzhang/ByteTrack``: ``yolox/tracker/
+    byte_tracker.py`` for the fixed values, ``tools/demo_track.py`` for the score thresholds; module docstring).
 
     With ``fuse_score`` the match thresholds bound the fused cost ``1 - IoU x score``, as in both implementations,
     so the score also acts inside matching: a one-frame-old track is confirmed only by a detection with
-    ``IoU x score >= 0.3`` (``unconfirmed_match_thresh`` 0.7), and an object entering after the first frame whose
-    detections all score under 0.3 is never reported (built-in validation sequences, exact ground-truth boxes
-    scored 0.3: MOTA 0.37; scored 0.45: 0.98). This also keeps
-    the short-lived low-score false positives of a weak detector from becoming tracks; ``fuse_score=False``
-    bounds ``1 - IoU`` alone.
+    ``IoU x score >= 0.3`` (``unconfirmed_match_thresh`` 0.7): with ``new_track_thresh`` under 0.3 an object
+    entering after the first frame whose detections all score under 0.3 would never be reported.
+    ``fuse_score=False`` bounds ``1 - IoU`` alone.
 
     Args:
-        track_thresh: detections scoring above it enter the first association (Ultralytics ``track_high_thresh``
-            0.25; ByteTrack's MOT17 evaluation 0.6).
-        low_thresh: detections scoring above it and up to ``track_thresh`` enter the second one (0.1 in both).
-        new_track_thresh: an unmatched high-score detection starts a track from this score (Ultralytics 0.25;
-            ByteTrack ``track_thresh + 0.1``).
+        track_thresh: detections scoring above it enter the first association (demo 0.5; MOT17 evaluation 0.6).
+        low_thresh: detections scoring above it and up to ``track_thresh`` enter the second one (fixed: 0.1).
+        new_track_thresh: an unmatched high-score detection starts a track from this score (``track_thresh + 0.1``).
         match_thresh: maximal cost (``1 - IoU``, score-fused) of a first-stage match (0.8).
         second_match_thresh: maximal ``1 - IoU`` of a low-score match (0.5; never score-fused).
         unconfirmed_match_thresh: maximal cost (as ``match_thresh``) matching a one-frame-old track (0.7).
@@ -189,7 +185,7 @@ class ByteTracker(Tracker):
         min_box_area: tracks smaller than this (pixels²) are not reported (demo ``--min_box_area``: 10).
     """
 
-    def __init__(self, track_thresh: float = 0.25, low_thresh: float = 0.1, new_track_thresh: float = 0.25,
+    def __init__(self, track_thresh: float = 0.5, low_thresh: float = 0.1, new_track_thresh: float = 0.6,
                  match_thresh: float = 0.8, second_match_thresh: float = 0.5, unconfirmed_match_thresh: float = 0.7,
                  track_buffer: int = 30, fuse_score: bool = True, duplicate_iou: float = 0.85,
                  frame_rate: float = 30.0, min_box_area: float = 10.0) -> None:
@@ -272,7 +268,7 @@ class SortTracker(Tracker):
 
     Defaults of the reference implementation (``abewley/sort``, ``sort.py``): ``max_age`` 1, ``min_hits`` 3,
     ``iou_threshold`` 0.3. SORT used public detections and has no score threshold of its own; ``score_thresh``
-    defaults to ByteTrack's high threshold (0.25), so the two differ only in their association. The motion model is
+    defaults to ByteTrack's high threshold (0.5), so the two differ only in their association. The motion model is
     ByteTrack's (centre, aspect ratio, height) rather than SORT's (centre, area, ratio), for the same reason.
 
     Args:
@@ -284,7 +280,7 @@ class SortTracker(Tracker):
         frame_rate, min_box_area: as for :class:`ByteTracker`.
     """
 
-    def __init__(self, score_thresh: float = 0.25, iou_threshold: float = 0.3, max_age: int = 1, min_hits: int = 3,
+    def __init__(self, score_thresh: float = 0.5, iou_threshold: float = 0.3, max_age: int = 1, min_hits: int = 3,
                  frame_rate: float = 30.0, min_box_area: float = 10.0) -> None:
         if max_age < 0 or min_hits < 0:
             raise GhostkitError(f"sort: max_age and min_hits must be >= 0, got {max_age}, {min_hits}")

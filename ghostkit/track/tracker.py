@@ -28,9 +28,9 @@ scored otherwise needs its own ``track_thresh`` (``--conf``). ByteTrack's second
 ``ghostkit.track`` does so).
 
 Association is class-agnostic, as in the published trackers: a detector that wavers between two classes for one
-object keeps a single track. The track's label is the class with the highest summed score over its matched detections
-(a score-weighted majority vote, as Ultralytics' tracks keep), so a label that flickers for a frame or two does not
-change it.
+object keeps a single track. The track's label is the class with the highest summed score over its matched
+detections (a score-weighted majority vote, as BoT-SORT's multi-class tracks keep), so a label that flickers for a
+frame or two does not change it.
 """
 
 from __future__ import annotations

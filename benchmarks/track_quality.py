@@ -11,9 +11,13 @@
    ByteTrack on motion alone and by the appearance tracker with the embed head's embeddings. Same detections,
    same sequences: the difference in ID switches is the embedding's.
 
+4. (``--runs oracle``, no training) ByteTrack fed the ground-truth boxes of the validation sequences instead of a
+   detector's, exact and degraded (boxes dropped at random, jittered, scored low): how far the tracker alone is
+   from a perfect score, so the end-to-end numbers can be read as the detector's.
+
 Results are printed as a table and written to ``<out>/track_quality_<runs>.json``, with the wall time and the CPU
 time (process and data loader workers) of each training. ``--threads`` sets torch's intra-op threads for training
-and tracking (default 2); ``--runs detect`` or ``--runs embed`` runs one part (the two can run side by side).
+and tracking (default 2); ``--runs detect``, ``--runs embed`` or ``--runs oracle`` runs one part.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import ghostkit
+from ghostkit.data.formats.mot import read_mot
+from ghostkit.data.tracks import data_root
+from ghostkit.track import build_tracker, track_metrics
 from ghostkit.track.evaluate import validate_tracking
 
 KEYS = ("mota", "idf1", "hota", "id_switches", "fps")
@@ -48,6 +56,26 @@ def train(task: str, args: argparse.Namespace) -> tuple[Path, float, float]:
     return out / "best.ckpt", time.perf_counter() - start, cpu_seconds() - cpu
 
 
+# (name, fraction of boxes dropped, box jitter in pixels (Gaussian sigma), score) of the oracle runs
+ORACLES = (("exact", 0.0, 0.0, 0.9), ("20% dropped", 0.2, 0.0, 0.9), ("1 px jitter", 0.0, 1.0, 0.9),
+           ("20% dropped, 1 px jitter", 0.2, 1.0, 0.9), ("exact, scored 0.65", 0.0, 0.0, 0.65))
+
+
+def oracle(drop: float, jitter: float, score: float, seed: int = 0) -> dict:
+    """ByteTrack (defaults) on the validation sequences' ground-truth boxes, degraded as asked; the metrics."""
+    rng = np.random.default_rng(seed)
+    gt, hyp = {}, {}
+    for seq in read_mot(data_root("tracks"), "val").sequences:
+        tracker, gt[seq.name], hyp[seq.name] = build_tracker("bytetrack", frame_rate=seq.frame_rate), seq.gt, {}
+        for frame in range(1, seq.length + 1):
+            g = seq.gt.get(frame, {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64)})
+            keep = rng.random(len(g["boxes"])) >= drop
+            boxes = g["boxes"][keep] + rng.normal(0, jitter, (int(keep.sum()), 4))
+            hyp[seq.name][frame] = tracker.update({"boxes": boxes, "scores": np.full(len(boxes), score),
+                                                   "labels": g["labels"][keep]})
+    return {**track_metrics(gt, hyp), "fps": None}  # no detector runs
+
+
 def row(name: str, values: dict) -> dict:
     r = {"run": name, **{k: values[k] for k in KEYS}}
     print(f"{name:48s} " + " ".join(f"{k} {r[k]:.3f}" if isinstance(r[k], float) else f"{k} {r[k]}" for k in KEYS),
@@ -63,7 +91,7 @@ def main() -> None:
     parser.add_argument("--conf", type=float, nargs="*", default=[], help="extra tracker thresholds to evaluate")
     parser.add_argument("--out", default="runs/track_quality")
     parser.add_argument("--reuse", action="store_true", help="reuse trained checkpoints found in --out")
-    parser.add_argument("--runs", default="detect,embed", help="which of the runs: detect (1-2), embed (3)")
+    parser.add_argument("--runs", default="detect,embed", help="which of the runs: detect (1-2), embed (3), oracle (4)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     runs = args.runs.split(",")
@@ -86,7 +114,11 @@ def main() -> None:
                 values = validate_tracking(weights, "tracks", Path(args.out) / f"val_embed_{tracker}_{conf}",
                                            tracker=tracker, conf=conf)
                 rows.append(row(f"detect,embed, {tracker}, conf {conf or 'default'}", values))
+    if "oracle" in runs:
+        for name, drop, jitter, score in ORACLES:
+            rows.append(row(f"ground truth, {name}, bytetrack", oracle(drop, jitter, score)))
     report["rows"] = rows
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, f"track_quality_{'_'.join(runs)}.json").write_text(json.dumps(report, indent=2))
 
 

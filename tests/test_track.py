@@ -28,7 +28,8 @@ def tracks_root(tmp_path_factory):
 
 def _detections(seq, noise: float = 0.0, seed: int = 0, occlusion: bool = False, embed: bool = False):
     """Per-frame detections made from a sequence's ground truth. noise: box jitter (pixels, Gaussian). occlusion:
-    act like a detector on occluded objects: boxes under 15% visible are missed, those under 50% score low (0.3)."""
+    act like a detector on occluded objects: boxes under 15% visible are missed, those under 50% score low (0.3,
+    under ByteTrack's high threshold)."""
     rng = np.random.default_rng(seed)
     codes = {}  # one random unit embedding per identity (appearance tracker)
     for frame in range(1, seq.length + 1):
@@ -133,7 +134,7 @@ def test_second_stage_recovers_low_score_boxes():
     scores = [0.9] * 10 + [0.3] * 10 + [0.9] * 10
     runs = {}
     for key, tracker in {"byte": build_tracker("bytetrack"),
-                         "one_stage": build_tracker("bytetrack", low_thresh=0.6),
+                         "one_stage": build_tracker("bytetrack", low_thresh=0.5),
                          "sort": build_tracker("sort", min_hits=1)}.items():
         runs[key] = [tracker.update(_object(f, s)) for f, s in enumerate(scores, 1)]
     byte = runs["byte"]
@@ -146,6 +147,37 @@ def test_second_stage_recovers_low_score_boxes():
     out = [tracker.update({"boxes": torch.tensor([[0.0, 0, 20, 20]]), "scores": torch.tensor([0.3])})
            for _ in range(3)]
     assert all(len(t["ids"]) == 0 for t in out)
+
+
+def test_default_thresholds_use_scores_below_the_mot17_settings():
+    """An FCOS-style detector's true positives often score 0.5-0.65: the default thresholds (ByteTrack's demo: high
+    0.5, new track 0.6) start a track from the first detection at 0.6 and follow it under one id; the ByteTrack
+    paper's MOT17 settings (high 0.6, new track 0.7) never start one."""
+    scores = [0.55, 0.6, 0.65, 0.55] * 8
+    default = build_tracker("bytetrack")
+    assert (default.track_thresh, default.low_thresh, default.new_track_thresh) == (0.5, 0.1, 0.6)
+    out = [default.update(_object(f, s)) for f, s in enumerate(scores, 1)]
+    assert [len(t["ids"]) for t in out[:2]] == [0, 0]  # born on frame 2, confirmed on frame 3
+    assert all(t["ids"].tolist() == [1] for t in out[2:])
+    mot17 = build_tracker("bytetrack", track_thresh=0.6, new_track_thresh=0.7)
+    assert all(len(mot17.update(_object(f, s))["ids"]) == 0 for f, s in enumerate(scores, 1))
+
+
+@pytest.mark.parametrize("name", ["bytetrack", "sort"])
+def test_class_flicker_keeps_the_track_and_its_label(name):
+    """A detector that calls one object class 0 on most frames and class 1 on every third: association ignores the
+    class (one id throughout) and the track reports the class with the most score, 0, on every frame; a second
+    object seen as class 1 from the start keeps 1."""
+    tracker = build_tracker(name, min_hits=1) if name == "sort" else build_tracker(name)
+    out = []
+    for frame in range(1, 16):
+        a, b = _object(frame, 0.8), _object(frame, 0.6)
+        b["boxes"][:, 1::2] += 60.0  # below the first object
+        b["labels"][:] = 1
+        a["labels"][:] = int(frame % 3 == 0)
+        out.append(tracker.update({k: torch.cat([a[k], b[k]]) for k in a}))
+    assert all(t["ids"].tolist() == [1, 2] for t in out), [t["ids"].tolist() for t in out]
+    assert all(t["labels"].tolist() == [0, 1] for t in out)
 
 
 def test_appearance_settles_what_motion_cannot():
@@ -175,7 +207,7 @@ def test_tracker_options_and_bad_input():
     with pytest.raises(GhostkitError, match="disagree in length"):
         build_tracker().update({"boxes": torch.zeros(2, 4), "scores": torch.ones(3)})
     tracker = build_tracker("bytetrack", frame_rate=60, track_buffer=30)
-    assert tracker.max_time_lost == 60 and tracker.min_score == 0.1 and build_tracker("sort").min_score == 0.6
+    assert tracker.max_time_lost == 60 and tracker.min_score == 0.1 and build_tracker("sort").min_score == 0.5
     out = tracker.update({"boxes": np.zeros((0, 4))})
     assert out["boxes"].shape == (0, 4) and out["ids"].dtype == torch.int64
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils._pytree import tree_leaves
+from torchvision.ops import box_iou
 
 import ghostkit
 from ghostkit.cli import main
@@ -22,7 +23,7 @@ from ghostkit.errors import GhostkitError
 from ghostkit.models.weights import save_weights
 from ghostkit.tasks.embed import EmbedHead
 from ghostkit.tasks.model import BACKBONE_OUT_INDICES, build_task_model
-from ghostkit.track.stream import BrokenVideoWarning, load_detector, open_source
+from ghostkit.track.stream import BrokenVideoWarning, detect_frame, load_detector, open_source
 
 cv2 = pytest.importorskip("cv2")
 
@@ -192,6 +193,25 @@ def test_track_cli_writes_mot_results_and_video(detector, mot_root, tmp_path, ca
     assert _mot_lines(out / "frames.txt") == rows  # the same frames tracked the same way
 
 
+def test_tracking_detections_are_one_box_per_object(detector, mot_root):
+    """The detection head suppresses overlaps within a class only (a weak detector gives one object a box per class);
+    what the tracker gets has no two boxes overlapping beyond the head's NMS IoU, whatever their classes."""
+    model = load_detector(detector)
+    head = model.heads["detect"]
+    config = model.config
+    transform = inference_transform({"resize"}, tuple(config["imgsz"]), config["mean"], config["std"])
+    cross_class = 0
+    for _, image in open_source(mot_root / "val")[0].frames():
+        det = detect_frame(model, image, min_score=0.01)
+        assert len(det["boxes"]) and (det["scores"] > 0.01).all()
+        assert not (torch.triu(box_iou(det["boxes"], det["boxes"]), diagonal=1) > head.iou).any()
+        with torch.inference_mode():
+            raw = head.postprocess(model(transform(image)[None])["detect"], [(image.height, image.width)], conf=0.01)[0]
+        overlap = torch.triu(box_iou(raw["boxes"], raw["boxes"]), diagonal=1) > head.iou
+        cross_class += int((overlap & (raw["labels"][:, None] != raw["labels"][None, :])).sum())
+    assert cross_class > 0  # the head alone does give overlapping boxes of different classes
+
+
 def test_track_api_and_videos(detector, mot_root, tmp_path):
     images = sorted((mot_root / "val" / "shapes-02" / "img1").glob("*.jpg"))
     writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
@@ -252,6 +272,8 @@ def test_val_track_writes_the_metrics(detector, joint, mot_root, tmp_path, capsy
     keys = {"mota", "idf1", "hota", "id_switches", "fps"}
     assert keys <= set(metrics) and keys <= set(metrics["per_sequence"]["shapes-02"])
     assert metrics["mota"] <= 1 and 0 <= metrics["idf1"] <= 1 and metrics["fps"] > 0
+    assert metrics["class_agnostic"]["idf1"] >= metrics["idf1"]  # classes ignored: every class-aware match remains
+    assert "classes ignored" in capsys.readouterr().out
     _mot_lines(out / "shapes-02.txt")
     values = ghostkit.val(joint, str(mot_root), out=tmp_path / "joint", task="track", tracker="appearance")
     assert keys <= set(values)

@@ -21,7 +21,7 @@ def track(
                                          "(SEQ/img1 + seqinfo.ini) or a folder of sequences"),
     out: str = typer.Option("runs/track", help="output folder: <SEQ or video stem>.txt in MOTChallenge format"),
     tracker: str = typer.Option("bytetrack", help="bytetrack, sort or appearance (needs an embed head)"),
-    conf: float = typer.Option(None, help="high-score threshold of the tracker (default: the tracker's, 0.6); the "
+    conf: float = typer.Option(None, help="high-score threshold of the tracker (default: the tracker's, 0.5); the "
                                           "detector itself runs down to the tracker's lowest score"),
     save: bool = typer.Option(False, "--save", help="also write an annotated video per sequence (boxes, ids, "
                                                     "trails): <out>/<name>.mp4"),

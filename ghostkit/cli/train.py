@@ -76,6 +76,7 @@ def val(
 
         metrics = validate_tracking(weights, data, out, tracker=tracker, conf=conf)
         print_metrics(f"tracking ({tracker}) of {weights} on {data}", metrics)
+        print_metrics("the same, classes ignored", metrics["class_agnostic"])
         return
     if task is not None:
         raise GhostkitError(f"--task: val evaluates the model's own tasks, or track; got {task!r}")

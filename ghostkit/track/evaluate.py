@@ -3,8 +3,10 @@ against its ground truth.
 
 metrics.json holds :data:`TRACK_METRICS` (``mota``, ``idf1``, ``hota``, ``id_switches``, ``fps``; DESIGN.md's track
 keys) plus HOTA's ``deta`` and ``assa``, overall and under ``per_sequence``, at IoU 0.5 (:func:`track_metrics`,
-class-aware). ``fps``: frames per second of detection and association together (frame decoding and the writing of
-results left out), over all sequences and per sequence. Each sequence's tracks are also written as
+class-aware: a track of the wrong class counts as a miss and a false positive). ``class_agnostic`` holds the same
+overall metrics with classes ignored: the gap between the two is what the detector's classification costs, the rest
+is detection and association. ``fps``: frames per second of detection and association together (frame decoding and
+the writing of results left out), over all sequences and per sequence. Each sequence's tracks are also written as
 ``<out>/<SEQ>.txt`` (MOTChallenge result format), so other evaluation tools can be run on them.
 
 Tracking is not an entry of the task registry: nothing trains for it (the models are ``detect`` or
@@ -55,6 +57,8 @@ def validate_tracking(weights, data: str | Path, out: str | Path | None = None, 
         seconds[seq.name], frames[seq.name] = sum(s for *_, s in results), len(results)
         write_mot_results(out_dir / f"{seq.name}.txt", [(f, t) for f, t, _ in results])
     values = track_metrics(gt, hyp, iou_threshold=0.5)
+    agnostic = track_metrics(gt, hyp, iou_threshold=0.5, match_labels=False)
+    values["class_agnostic"] = {k: v for k, v in agnostic.items() if k != "per_sequence"}
     values["fps"] = sum(frames.values()) / max(sum(seconds.values()), 1e-9)
     for name, row in values["per_sequence"].items():
         row["fps"] = frames[name] / max(seconds[name], 1e-9)

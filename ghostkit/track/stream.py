@@ -9,8 +9,11 @@ Sources (:func:`open_source`):
 - any other folder of images: the frames in name order, numbered from 1, at 30 frames per second.
 
 Each sequence gets a fresh tracker. The detector runs on the whole frame resized to its training size, with its
-score threshold lowered to the tracker's ``min_score`` (ByteTrack's second stage needs the low-score boxes); a model
-with an ``embed`` head (``--task detect,embed``) adds each detection's L2-normalised embedding, which
+score threshold lowered to the tracker's ``min_score`` (ByteTrack's second stage needs the low-score boxes). Its
+boxes then go through a second NMS, class-agnostic, at the detector's own IoU threshold: a detection head scores
+every class at every location and suppresses overlaps within a class only, so an object whose class the detector
+is unsure of comes out as one box per class, and the tracker (class-agnostic) would take them for several objects.
+A model with an ``embed`` head (``--task detect,embed``) adds each detection's L2-normalised embedding, which
 ``--tracker appearance`` needs. ``conf`` sets the tracker's high-score threshold (ByteTrack and appearance:
 ``track_thresh``, with ``new_track_thresh = conf + 0.1`` as in ByteTrack; SORT: ``score_thresh``). A video whose
 decoding breaks off before its announced frame count ends with a :class:`BrokenVideoWarning` that says how many
@@ -28,6 +31,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
+from torchvision.ops import nms
 
 from ghostkit.data.detect import is_mot_root
 from ghostkit.data.formats.mot import read_mot_sequence
@@ -38,8 +42,8 @@ from ghostkit.errors import GhostkitError
 from ghostkit.predict import VIDEO_EXTENSIONS
 from ghostkit.track.tracker import Tracker, build_tracker
 
-__all__ = ["BrokenVideoWarning", "SourceSequence", "load_detector", "open_source", "track", "track_sequence",
-           "tracker_options"]
+__all__ = ["BrokenVideoWarning", "SourceSequence", "detect_frame", "load_detector", "open_source", "track",
+           "track_sequence", "tracker_options"]
 
 
 class BrokenVideoWarning(UserWarning):
@@ -164,25 +168,37 @@ def tracker_options(name: str, conf: float | None) -> dict:
 
 
 @torch.inference_mode()
+def detect_frame(model: nn.Module, image: Image.Image, min_score: float, embeddings: bool = False,
+                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """One frame's detections for a tracker: ``{"boxes": N x 4 xyxy (image pixels), "scores": N, "labels": N}``
+    scoring above ``min_score``, one box per object (the class-agnostic NMS of the module docstring), best first;
+    with ``embeddings`` (a model with an ``embed`` head) also ``"embeddings": N x D``. Tensors on ``device``."""
+    config = model.config
+    transform = inference_transform({"resize"}, tuple(config["imgsz"]), config["mean"], config["std"])
+    detect = model.heads["detect"]
+    x = transform(image)[None].to(device)
+    outputs = model(x)
+    size = (image.height, image.width)
+    det = detect.postprocess(outputs["detect"], [size], conf=min_score)[0]
+    det = {k: v[nms(det["boxes"], det["scores"], detect.iou)] for k, v in det.items()}
+    if embeddings:
+        in_h, in_w = x.shape[-2:]
+        scale = det["boxes"].new_tensor([in_w / size[1], in_h / size[0]] * 2)
+        det["embeddings"] = model.heads["embed"].embed(outputs["embed"], [det["boxes"] * scale])[0]
+    return det
+
+
+@torch.inference_mode()
 def track_sequence(model: nn.Module, sequence: SourceSequence, tracker: Tracker, device: str | torch.device = "cpu",
                    max_frames: int = 0) -> Iterator[dict]:
     """Track one sequence with ``tracker`` (reset first): yields per frame ``{"sequence", "frame" (1-based),
     "image" (RGB PIL), "tracks" (the tracker's output, original image pixels), "detections" (boxes the detector
     gave), "seconds" (detection and association time), "frame_rate"}``."""
-    config = model.config
-    transform = inference_transform({"resize"}, tuple(config["imgsz"]), config["mean"], config["std"])
-    detect, embed = model.heads["detect"], model.heads["embed"] if "embed" in model.heads else None
+    embeddings = "embed" in model.heads and tracker.needs_embeddings
     tracker.reset()
     for frame, image in sequence.frames(max_frames):
         start = time.perf_counter()
-        x = transform(image)[None].to(device)
-        outputs = model(x)
-        size = (image.height, image.width)
-        det = detect.postprocess(outputs["detect"], [size], conf=tracker.min_score)[0]
-        if embed is not None and tracker.needs_embeddings:
-            in_h, in_w = x.shape[-2:]
-            scale = det["boxes"].new_tensor([in_w / size[1], in_h / size[0]] * 2)
-            det["embeddings"] = embed.embed(outputs["embed"], [det["boxes"] * scale])[0]
+        det = detect_frame(model, image, tracker.min_score, embeddings, device)
         tracks = tracker.update({k: v.cpu() for k, v in det.items()})
         yield {"sequence": sequence.name, "frame": frame, "image": image, "tracks": tracks,
                "detections": len(det["boxes"]), "seconds": time.perf_counter() - start,

@@ -15,10 +15,22 @@ A tracker is stateful and fed one frame at a time::
 ``detections``: ``{"boxes": N x 4 xyxy, "scores": N, "labels": N int64}`` (torch tensors or NumPy arrays; missing
 ``scores`` count as 1, missing ``labels`` as 0), plus ``"embeddings": N x D`` for the appearance tracker.
 ``tracks``: ``{"ids": K int64 (from 1, unique per tracker), "boxes": K x 4 float32 xyxy (Kalman-filtered),
-"scores": K float32 (of the detection matched this frame), "labels": K int64}``. The default thresholds are the
-published ones (sources beside each); they assume detector scores in [0, 1], and ByteTrack's second stage only sees
-detections down to ``low_thresh``, so the detector must be run with a confidence threshold at or below it.
-Association is class-agnostic, as in the published trackers; a track takes the label of its latest detection.
+"scores": K float32 (of the detection matched this frame), "labels": K int64}``.
+
+Score thresholds: the defaults are ByteTrack's own for running on any video (``tools/demo_track.py``: high 0.5,
+new track high + 0.1 = 0.6, low 0.1), not its MOT17 evaluation settings (high 0.6, new track 0.7, chosen for a
+YOLOX detector trained on MOT17, whose true positives score high) nor Ultralytics' (``bytetrack.yaml``: high and new
+track 0.25, for YOLOv8's scores). An FCOS-style ghostkit detector (score ``sqrt(class x centre-ness)``) scores many
+true positives between 0.5 and 0.6, which the MOT17 settings leave unused, and many false positives between 0.25
+and 0.5, which Ultralytics' would turn into tracks; docs/benchmarks.md has the three side by side. A detector
+scored otherwise needs its own ``track_thresh`` (``--conf``). ByteTrack's second stage only sees detections down to
+``low_thresh``, so the detector must be run with a confidence threshold at or below it (``min_score``;
+``ghostkit.track`` does so).
+
+Association is class-agnostic, as in the published trackers: a detector that wavers between two classes for one
+object keeps a single track. The track's label is the class with the highest summed score over its matched
+detections (a score-weighted majority vote, as BoT-SORT's multi-class tracks keep), so a label that flickers for a
+frame or two does not change it.
 """
 
 from __future__ import annotations
@@ -41,7 +53,8 @@ class _Track:
     mean: np.ndarray  # 8: (cx, cy, a, h) and velocities
     cov: np.ndarray  # 8 x 8
     score: float
-    label: int
+    label: int  # the class with the most votes
+    votes: dict[int, float]  # class → summed score of the detections matched to this track
     start_frame: int
     last_frame: int  # the last frame a detection was matched
     state: str = "tracked"  # "tracked" (matched this frame or the last) or "lost" (kept for re-identification)
@@ -117,7 +130,9 @@ class Tracker:
         _set_states(tracks, *self.kalman.update(np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]),
                                                 xyxy_to_xywh(boxes[idx])))
         for t, d in pairs:
-            t.score, t.label = float(scores[d]), int(labels[d])
+            t.score = float(scores[d])
+            t.votes[int(labels[d])] = t.votes.get(int(labels[d]), 0.0) + t.score
+            t.label = max(t.votes, key=t.votes.get)
             t.hit_streak = t.hit_streak + 1 if t.last_frame == self.frame_id - 1 else 1
             t.last_frame, t.state, t.activated = self.frame_id, "tracked", True
             if self.needs_embeddings and embeddings is not None:
@@ -134,8 +149,9 @@ class Tracker:
         new = []
         for i, d in enumerate(idx):
             emb = _unit(embeddings[d]) if self.needs_embeddings and embeddings is not None else None
-            new.append(_Track(self._next_id, mean[i], cov[i], float(scores[d]), int(labels[d]), self.frame_id,
-                              self.frame_id, activated=activated, embedding=emb))
+            new.append(_Track(self._next_id, mean[i], cov[i], float(scores[d]), int(labels[d]),
+                              {int(labels[d]): float(scores[d])}, self.frame_id, self.frame_id, activated=activated,
+                              embedding=emb))
             self._next_id += 1
         _set_states(new, mean, cov)
         return new
@@ -144,26 +160,32 @@ class Tracker:
 class ByteTracker(Tracker):
     """ByteTrack: match high-score detections to all tracks, then low-score detections to the tracks left over.
 
-    Defaults from the official implementation (``ifzhang/ByteTrack``): ``yolox/tracker/byte_tracker.py`` (the
-    fixed thresholds), ``tools/track.py`` (its MOT evaluation settings) and ``tools/demo_track.py``.
+    The algorithm and defaults of the official implementation (``ifzhang/ByteTrack``: ``yolox/tracker/
+    byte_tracker.py`` for the fixed values, ``tools/demo_track.py`` for the score thresholds; module docstring).
+
+    With ``fuse_score`` the match thresholds bound the fused cost ``1 - IoU x score``, as in both implementations,
+    so the score also acts inside matching: a one-frame-old track is confirmed only by a detection with
+    ``IoU x score >= 0.3`` (``unconfirmed_match_thresh`` 0.7): with ``new_track_thresh`` under 0.3 an object
+    entering after the first frame whose detections all score under 0.3 would never be reported.
+    ``fuse_score=False`` bounds ``1 - IoU`` alone.
 
     Args:
-        track_thresh: detections scoring above it enter the first association (``tools/track.py``: 0.6; the demo
-            uses 0.5).
+        track_thresh: detections scoring above it enter the first association (demo 0.5; MOT17 evaluation 0.6).
         low_thresh: detections scoring above it and up to ``track_thresh`` enter the second one (fixed: 0.1).
         new_track_thresh: an unmatched high-score detection starts a track from this score (``track_thresh + 0.1``).
-        match_thresh: maximal cost (``1 - IoU``, score-fused) of a first-stage match (demo: 0.8).
-        second_match_thresh: maximal ``1 - IoU`` of a low-score match (fixed: 0.5).
-        unconfirmed_match_thresh: maximal cost matching a one-frame-old track (fixed: 0.7).
+        match_thresh: maximal cost (``1 - IoU``, score-fused) of a first-stage match (0.8).
+        second_match_thresh: maximal ``1 - IoU`` of a low-score match (0.5; never score-fused).
+        unconfirmed_match_thresh: maximal cost (as ``match_thresh``) matching a one-frame-old track (0.7).
         track_buffer: frames a lost track is kept at 30 fps, scaled by ``frame_rate / 30`` (30).
-        fuse_score: multiply IoU by the detection score in the first stages (on unless ``--mot20``).
+        fuse_score: multiply IoU by the detection score in the first and unconfirmed stages (ByteTrack: on unless
+            ``--mot20``; Ultralytics: on).
         duplicate_iou: a tracked and a lost track overlapping more than this are one object: the one followed for
             less time is dropped (fixed: ``1 - 0.15``).
         frame_rate: the video's frames per second.
         min_box_area: tracks smaller than this (pixels²) are not reported (demo ``--min_box_area``: 10).
     """
 
-    def __init__(self, track_thresh: float = 0.6, low_thresh: float = 0.1, new_track_thresh: float = 0.7,
+    def __init__(self, track_thresh: float = 0.5, low_thresh: float = 0.1, new_track_thresh: float = 0.6,
                  match_thresh: float = 0.8, second_match_thresh: float = 0.5, unconfirmed_match_thresh: float = 0.7,
                  track_buffer: int = 30, fuse_score: bool = True, duplicate_iou: float = 0.85,
                  frame_rate: float = 30.0, min_box_area: float = 10.0) -> None:
@@ -179,13 +201,19 @@ class ByteTracker(Tracker):
         self.min_score = low_thresh
         super().__init__(frame_rate, min_box_area)
 
+    def _match_boxes(self, tracks: list[_Track], det: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                     thresh: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+        """Match ``tracks`` to detections ``det`` (indices) at cost ``1 - IoU`` (score-fused with ``fuse_score``) up to
+        ``thresh``; returns positions in ``tracks`` / ``det`` (``linear_assignment``)."""
+        cost = iou_distance(np.array([t.box for t in tracks]).reshape(-1, 4), boxes[det])
+        if self.fuse_score:
+            cost = 1.0 - (1.0 - cost) * scores[det][None, :]
+        return linear_assignment(cost, thresh)
+
     def _first_stage(self, pool: list[_Track], high: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                      embeddings: np.ndarray | None) -> tuple[list[tuple[int, int]], list[int], list[int]]:
         """Match ``pool`` tracks to high-score detections ``high`` (indices); returns pool / ``high`` positions."""
-        cost = iou_distance(np.array([t.box for t in pool]).reshape(-1, 4), boxes[high])
-        if self.fuse_score:
-            cost = 1.0 - (1.0 - cost) * scores[high][None, :]
-        return linear_assignment(cost, self.match_thresh)
+        return self._match_boxes(pool, high, boxes, scores, self.match_thresh)
 
     def _associate(self, boxes, scores, labels, embeddings):
         high = np.flatnonzero(scores > self.track_thresh)
@@ -208,10 +236,8 @@ class ByteTracker(Tracker):
 
         # A track seen on one frame only must be confirmed by the next one, or it is dropped.
         high = high[left_high]
-        cost = iou_distance(np.array([t.box for t in unconfirmed]).reshape(-1, 4), boxes[high])
-        if self.fuse_score:
-            cost = 1.0 - (1.0 - cost) * scores[high][None, :]
-        matches, left_unconfirmed, left_high = linear_assignment(cost, self.unconfirmed_match_thresh)
+        matches, left_unconfirmed, left_high = self._match_boxes(unconfirmed, high, boxes, scores,
+                                                                 self.unconfirmed_match_thresh)
         self._correct([(unconfirmed[i], int(high[j])) for i, j in matches], boxes, scores, labels, embeddings)
         removed = {id(unconfirmed[i]) for i in left_unconfirmed}
 
@@ -242,7 +268,7 @@ class SortTracker(Tracker):
 
     Defaults of the reference implementation (``abewley/sort``, ``sort.py``): ``max_age`` 1, ``min_hits`` 3,
     ``iou_threshold`` 0.3. SORT used public detections and has no score threshold of its own; ``score_thresh``
-    defaults to ByteTrack's high threshold (0.6), so the two differ only in their association. The motion model is
+    defaults to ByteTrack's high threshold (0.5), so the two differ only in their association. The motion model is
     ByteTrack's (centre, aspect ratio, height) rather than SORT's (centre, area, ratio), for the same reason.
 
     Args:
@@ -254,7 +280,7 @@ class SortTracker(Tracker):
         frame_rate, min_box_area: as for :class:`ByteTracker`.
     """
 
-    def __init__(self, score_thresh: float = 0.6, iou_threshold: float = 0.3, max_age: int = 1, min_hits: int = 3,
+    def __init__(self, score_thresh: float = 0.5, iou_threshold: float = 0.3, max_age: int = 1, min_hits: int = 3,
                  frame_rate: float = 30.0, min_box_area: float = 10.0) -> None:
         if max_age < 0 or min_hits < 0:
             raise GhostkitError(f"sort: max_age and min_hits must be >= 0, got {max_age}, {min_hits}")

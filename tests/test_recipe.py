@@ -42,8 +42,11 @@ def _kinds(dataset) -> list[type]:
         (DataStats(200, False, 500), 30, False, "standard", "randaugment", 224),  # long run on enough photos
         (DataStats(200, False, 500), 10, True, "standard", "randaugment", 224),  # pretrained
         (DataStats(200, True, 500), 30, False, "standard", "none", 224),  # grayscale: no colour policy
-        (DataStats(96, False, 40), 100, True, "light", "none", 96),  # few images per class
-        (DataStats(40, False, 1000), 100, True, "light", "none", 64),  # small images, rounded up to 64
+        (DataStats(96, False, 40), 100, True, "medium", "none", 96),  # few images per class
+        (DataStats(40, False, 1000), 100, True, "medium", "none", 64),  # small images, rounded up to 64
+        (DataStats(32, False, 80), 30, False, "medium", "none", 32),  # long run on few small photos (textures)
+        (DataStats(32, False, 80), 29, False, "light", "none", 32),  # the same one epoch short of a long run
+        (DataStats(32, False, 80), 5, True, "medium", "none", 32),  # pretrained: not a short run from scratch
         (DataStats(500, False, 1000), 100, False, "standard", "randaugment", 224),  # capped at 224
     ],
 )

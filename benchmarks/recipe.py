@@ -116,7 +116,7 @@ def make_shapes_folder(root: Path, n_train: int = 1500, n_val: int = 300, size: 
     shape's larger box side around it (shifted by up to 10% of the window), resized to `size` px; the same number of
     images per class (the first of each class drawn). Whole 64 px images, where a shape may cover 15% of the side on a
     textured background, were learned by neither loop in 10 epochs (1500 images: top1 0.39-0.42, chance 0.33): a
-    4-layer plain CNN reached only 0.47 there, and 0.97 on these crops."""
+    4-layer plain CNN read 0.50 at best there, and 0.987 on these crops (docs/benchmarks.md)."""
     rng = np.random.default_rng(0)
     for split, n, seed in (("train", n_train, 0), ("val", n_val, 1)):
         per_class, drawn, picked = n // len(SHAPE_CLASSES), 0, {c: [] for c in range(len(SHAPE_CLASSES))}

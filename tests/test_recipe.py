@@ -53,7 +53,7 @@ def _kinds(dataset) -> list[type]:
 def test_rule_picks_the_documented_recipe(stats, epochs, pretrained, name, augment, imgsz):
     r = choose_recipe(stats, epochs, pretrained)
     assert (r.name, r.auto_augment, r.imgsz, r.flip) == (name, augment, imgsz, False)
-    expected = recipe_module.LIGHT if name == "light" else recipe_module.STANDARD
+    expected = dict(light=recipe_module.LIGHT, medium=recipe_module.MEDIUM, standard=recipe_module.STANDARD)[name]
     assert (r.crop_scale, r.dropout, r.label_smoothing) == tuple(expected[k] for k in
                                                                  ("crop_scale", "dropout", "label_smoothing"))
     assert r.overridden == ()

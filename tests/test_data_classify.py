@@ -265,9 +265,10 @@ def test_build_digits():
     assert x.shape == (3, 40, 40) and x.dtype == torch.float32 and isinstance(y, int)
     assert data.val[0][0].shape == (3, 40, 40)
     kinds = [type(t) for t in data.train.transform.transforms]
-    # small grayscale images: the light recipe (no flip, no auto-augment), as for any such folder
+    # small grayscale images, 30 epochs (the default) from scratch: the medium recipe (no flip, no auto-augment), as
+    # for any such folder
     assert v2.RandomHorizontalFlip not in kinds and v2.TrivialAugmentWide not in kinds and v2.RandAugment not in kinds
-    assert data.recipe.name == "light" and data.recipe.overridden == ("imgsz",)
+    assert data.recipe.name == "medium" and data.recipe.overridden == ("imgsz",)
     again = build_classify_data("digits", imgsz=40)
     assert again.val.targets == data.val.targets  # fixed split
     assert data.mean == IMAGENET_MEAN and data.std == IMAGENET_STD and data.imgsz == 40 and data.num_classes == 10

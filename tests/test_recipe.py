@@ -42,15 +42,18 @@ def _kinds(dataset) -> list[type]:
         (DataStats(200, False, 500), 30, False, "standard", "randaugment", 224),  # long run on enough photos
         (DataStats(200, False, 500), 10, True, "standard", "randaugment", 224),  # pretrained
         (DataStats(200, True, 500), 30, False, "standard", "none", 224),  # grayscale: no colour policy
-        (DataStats(96, False, 40), 100, True, "light", "none", 96),  # few images per class
-        (DataStats(40, False, 1000), 100, True, "light", "none", 64),  # small images, rounded up to 64
+        (DataStats(96, False, 40), 100, True, "medium", "none", 96),  # few images per class
+        (DataStats(40, False, 1000), 100, True, "medium", "none", 64),  # small images, rounded up to 64
+        (DataStats(32, False, 80), 30, False, "medium", "none", 32),  # long run on few small photos (textures)
+        (DataStats(32, False, 80), 29, False, "light", "none", 32),  # the same one epoch short of a long run
+        (DataStats(32, False, 80), 5, True, "medium", "none", 32),  # pretrained: not a short run from scratch
         (DataStats(500, False, 1000), 100, False, "standard", "randaugment", 224),  # capped at 224
     ],
 )
 def test_rule_picks_the_documented_recipe(stats, epochs, pretrained, name, augment, imgsz):
     r = choose_recipe(stats, epochs, pretrained)
     assert (r.name, r.auto_augment, r.imgsz, r.flip) == (name, augment, imgsz, False)
-    expected = recipe_module.LIGHT if name == "light" else recipe_module.STANDARD
+    expected = dict(light=recipe_module.LIGHT, medium=recipe_module.MEDIUM, standard=recipe_module.STANDARD)[name]
     assert (r.crop_scale, r.dropout, r.label_smoothing) == tuple(expected[k] for k in
                                                                  ("crop_scale", "dropout", "label_smoothing"))
     assert r.overridden == ()

@@ -8,8 +8,9 @@ the frame; the box is the extent of its part inside the frame (including pixels 
 and ``visibility`` is the fraction of its pixels that can be seen. The folder it writes is read by
 :func:`ghostkit.data.formats.mot.read_mot` like any user's folder.
 
-Sequence ``i`` of seed ``s`` depends only on ``(s, i)`` and the size options; train sequences are ``0..n_train-1``,
-val sequences follow, so the splits never share a sequence. The drawing reuses the ``shapes`` generator's helpers.
+Training sequence ``i`` of seed ``s`` depends only on ``(s, i)`` and the size options, validation sequence ``j`` on
+``(s, j)`` drawn from another stream: the splits never share a sequence, and the validation sequences stay the same
+whatever the training split's size. The drawing reuses the ``shapes`` generator's helpers.
 
 Sizes of the built-in set: 96 px frames; 160 training sequences of 4 frames, each a stretch of an 80-frame
 sequence from a random start (so objects are as sparse as in a long one); 2 validation sequences of 80 frames to
@@ -40,7 +41,7 @@ __all__ = ["BUILTIN_TRACKS", "TRACK_CLASSES", "builtin_tracks", "data_root", "wr
 BUILTIN_TRACKS = "tracks"  # the --data name
 
 TRACK_CLASSES: tuple[str, ...] = SHAPE_CLASSES
-_VERSION = 4  # bump when the generator changes, so cached folders are rebuilt
+_VERSION = 5  # bump when the generator changes, so cached folders are rebuilt
 # A shape's sprite is drawn by `_shape_mask` on a canvas of this fraction of the frame: objects measure about
 # 10%-30% of the frame side (`_shape_mask` sizes shapes at 15%-45% of its canvas), 10 px and more at 96 px.
 _SPRITE_CANVAS = 0.65
@@ -49,28 +50,34 @@ _SPEED = (1.5, 3.0)  # pixels per frame, per 100 pixels of frame side
 _JPEG_QUALITY = 95
 
 
-def write_tracks(root: str | Path, seed: int = 0, imgsz: int = 96, train_sequences: int = 160, val_sequences: int = 2,
-                 frames: int = 80, train_frames: int = 4, objects: tuple[int, int] = (5, 8),
-                 frame_rate: float = 30.0) -> Path:
+def write_tracks(root: str | Path, seed: int = 0, imgsz: int = 96, train_sequences: int = 320, val_sequences: int = 2,
+                 frames: int = 80, train_frames: int = 2, objects: tuple[int, int] = (5, 8),
+                 train_objects: tuple[int, int] | None = (8, 12), frame_rate: float = 30.0) -> Path:
     """Write ``root/{train,val}/<SEQ>/{img1/*.jpg, gt/gt.txt, seqinfo.ini}`` and ``root/classes.txt``; returns root.
 
     imgsz: frame side in pixels (square frames). frames: frames per validation sequence; train_frames: per training
-    sequence. objects: (min, max) objects per sequence over its whole length (in an 80-frame sequence about half of
-    them are in view at a time; a short one sees mostly those crossing while it runs).
+    sequence. objects: (min, max) objects per validation sequence over its whole length (in an 80-frame sequence
+    about half of them are in view at a time); train_objects: the same for a training sequence (None: ``objects``).
     """
-    if imgsz < 32 or min(frames, train_frames) < 2 or not 1 <= objects[0] <= objects[1] or train_sequences < 1 \
-            or val_sequences < 1 or seed < 0:
-        raise GhostkitError(f"tracks: need imgsz >= 32, frames and train_frames >= 2, 1 <= objects[0] <= objects[1], "
-                            f">= 1 sequence per split and seed >= 0; got imgsz={imgsz}, frames={frames}, "
-                            f"train_frames={train_frames}, objects={objects}, train_sequences={train_sequences}, "
+    train_objects = objects if train_objects is None else tuple(train_objects)
+    if imgsz < 32 or min(frames, train_frames) < 2 or not 1 <= objects[0] <= objects[1] \
+            or not 1 <= train_objects[0] <= train_objects[1] or train_sequences < 1 or val_sequences < 1 or seed < 0:
+        raise GhostkitError(f"tracks: need imgsz >= 32, frames and train_frames >= 2, 1 <= objects[0] <= objects[1] "
+                            f"(and train_objects), >= 1 sequence per split and seed >= 0; got imgsz={imgsz}, "
+                            f"frames={frames}, train_frames={train_frames}, objects={objects}, "
+                            f"train_objects={train_objects}, train_sequences={train_sequences}, "
                             f"val_sequences={val_sequences}, seed={seed}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("".join(f"{c}\n" for c in TRACK_CLASSES), encoding="utf-8")
     for i in range(train_sequences + val_sequences):
         split = "train" if i < train_sequences else "val"
-        _write_sequence(root / split / f"shapes-{i + 1:02d}", np.random.default_rng([seed, i]), imgsz,
-                        train_frames if split == "train" else frames, max(frames, train_frames), objects, frame_rate)
+        train = split == "train"
+        # keyed by split and index within it: the validation sequences do not change with the training split's size
+        key = [seed, 0, i] if train else [seed, 1, i - train_sequences]
+        _write_sequence(root / split / f"shapes-{i + 1:02d}", np.random.default_rng(key), imgsz,
+                        train_frames if train else frames, max(frames, train_frames),
+                        train_objects if train else objects, frame_rate)
     return root
 
 

@@ -85,9 +85,10 @@ def test_builtin_tracks_is_a_mot_folder():
     root = data_root("tracks")
     assert root == builtin_tracks() and detect_format(root) == "mot"
     assert data_root("some/folder") == Path("some/folder")
-    # many short training scenes (a detector from scratch needs scenes more than frames), long sequences to track
+    # many short, crowded training scenes (a detector from scratch needs scenes and instances more than frames),
+    # long sequences to track
     train, val = read_mot(root, "train"), read_mot(root, "val")
-    assert len(train.sequences) == 160 and {len(s.frames) for s in train.sequences} == {4}
+    assert len(train.sequences) == 400 and {len(s.frames) for s in train.sequences} == {2}
     assert len(val.sequences) == 2 and {len(s.frames) for s in val.sequences} == {80}
     assert {s.width for s in train.sequences} == {96}
 

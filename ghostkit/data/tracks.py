@@ -41,7 +41,7 @@ __all__ = ["BUILTIN_TRACKS", "TRACK_CLASSES", "builtin_tracks", "data_root", "wr
 BUILTIN_TRACKS = "tracks"  # the --data name
 
 TRACK_CLASSES: tuple[str, ...] = SHAPE_CLASSES
-_VERSION = 5  # bump when the generator changes, so cached folders are rebuilt
+_VERSION = 6  # bump when the generator changes, so cached folders are rebuilt
 # A shape's sprite is drawn by `_shape_mask` on a canvas of this fraction of the frame: objects measure about
 # 10%-30% of the frame side (`_shape_mask` sizes shapes at 15%-45% of its canvas), 10 px and more at 96 px.
 _SPRITE_CANVAS = 0.65
@@ -50,9 +50,9 @@ _SPEED = (1.5, 3.0)  # pixels per frame, per 100 pixels of frame side
 _JPEG_QUALITY = 95
 
 
-def write_tracks(root: str | Path, seed: int = 0, imgsz: int = 96, train_sequences: int = 320, val_sequences: int = 2,
+def write_tracks(root: str | Path, seed: int = 0, imgsz: int = 96, train_sequences: int = 400, val_sequences: int = 2,
                  frames: int = 80, train_frames: int = 2, objects: tuple[int, int] = (5, 8),
-                 train_objects: tuple[int, int] | None = (8, 12), frame_rate: float = 30.0) -> Path:
+                 train_objects: tuple[int, int] | None = (10, 16), frame_rate: float = 30.0) -> Path:
     """Write ``root/{train,val}/<SEQ>/{img1/*.jpg, gt/gt.txt, seqinfo.ini}`` and ``root/classes.txt``; returns root.
 
     imgsz: frame side in pixels (square frames). frames: frames per validation sequence; train_frames: per training

@@ -3,10 +3,11 @@ training split's size."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from ghostkit.data.formats.mot import read_mot
-from ghostkit.data.tracks import write_tracks
+from ghostkit.data.tracks import _objects, write_tracks
 from ghostkit.errors import GhostkitError
 
 
@@ -35,3 +36,24 @@ def test_validation_does_not_depend_on_the_training_split(tmp_path):
         assert (small / "val" / a.name / "gt/gt.txt").read_text() == (large / "val" / b.name / "gt/gt.txt").read_text()
         first = sorted((small / "val" / a.name / "img1").iterdir())[0]
         assert first.read_bytes() == (large / "val" / b.name / "img1" / first.name).read_bytes()
+
+
+def test_training_objects_share_a_palette():
+    # a colour names no class in a training scene: the classes must be told by their shapes
+    rng = np.random.default_rng(0)
+    bg = np.array([[40.0, 40.0, 40.0], [60.0, 60.0, 60.0]])
+    shared = _objects(rng, 96, 80, 12, bg, palette=2)
+    assert len({tuple(o["colour"]) for o in shared}) == 2
+    by_colour = {}
+    for o in shared:
+        by_colour.setdefault(tuple(o["colour"]), set()).add(o["cls"])
+    assert max(len(c) for c in by_colour.values()) > 1
+    # partners of a crossing (objects 2k and 2k+1) keep apart colours
+    assert all((shared[k]["colour"] != shared[k + 1]["colour"]).any() for k in range(0, 12, 2))
+    own = _objects(np.random.default_rng(0), 96, 80, 12, bg)
+    assert len({tuple(o["colour"]) for o in own}) == 12
+
+
+def test_bad_train_colours(tmp_path):
+    with pytest.raises(GhostkitError, match="train_colours=0"):
+        write_tracks(tmp_path, train_colours=0)

@@ -41,7 +41,7 @@ __all__ = ["BUILTIN_TRACKS", "TRACK_CLASSES", "builtin_tracks", "data_root", "wr
 BUILTIN_TRACKS = "tracks"  # the --data name
 
 TRACK_CLASSES: tuple[str, ...] = SHAPE_CLASSES
-_VERSION = 6  # bump when the generator changes, so cached folders are rebuilt
+_VERSION = 7  # bump when the generator changes, so cached folders are rebuilt
 # A shape's sprite is drawn by `_shape_mask` on a canvas of this fraction of the frame: objects measure about
 # 10%-30% of the frame side (`_shape_mask` sizes shapes at 15%-45% of its canvas), 10 px and more at 96 px.
 _SPRITE_CANVAS = 0.65
@@ -52,21 +52,25 @@ _JPEG_QUALITY = 95
 
 def write_tracks(root: str | Path, seed: int = 0, imgsz: int = 96, train_sequences: int = 400, val_sequences: int = 2,
                  frames: int = 80, train_frames: int = 2, objects: tuple[int, int] = (5, 8),
-                 train_objects: tuple[int, int] | None = (10, 16), frame_rate: float = 30.0) -> Path:
+                 train_objects: tuple[int, int] | None = (10, 16), train_colours: int | None = 2,
+                 frame_rate: float = 30.0) -> Path:
     """Write ``root/{train,val}/<SEQ>/{img1/*.jpg, gt/gt.txt, seqinfo.ini}`` and ``root/classes.txt``; returns root.
 
     imgsz: frame side in pixels (square frames). frames: frames per validation sequence; train_frames: per training
     sequence. objects: (min, max) objects per validation sequence over its whole length (in an 80-frame sequence
     about half of them are in view at a time); train_objects: the same for a training sequence (None: ``objects``).
+    train_colours: colours a training sequence's objects share (None: one colour per object, as in validation), so
+    that a colour names no class and a detector has to tell the classes by their shapes.
     """
     train_objects = objects if train_objects is None else tuple(train_objects)
     if imgsz < 32 or min(frames, train_frames) < 2 or not 1 <= objects[0] <= objects[1] \
-            or not 1 <= train_objects[0] <= train_objects[1] or train_sequences < 1 or val_sequences < 1 or seed < 0:
+            or not 1 <= train_objects[0] <= train_objects[1] or train_sequences < 1 or val_sequences < 1 or seed < 0 \
+            or (train_colours is not None and train_colours < 1):
         raise GhostkitError(f"tracks: need imgsz >= 32, frames and train_frames >= 2, 1 <= objects[0] <= objects[1] "
-                            f"(and train_objects), >= 1 sequence per split and seed >= 0; got imgsz={imgsz}, "
-                            f"frames={frames}, train_frames={train_frames}, objects={objects}, "
-                            f"train_objects={train_objects}, train_sequences={train_sequences}, "
-                            f"val_sequences={val_sequences}, seed={seed}")
+                            f"(and train_objects), >= 1 sequence per split, train_colours >= 1 and seed >= 0; got "
+                            f"imgsz={imgsz}, frames={frames}, train_frames={train_frames}, objects={objects}, "
+                            f"train_objects={train_objects}, train_colours={train_colours}, "
+                            f"train_sequences={train_sequences}, val_sequences={val_sequences}, seed={seed}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("".join(f"{c}\n" for c in TRACK_CLASSES), encoding="utf-8")
@@ -77,7 +81,7 @@ def write_tracks(root: str | Path, seed: int = 0, imgsz: int = 96, train_sequenc
         key = [seed, 0, i] if train else [seed, 1, i - train_sequences]
         _write_sequence(root / split / f"shapes-{i + 1:02d}", np.random.default_rng(key), imgsz,
                         train_frames if train else frames, max(frames, train_frames),
-                        train_objects if train else objects, frame_rate)
+                        train_objects if train else objects, (train_colours or 0) if train else 0, frame_rate)
     return root
 
 
@@ -95,8 +99,10 @@ def data_root(data: str | Path) -> Path:
     return builtin_tracks() if str(data) == BUILTIN_TRACKS else Path(data)
 
 
-def _objects(rng: np.random.Generator, imgsz: int, frames: int, count: int, bg: np.ndarray) -> list[dict]:
-    """Class, sprite mask, colour and straight-line path ``centre(t) = cross + velocity * (t - t_cross)``."""
+def _objects(rng: np.random.Generator, imgsz: int, frames: int, count: int, bg: np.ndarray,
+             palette: int = 0) -> list[dict]:
+    """Class, sprite mask, colour and straight-line path ``centre(t) = cross + velocity * (t - t_cross)``.
+    palette: 0 gives every object its own colour; else object ``k`` takes colour ``k % palette``."""
     objs: list[dict] = []
     colours: list[np.ndarray] = []
     canvas = max(16, int(round(_SPRITE_CANVAS * imgsz)))
@@ -105,8 +111,11 @@ def _objects(rng: np.random.Generator, imgsz: int, frames: int, count: int, bg: 
         mask, _ = _shape_mask(rng, cls, canvas)
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         mask = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-        colour = _pick_colour(rng, bg, colours)
-        colours.append(colour)
+        if palette and k >= palette:
+            colour = colours[k % palette]
+        else:
+            colour = _pick_colour(rng, bg, colours)
+            colours.append(colour)
         speed = rng.uniform(*_SPEED) * imgsz / 100
         if k % 2 == 0:  # a new crossing: where, when, and the first object's heading
             cross = rng.uniform(0.25, 0.75, size=2) * imgsz
@@ -123,7 +132,7 @@ def _objects(rng: np.random.Generator, imgsz: int, frames: int, count: int, bg: 
 
 
 def _write_sequence(folder: Path, rng: np.random.Generator, imgsz: int, frames: int, span: int,
-                    objects: tuple[int, int], frame_rate: float) -> None:
+                    objects: tuple[int, int], palette: int, frame_rate: float) -> None:
     """Objects timed over ``span`` frames; ``frames`` consecutive ones from a random start are written (a short
     sequence shows a stretch of a long one: objects as sparse as there, not all at their crossings)."""
     xx, yy = _pixel_centres(imgsz)
@@ -131,7 +140,8 @@ def _write_sequence(folder: Path, rng: np.random.Generator, imgsz: int, frames: 
     c1 = np.clip(c0 + rng.uniform(-70, 70, size=3), 0, 255)
     weight = _texture(rng, int(rng.integers(4)), xx, yy, imgsz).astype(np.float32)
     background = c0.astype(np.float32) + weight[..., None] * (c1 - c0).astype(np.float32)
-    objs = _objects(rng, imgsz, span, int(rng.integers(objects[0], objects[1] + 1)), np.stack([c0, c1]))
+    objs = _objects(rng, imgsz, span, int(rng.integers(objects[0], objects[1] + 1)), np.stack([c0, c1]),
+                    palette)
     noise = np.float32(rng.uniform(0, 24))
     start = int(rng.integers(span - frames + 1)) if span > frames else 0
 

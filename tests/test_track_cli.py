@@ -41,7 +41,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def mot_root(tmp_path_factory):
     return write_tracks(tmp_path_factory.mktemp("mot"), seed=0, imgsz=64, train_sequences=1, val_sequences=1,
-                        frames=FRAMES, train_frames=FRAMES, objects=(3, 4))
+                        frames=FRAMES, train_frames=FRAMES, objects=(3, 4), train_objects=None, train_colours=None)
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_tracks(tmp, seed=args.seed, imgsz=160, train_sequences=4, train_frames=80)
+        # six sequences of the validation's kind: the training split's crowding and shared colours left out
+        root = write_tracks(tmp, seed=args.seed, imgsz=160, train_sequences=4, train_frames=80, train_objects=None,
+                            train_colours=None)
         seqs = [s for split in ("train", "val") for s in read_mot(root, split).sequences]
     size = seqs[0].width
     rng = np.random.default_rng(args.seed)

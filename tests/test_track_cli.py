@@ -42,7 +42,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def mot_root(tmp_path_factory):
     return write_tracks(tmp_path_factory.mktemp("mot"), seed=0, imgsz=64, train_sequences=1, val_sequences=1,
-                        frames=FRAMES, train_frames=FRAMES, objects=(3, 4))
+                        frames=FRAMES, train_frames=FRAMES, objects=(3, 4), train_objects=None, train_colours=None)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +86,10 @@ def test_builtin_tracks_is_a_mot_folder():
     root = data_root("tracks")
     assert root == builtin_tracks() and detect_format(root) == "mot"
     assert data_root("some/folder") == Path("some/folder")
-    # many short training scenes (a detector from scratch needs scenes more than frames), long sequences to track
+    # many short, crowded training scenes (a detector from scratch needs scenes and instances more than frames),
+    # long sequences to track
     train, val = read_mot(root, "train"), read_mot(root, "val")
-    assert len(train.sequences) == 160 and {len(s.frames) for s in train.sequences} == {4}
+    assert len(train.sequences) == 400 and {len(s.frames) for s in train.sequences} == {2}
     assert len(val.sequences) == 2 and {len(s.frames) for s in val.sequences} == {80}
     assert {s.width for s in train.sequences} == {96}
 

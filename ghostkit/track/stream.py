@@ -167,14 +167,20 @@ def tracker_options(name: str, conf: float | None) -> dict:
     return {"track_thresh": conf, "new_track_thresh": min(1.0, conf + 0.1), "low_thresh": min(0.1, conf)}
 
 
+def frame_transform(model: nn.Module):
+    """The detector's input transform: a frame (PIL) resized to its training size, normalised (3 x H x W)."""
+    config = model.config
+    return inference_transform({"resize"}, tuple(config["imgsz"]), config["mean"], config["std"])
+
+
 @torch.inference_mode()
 def detect_frame(model: nn.Module, image: Image.Image, min_score: float, embeddings: bool = False,
-                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+                 device: str | torch.device = "cpu", transform=None) -> dict[str, torch.Tensor]:
     """One frame's detections for a tracker: ``{"boxes": N x 4 xyxy (image pixels), "scores": N, "labels": N}``
     scoring above ``min_score``, one box per object (the class-agnostic NMS of the module docstring), best first;
-    with ``embeddings`` (a model with an ``embed`` head) also ``"embeddings": N x D``. Tensors on ``device``."""
-    config = model.config
-    transform = inference_transform({"resize"}, tuple(config["imgsz"]), config["mean"], config["std"])
+    with ``embeddings`` (a model with an ``embed`` head) also ``"embeddings": N x D``. Tensors on ``device``.
+    ``transform``: :func:`frame_transform` of ``model``, built once by callers that detect many frames."""
+    transform = transform or frame_transform(model)
     detect = model.heads["detect"]
     x = transform(image)[None].to(device)
     outputs = model(x)
@@ -195,10 +201,11 @@ def track_sequence(model: nn.Module, sequence: SourceSequence, tracker: Tracker,
     "image" (RGB PIL), "tracks" (the tracker's output, original image pixels), "detections" (boxes the detector
     gave), "seconds" (detection and association time), "frame_rate"}``."""
     embeddings = "embed" in model.heads and tracker.needs_embeddings
+    transform = frame_transform(model)
     tracker.reset()
     for frame, image in sequence.frames(max_frames):
         start = time.perf_counter()
-        det = detect_frame(model, image, tracker.min_score, embeddings, device)
+        det = detect_frame(model, image, tracker.min_score, embeddings, device, transform)
         tracks = tracker.update({k: v.cpu() for k, v in det.items()})
         yield {"sequence": sequence.name, "frame": frame, "image": image, "tracks": tracks,
                "detections": len(det["boxes"]), "seconds": time.perf_counter() - start,

@@ -33,23 +33,34 @@ def _kinds(transform: v2.Compose) -> list[str]:
 
 
 # -- the rule --------------------------------------------------------------------------------------------------------
-def test_detect_rule_light_for_short_runs_standard_for_long_or_pretrained():
+def test_detect_rule_light_short_medium_30_epochs_standard_long_or_pretrained():
     big = DetectStats(size=128, object_size=0.25, images=500)
-    short = choose_detect_recipe(big, epochs=30)
-    assert (short.name, short.crop_scale, short.zoom_out, short.flip, short.imgsz) == ("light", 1.0, False, False, 128)
+    short = choose_detect_recipe(big, epochs=29)
+    assert (short.name, short.crop_scale, short.zoom_out, short.flip, short.imgsz, short.photometric) == (
+        "light", 1.0, False, False, 128, 0.0)
+    medium = choose_detect_recipe(big, epochs=30)
+    assert (medium.name, medium.crop_scale, medium.zoom_out, medium.photometric) == ("medium", 1.0, False,
+                                                                                     det.PHOTOMETRIC)
     long = choose_detect_recipe(big, epochs=50)
     assert (long.name, long.crop_scale, long.zoom_out, long.flip) == ("standard", det.STANDARD_CROP, True, False)
     assert choose_detect_recipe(big, epochs=10, pretrained=True).name == "standard"
-    # small objects: crops but no zoom-out; small images: light whatever the run
+    # small objects: crops but no zoom-out; small images: no crops whatever the run, colour from 30 epochs on
     small_objects = choose_detect_recipe(DetectStats(size=128, object_size=0.1, images=500), epochs=80)
     assert (small_objects.crop_scale, small_objects.zoom_out) == (det.STANDARD_CROP, False)
-    assert choose_detect_recipe(DetectStats(size=40, object_size=0.3, images=500), 80, True).name == "light"
+    tiny = DetectStats(size=40, object_size=0.3, images=500)
+    assert choose_detect_recipe(tiny, 10).name == "light"
+    assert (choose_detect_recipe(tiny, 80, True).name, choose_detect_recipe(tiny, 80, True).crop_scale) == ("medium",
+                                                                                                           1.0)
     assert "from scratch" in short.describe() and "crops none" in short.describe()
+    assert "recipe: medium augmentation" in medium.describe() and "colour distortion 0.5" in medium.describe()
     # the transforms follow the recipe
     assert {"RandomIoUCrop", "RandomZoomOut"} <= set(_kinds(detect_transforms(128, True, **long.transform_options())))
     assert "RandomPhotometricDistort" in _kinds(detect_transforms(128, True, **long.transform_options()))
     light_ops = _kinds(detect_transforms(128, True, **short.transform_options()))
     assert light_ops == ["ToImage", "Resize", "SanitizeBoundingBoxes", "ToDtype", "Normalize"]  # no augmentation
+    medium_ops = _kinds(detect_transforms(128, True, **medium.transform_options()))
+    assert medium_ops == ["ToImage", "RandomPhotometricDistort", "Resize", "SanitizeBoundingBoxes", "ToDtype",
+                          "Normalize"]
 
 
 def test_detect_rule_overrides_and_bad_values():

@@ -9,7 +9,7 @@ import itertools
 import onnx
 from onnx import helper, shape_inference
 
-__all__ = ["CHANNELWISE", "BINARY", "UNARY", "count_ops", "node_attrs", "prune", "static_shapes"]
+__all__ = ["CHANNELWISE", "BINARY", "UNARY", "consumers", "count_ops", "node_attrs", "prune", "static_shapes"]
 
 # per-channel ops: run on channel parts independently (their extra inputs, if any, are not per channel)
 CHANNELWISE = {"Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "LeakyRelu", "Tanh", "Identity",
@@ -21,6 +21,18 @@ UNARY = {"Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Clip", "LeakyRelu", "Ta
 def count_ops(model: onnx.ModelProto) -> dict[str, int]:
     """Node count per op type, most frequent first."""
     return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
+
+
+def consumers(graph: onnx.GraphProto) -> collections.defaultdict[str, list[onnx.NodeProto | None]]:
+    """Every value's readers: the nodes taking it as an input (once per input slot), and ``None`` for each graph
+    output it is, since an output can never be rewritten away."""
+    uses: collections.defaultdict[str, list[onnx.NodeProto | None]] = collections.defaultdict(list)
+    for n in graph.node:
+        for i in n.input:
+            uses[i].append(n)
+    for o in graph.output:
+        uses[o.name].append(None)
+    return uses
 
 
 def node_attrs(node: onnx.NodeProto) -> dict:

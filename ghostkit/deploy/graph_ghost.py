@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph_base import node_attrs, prune, static_shapes
+from .graph_base import consumers, node_attrs, prune, static_shapes
 
 __all__ = ["fuse_ghost_concats"]
 
@@ -50,12 +50,7 @@ def fuse_ghost_concats(model: onnx.ModelProto, max_channels: int) -> int:
     shapes = static_shapes(model)
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
-    uses: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
-    for o in graph.output:
-        uses[o.name] = uses.get(o.name, 0) + 1
+    uses = {name: len(readers) for name, readers in consumers(graph).items()}
     drop, added, done = set(), [], 0
     for cat in graph.node:
         if cat.op_type != "Concat" or node_attrs(cat).get("axis") != 1 or len(cat.input) != 2:
@@ -84,20 +79,20 @@ def fuse_ghost_concats(model: onnx.ModelProto, max_channels: int) -> int:
         bc = _array(inits, cheap.input[2] if len(cheap.input) > 2 else None, chans)
         identity = np.zeros_like(w, dtype=np.float32)
         identity[:, :, k // 2, k // 2] = 1
-        base, out = cat.output[0], cat.output[0]
+        out = cat.output[0]
         arrays = {"primary_w": np.concatenate([wp, wp]), "primary_b": np.concatenate([bp, bp]),
                   "cheap_w": np.concatenate([identity, w.astype(np.float32)]),
                   "cheap_b": np.concatenate([np.zeros_like(bc), bc])}
-        graph.initializer.extend(numpy_helper.from_array(v, f"{base}/ghost_{k_}") for k_, v in arrays.items())
-        x = f"{base}/ghost_primary"
-        added.append(helper.make_node("Conv", [primary.input[0], f"{base}/ghost_primary_w", f"{base}/ghost_primary_b"],
+        graph.initializer.extend(numpy_helper.from_array(v, f"{out}/ghost_{k_}") for k_, v in arrays.items())
+        x = f"{out}/ghost_primary"
+        added.append(helper.make_node("Conv", [primary.input[0], f"{out}/ghost_primary_w", f"{out}/ghost_primary_b"],
                                       [x], name=x, **node_attrs(primary)))
         if relu_a is not None:
             added.append(helper.make_node("Relu", [x], [f"{x}_relu"], name=f"{x}_relu"))
             x = f"{x}_relu"
-        y = f"{base}/ghost_cheap" if relu_b is not None else out
-        added.append(helper.make_node("Conv", [x, f"{base}/ghost_cheap_w", f"{base}/ghost_cheap_b"], [y],
-                                      name=f"{base}/ghost_cheap", **{**attrs, "group": 2 * chans}))
+        y = f"{out}/ghost_cheap" if relu_b is not None else out
+        added.append(helper.make_node("Conv", [x, f"{out}/ghost_cheap_w", f"{out}/ghost_cheap_b"], [y],
+                                      name=f"{out}/ghost_cheap", **{**attrs, "group": 2 * chans}))
         if relu_b is not None:
             added.append(helper.make_node("Relu", [y], [out], name=f"{y}_relu"))
         drop |= {id(n) for n in (cat, primary, cheap, relu_a, relu_b) if n is not None}

@@ -5,14 +5,13 @@ Exact: outputs equal."""
 
 from __future__ import annotations
 
-import collections
 import itertools
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph_base import BINARY, CHANNELWISE, node_attrs, prune, static_shapes
+from .graph_base import BINARY, CHANNELWISE, consumers, node_attrs, prune, static_shapes
 
 __all__ = ["split_concats"]
 
@@ -32,12 +31,7 @@ class _Splitter:
     def refresh(self) -> None:
         self.inits = {t.name: t for t in self.graph.initializer}
         self.producer = {o: n for n in self.graph.node for o in n.output}
-        self.uses: dict[str, list] = collections.defaultdict(list)
-        for n in self.graph.node:
-            for i in n.input:
-                self.uses[i].append(n)
-        for o in self.graph.output:
-            self.uses[o.name].append(None)  # a graph output can never be replaced by parts
+        self.uses = consumers(self.graph)  # a graph output (None) can never be replaced by parts
         self.new_nodes: list[onnx.NodeProto] = []
         self.new_inits: list[onnx.TensorProto] = []
         self.drop: set[int] = set()

@@ -53,7 +53,6 @@ class _Track:
     mean: np.ndarray  # 8: (cx, cy, a, h) and velocities
     cov: np.ndarray  # 8 x 8
     score: float
-    label: int  # the class with the most votes
     votes: dict[int, float]  # class → summed score of the detections matched to this track
     start_frame: int
     last_frame: int  # the last frame a detection was matched
@@ -62,6 +61,11 @@ class _Track:
     hit_streak: int = 0  # consecutive matches after the first detection (SORT's confirmation)
     embedding: np.ndarray | None = field(default=None, repr=False)
     box: np.ndarray = field(default=None, repr=False)  # 4: xyxy of `mean`, kept in step with it by `_set_states`
+
+    @property
+    def label(self) -> int:
+        """The class with the most votes (the first voted for, on a tie)."""
+        return max(self.votes, key=self.votes.get)
 
 
 def _set_states(tracks: list[_Track], mean: np.ndarray, cov: np.ndarray) -> None:
@@ -132,7 +136,6 @@ class Tracker:
         for t, d in pairs:
             t.score = float(scores[d])
             t.votes[int(labels[d])] = t.votes.get(int(labels[d]), 0.0) + t.score
-            t.label = max(t.votes, key=t.votes.get)
             t.hit_streak = t.hit_streak + 1 if t.last_frame == self.frame_id - 1 else 1
             t.last_frame, t.state, t.activated = self.frame_id, "tracked", True
             if self.needs_embeddings and embeddings is not None:
@@ -149,9 +152,8 @@ class Tracker:
         new = []
         for i, d in enumerate(idx):
             emb = _unit(embeddings[d]) if self.needs_embeddings and embeddings is not None else None
-            new.append(_Track(self._next_id, mean[i], cov[i], float(scores[d]), int(labels[d]),
-                              {int(labels[d]): float(scores[d])}, self.frame_id, self.frame_id, activated=activated,
-                              embedding=emb))
+            new.append(_Track(self._next_id, mean[i], cov[i], float(scores[d]), {int(labels[d]): float(scores[d])},
+                              self.frame_id, self.frame_id, activated=activated, embedding=emb))
             self._next_id += 1
         _set_states(new, mean, cov)
         return new

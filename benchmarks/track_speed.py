@@ -46,8 +46,8 @@ from ghostkit.track import build_tracker, track_metrics
 
 # The simulated scores (true positives about 0.9, occluded objects and false positives 0.1-0.5) are those of a
 # detector calibrated like ByteTrack's YOLOX on MOT17, so every tracker runs with the ByteTrack paper's MOT17
-# thresholds, as the published tracker beside them; ghostkit's defaults (0.25, for general detectors) would take the
-# simulated false positives for objects.
+# thresholds, as the published tracker beside them; ghostkit's own defaults (ByteTrack's for general video, 0.5 / new
+# track 0.6) are for detectors scored otherwise, such as its FCOS.
 PAPER_THRESHOLDS = {"bytetrack": {"track_thresh": 0.6, "new_track_thresh": 0.7}, "sort": {"score_thresh": 0.6},
                     "appearance": {"track_thresh": 0.6, "new_track_thresh": 0.7}}
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
 import ghostkit
 from ghostkit.cli import main
+from ghostkit.engine.callbacks import WarmedEMA
 from ghostkit.models.weights import read_checkpoint
 
 TINY = ["--model", "ghostnet_050", "--imgsz", "32", "--batch", "64", "--workers", "0"]
@@ -164,3 +167,38 @@ def test_ema_changes_saved_weights(tmp_path: Path) -> None:
     key = "model.heads.classify.classifier.weight"
     assert not torch.allclose(plain[key], ema[key])
     assert json.loads((tmp_path / "ema" / "metrics.json").read_text())["top1"] >= 0.0
+
+
+class _Ramp(L.LightningModule):
+    """One weight climbing by 1 per optimiser step (SGD, lr 1, gradient -1): after n steps it is n."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch, batch_idx):
+        return -self.w
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1.0)
+
+
+def _ramp_fit(run_dir: Path, steps: int, resume: Path | None = None) -> None:
+    """Train _Ramp for ``steps`` steps with a warmed EMA, saving ``run_dir/step=N.ckpt`` every 30 steps."""
+    saver = ModelCheckpoint(dirpath=run_dir, filename="{step}", every_n_train_steps=30, save_top_k=-1)
+    trainer = L.Trainer(max_steps=steps, callbacks=[WarmedEMA(0.999), saver], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=run_dir)
+    trainer.fit(_Ramp(), torch.utils.data.DataLoader(torch.zeros(100, 1)), ckpt_path=resume)
+
+
+def test_ema_warms_up_and_resumes_exactly(tmp_path: Path) -> None:
+    _ramp_fit(tmp_path / "straight", 60)
+    ckpt = torch.load(tmp_path / "straight" / "step=60.ckpt", weights_only=False)
+    assert float(ckpt["current_model_state"]["w"]) == 60.0
+    # a fixed 0.999 decay would hold the average near 3 (94% of it still the initial 0); warmed up it lags behind
+    # the weight by a few steps
+    ema = float(ckpt["state_dict"]["w"])
+    assert 50.0 < ema < 58.0, ema
+    _ramp_fit(tmp_path / "resumed", 60, resume=tmp_path / "straight" / "step=30.ckpt")
+    resumed = torch.load(tmp_path / "resumed" / "step=60.ckpt", weights_only=False)
+    assert float(resumed["state_dict"]["w"]) == pytest.approx(ema, abs=1e-5)

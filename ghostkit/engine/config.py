@@ -214,7 +214,7 @@ HELP: dict[str, str] = {
     "cache_mb": "classify: decode the images once and keep them in memory when they fit in this many MiB (0: off)",
     "random_erasing": "random erasing probability",
     "ema": "keep an exponential moving average of the weights (validated and saved)",
-    "ema_decay": "EMA decay",
+    "ema_decay": "EMA decay, reached after a warm-up: min(decay, (1 + n) / (10 + n)) at the n-th update",
     "warmup_epochs": "linear warm-up epochs",
     "schedule": "cosine or step",
     "step_epochs": "step schedule: decay every N epochs",

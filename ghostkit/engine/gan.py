@@ -34,6 +34,7 @@ from ..tasks.generate import (
     load_generator,
 )
 from ..tasks.registry import get_task
+from .callbacks import ema_decay_at
 from .config import TrainConfig
 from .generate import GenerateMetrics, build_metrics
 from .plots import plot_curves
@@ -123,7 +124,7 @@ class GANModule(L.LightningModule):
     def _update_ema(self) -> None:
         # Lightning counts a step per optimiser step: two per batch here, so the warm-up is over in half the batches
         step = self.global_step
-        decay = min(self.cfg.ema_decay, (1 + step) / (10 + step))
+        decay = ema_decay_at(self.cfg.ema_decay, step)
         for e, p in zip(self.model.generator_ema.parameters(), self.model.generator.parameters()):
             e.lerp_(p, 1 - decay)
 

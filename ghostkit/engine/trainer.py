@@ -16,7 +16,6 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import (
     EarlyStopping,
-    EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
@@ -25,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..errors import GhostkitError
 from ..io import atomic_checkpoint_io
-from .callbacks import RunGuard, RunHistory
+from .callbacks import RunGuard, RunHistory, WarmedEMA
 from .config import TrainConfig
 
 __all__ = ["build_trainer", "parse_devices"]
@@ -61,7 +60,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, monitor: str, callbacks: list
     if cfg.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience))
     if cfg.ema:
-        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
+        callbacks.append(WarmedEMA(cfg.ema_decay))
     interactive = sys.stdout.isatty()
     if interactive:
         callbacks.append(RichProgressBar())

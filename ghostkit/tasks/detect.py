@@ -410,7 +410,8 @@ def detect_head_config(arch: str, imgsz: int) -> dict:
     settings (P6/P7, FCOS ranges of 64 px on P3, RetinaNet anchors of 4 strides, SSDLite on strides 16 / 32)."""
     small = imgsz < 256
     if arch == "fcos":  # under 128 px: the stride 4-16 maps (8 x 8 at stride 8 is too coarse for 10 px objects) and
-        # 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in 559 s with FCOS's 4)
+        # 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in 559 s with FCOS's 4; on
+        # recipe_dense's scenes 0.683 against 0.633; on tracks 0.697 against 0.751: docs/benchmarks.md, Tracking)
         tiny = imgsz < 128
         return {"strides": [4, 8, 16] if tiny else [8, 16, 32], "fpn_chs": 64, "p6p7": not small,
                 "num_convs": 2 if tiny else 4,

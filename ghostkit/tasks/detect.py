@@ -411,8 +411,8 @@ def detect_head_config(arch: str, imgsz: int) -> dict:
     small = imgsz < 256
     if arch == "fcos":  # under 128 px: the stride 4-16 maps (8 x 8 at stride 8 is too coarse for 10 px objects) and
         # 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in 559 s with FCOS's 4; on
-        # recipe_dense's scenes 0.683 / 0.783 against 0.633 / 0.628 (seeds 0 / 1); on tracks, where 4 convs do
-        # better, 0.697 / 0.693 against 0.751 / 0.790: docs/benchmarks.md, Tracking)
+        # recipe_dense's scenes 0.683 / 0.783 against 0.633 / 0.628 (seeds 0 / 1), its shapes 0.594 / 0.636 against
+        # 0.534 / 0.520; on tracks, where 4 convs do better, 0.697 / 0.693 against 0.751 / 0.790: docs/benchmarks.md)
         tiny = imgsz < 128
         return {"strides": [4, 8, 16] if tiny else [8, 16, 32], "fpn_chs": 64, "p6p7": not small,
                 "num_convs": 2 if tiny else 4,

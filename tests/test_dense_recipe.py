@@ -49,8 +49,8 @@ def test_detect_rule_light_short_medium_30_epochs_standard_long_or_pretrained():
     assert (small_objects.crop_scale, small_objects.zoom_out) == (det.STANDARD_CROP, False)
     tiny = DetectStats(size=40, object_size=0.3, images=500)
     assert choose_detect_recipe(tiny, 10).name == "light"
-    assert (choose_detect_recipe(tiny, 80, True).name, choose_detect_recipe(tiny, 80, True).crop_scale) == ("medium",
-                                                                                                           1.0)
+    tiny_long = choose_detect_recipe(tiny, 80, True)
+    assert (tiny_long.name, tiny_long.crop_scale) == ("medium", 1.0)
     assert "from scratch" in short.describe() and "crops none" in short.describe()
     assert "recipe: medium augmentation" in medium.describe() and "colour distortion 0.5" in medium.describe()
     # the transforms follow the recipe

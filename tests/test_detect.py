@@ -145,6 +145,44 @@ def test_fcos_assignment_by_size_and_ssd_every_box_matched():
     assert set(matched[matched >= 0].tolist()) == {0, 1}  # even the tiny box gets its best default box
 
 
+def test_fcos_box_distances_start_alive():
+    # torchvision's zero bias starts half the ReLU'd distances at 0, where a side can die for good; ours start at
+    # one stride on every side of every location
+    out = _head("fcos")(_features(2, 64, 64), torch.zeros(2, 3, 64, 64))
+    assert (out["bbox_regression"] > 0.5).all()
+
+
+def test_fcos_class_cross_entropy_trains_the_class_choice_at_positive_locations():
+    features, images = _features(2, 64, 64), torch.zeros(2, 3, 64, 64)
+    plain, with_ce = _head("fcos", class_ce=0.0), _head("fcos", class_ce=0.5)
+    with_ce.load_state_dict(plain.state_dict())
+    out = with_ce(features, images)
+    out["cls_logits"].retain_grad()
+    targets = _targets()
+    matched = [with_ce.match(out["anchors"], t["boxes"]) for t in targets]
+    # by hand: log-softmax at every location matched to a box, against that box's label
+    logp = out["cls_logits"].detach().log_softmax(-1)
+    picks = [-logp[i, a, t["labels"][m[a]]] for i, (m, t) in enumerate(zip(matched, targets))
+             for a in torch.nonzero(m >= 0).flatten()]
+    expected = torch.stack(picks).mean()
+    losses = with_ce.loss(out, targets)
+    torch.testing.assert_close(losses["ce"], expected)
+    base = plain.loss(plain(features, images), targets)
+    assert "ce" not in base
+    torch.testing.assert_close(losses["loss"], base["loss"] + 0.5 * expected)
+    # the cross-entropy alone reaches the logits of positive locations only
+    FCOSDetect.class_cross_entropy(out["cls_logits"], matched, targets).backward()
+    touched = out["cls_logits"].grad.abs().sum(-1) > 0
+    assert touched[0].tolist() == (matched[0] >= 0).tolist() and not touched[1].any()
+    # no positive location anywhere: zero, and still a graph to backpropagate
+    empty = [targets[1], targets[1]]
+    none = FCOSDetect.class_cross_entropy(out["cls_logits"], [m * 0 - 1 for m in matched], empty)
+    assert float(none.detach()) == 0.0 and none.requires_grad
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(GhostkitError, match="class_ce must be a finite weight >= 0"):
+            _head("fcos", class_ce=bad)
+
+
 def test_metrics_equal_pycocotools_cocoeval():
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval

@@ -5,7 +5,8 @@
   maps plus extra stride-2 blocks, ``DefaultBoxGenerator`` default boxes, ``SSDMatcher``, softmax cross-entropy with
   3:1 hard negative mining and smooth-L1 regression (``BoxCoder`` weights 10, 10, 5, 5).
 * ``fcos`` — FCOS (https://arxiv.org/abs/1904.01355): ``FeaturePyramidNetwork`` + torchvision's ``FCOSHead`` (focal,
-  GIoU and centre-ness losses); anchor-free: one point per location, centre sampling and a size range per level.
+  GIoU and centre-ness losses, plus ghostkit's softmax cross-entropy between the classes at object locations);
+  anchor-free: one point per location, centre sampling and a size range per level.
 * ``retinanet`` — RetinaNet (https://arxiv.org/abs/1708.02002): FPN + ``RetinaNetHead`` + ``AnchorGenerator``
   (3 scales x 3 aspect ratios per level), IoU ``Matcher`` (0.5 / 0.4) and focal loss.
 
@@ -223,18 +224,27 @@ class FCOSDetect(_FPNHead):
             lies in (scale_range * s, 2 * scale_range * s] (FCOS: 4, i.e. 64 px on P3; the first level takes all
             smaller objects, the last all larger ones).
         center_radius: centre sampling: positive locations lie within ``center_radius * s`` of the box centre.
+        class_ce: weight of a softmax cross-entropy over the class logits at the positive locations, added to
+            FCOS's losses (0: FCOS's alone): the sigmoid focal loss barely pushes down a wrong class of middling
+            score, so similar small objects stay confused. 0.25 (with the box start) raised held-out mAP50 in 7 of
+            8 recipe_dense runs, level in the last (docs/benchmarks.md, Tracking); weight 1 cost recall.
     """
 
     def __init__(self, feature_info: list[dict], num_classes: int, arch: str = "fcos", conf: float = 0.25,
                  iou: float = 0.5, max_det: int = 100, topk_candidates: int = 1000, strides: list[int] = (8, 16, 32),
                  fpn_chs: int = 64, p6p7: bool = False, num_convs: int = 4, scale_range: float = 4.0,
-                 center_radius: float = 1.5) -> None:
+                 center_radius: float = 1.5, class_ce: float = 0.25) -> None:
         super().__init__(num_classes, conf, iou, max_det, topk_candidates)
+        if not math.isfinite(class_ce) or class_ce < 0:
+            raise GhostkitError(f"fcos: class_ce must be a finite weight >= 0, got {class_ce}")
         if fpn_chs % 32:
             raise GhostkitError(f"fcos: fpn_chs must be a multiple of 32 (GroupNorm groups), got {fpn_chs}")
         self._build_fpn(feature_info, list(strides), fpn_chs, p6p7)
-        self.scale_range, self.center_radius = scale_range, center_radius
+        self.scale_range, self.center_radius, self.class_ce = scale_range, center_radius, class_ce
         self.head = FCOSHead(fpn_chs, num_anchors=1, num_classes=num_classes, num_convs=num_convs)
+        # box distances start at one stride, not torchvision's 0 (half the ReLU outputs at the floor): a side whose
+        # outputs all fall below 0 never learns again (one died in an 8-epoch run, mAP50 0.07; 0.38 with this start)
+        nn.init.constant_(self.head.regression_head.bbox_reg.bias, 1.0)
         # one "anchor" per location, as big as its stride: the regression is normalised by it
         self.anchor_generator = AnchorGenerator(tuple((s,) for s in self.strides), ((1.0,),) * len(self.strides))
 
@@ -272,7 +282,18 @@ class FCOSDetect(_FPNHead):
         head_out = {k: outputs[k].float() for k in ("cls_logits", "bbox_regression", "bbox_ctrness")}
         terms = self.head.compute_loss(targets, head_out, [anchors.float()] * len(targets), matched)
         cls, box, ctr = terms["classification"], terms["bbox_regression"], terms["bbox_ctrness"]
-        return {"loss": cls + box + ctr, "cls": cls.detach(), "box": box.detach(), "ctr": ctr.detach()}
+        out = {"loss": cls + box + ctr, "cls": cls.detach(), "box": box.detach(), "ctr": ctr.detach()}
+        if self.class_ce:
+            ce = self.class_cross_entropy(head_out["cls_logits"], matched, targets)
+            out.update(loss=out["loss"] + self.class_ce * ce, ce=ce.detach())
+        return out
+
+    @staticmethod
+    def class_cross_entropy(logits: torch.Tensor, matched: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
+        """Mean softmax cross-entropy of the class logits (B x A x K) at the locations matched to a box, against
+        that box's label; 0 (with a gradient path) when no location is matched."""
+        labels = torch.cat([t["labels"][m[m >= 0]] for m, t in zip(matched, targets)])
+        return F.cross_entropy(logits[torch.stack(matched) >= 0], labels) if len(labels) else logits.sum() * 0
 
 
 @_arch("retinanet")
@@ -412,7 +433,8 @@ def detect_head_config(arch: str, imgsz: int) -> dict:
     if arch == "fcos":  # under 128 px: the stride 4-16 maps (8 x 8 at stride 8 is too coarse for 10 px objects) and
         # 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in 559 s with FCOS's 4; on
         # recipe_dense's scenes 0.683 / 0.783 against 0.633 / 0.628 (seeds 0 / 1), its shapes 0.594 / 0.636 against
-        # 0.534 / 0.520; on tracks, where 4 convs do better, 0.697 / 0.693 against 0.751 / 0.790: docs/benchmarks.md)
+        # 0.534 / 0.520; on tracks, where 4 convs do better, 0.697 / 0.693 against 0.751 / 0.790; all with FCOS's own
+        # losses: docs/benchmarks.md)
         tiny = imgsz < 128
         return {"strides": [4, 8, 16] if tiny else [8, 16, 32], "fpn_chs": 64, "p6p7": not small,
                 "num_convs": 2 if tiny else 4,

@@ -37,12 +37,12 @@ def test_detect_rule_light_short_medium_30_epochs_standard_long_or_pretrained():
     big = DetectStats(size=128, object_size=0.25, images=500)
     short = choose_detect_recipe(big, epochs=29)
     assert (short.name, short.crop_scale, short.zoom_out, short.flip, short.imgsz, short.photometric) == (
-        "light", 1.0, False, False, 128, 0.0)
+        "light", 1.0, False, True, 128, 0.0)
     medium = choose_detect_recipe(big, epochs=30)
     assert (medium.name, medium.crop_scale, medium.zoom_out, medium.photometric) == ("medium", 1.0, False,
                                                                                      det.PHOTOMETRIC)
     long = choose_detect_recipe(big, epochs=50)
-    assert (long.name, long.crop_scale, long.zoom_out, long.flip) == ("standard", det.STANDARD_CROP, True, False)
+    assert (long.name, long.crop_scale, long.zoom_out, long.flip) == ("standard", det.STANDARD_CROP, True, True)
     assert choose_detect_recipe(big, epochs=10, pretrained=True).name == "standard"
     # small objects: crops but no zoom-out; small images: no crops whatever the run, colour from 30 epochs on
     small_objects = choose_detect_recipe(DetectStats(size=128, object_size=0.1, images=500), epochs=80)
@@ -57,18 +57,20 @@ def test_detect_rule_light_short_medium_30_epochs_standard_long_or_pretrained():
     assert {"RandomIoUCrop", "RandomZoomOut"} <= set(_kinds(detect_transforms(128, True, **long.transform_options())))
     assert "RandomPhotometricDistort" in _kinds(detect_transforms(128, True, **long.transform_options()))
     light_ops = _kinds(detect_transforms(128, True, **short.transform_options()))
-    assert light_ops == ["ToImage", "Resize", "SanitizeBoundingBoxes", "ToDtype", "Normalize"]  # no augmentation
+    # flips in every recipe, nothing else in the light one
+    assert light_ops == ["ToImage", "RandomHorizontalFlip", "Resize", "SanitizeBoundingBoxes", "ToDtype", "Normalize"]
     medium_ops = _kinds(detect_transforms(128, True, **medium.transform_options()))
-    assert medium_ops == ["ToImage", "RandomPhotometricDistort", "Resize", "SanitizeBoundingBoxes", "ToDtype",
-                          "Normalize"]
+    assert medium_ops == ["ToImage", "RandomPhotometricDistort", "RandomHorizontalFlip", "Resize",
+                          "SanitizeBoundingBoxes", "ToDtype", "Normalize"]
 
 
 def test_detect_rule_overrides_and_bad_values():
     stats = DetectStats(size=128, object_size=0.25, images=500)
-    r = choose_detect_recipe(stats, epochs=10, imgsz=96, crop_scale=0.5, flip=True)
-    assert (r.imgsz, r.crop_scale, r.zoom_out, r.flip) == (96, 0.5, True, True)
+    r = choose_detect_recipe(stats, epochs=10, imgsz=96, crop_scale=0.5, flip=False)  # --no-flip: mirror-sensitive
+    assert (r.imgsz, r.crop_scale, r.zoom_out, r.flip) == (96, 0.5, True, False)
     assert r.overridden == ("imgsz", "crop_scale", "flip") and "set by option: imgsz, crop_scale, flip" in r.describe()
-    assert "RandomHorizontalFlip" in _kinds(detect_transforms(96, True, **r.transform_options()))
+    assert "RandomHorizontalFlip" not in _kinds(detect_transforms(96, True, **r.transform_options()))
+    assert "flips off" in r.describe() and "flips on" in choose_detect_recipe(stats, epochs=10).describe()
     off = choose_detect_recipe(stats, epochs=100, crop_scale=1.0)  # 1: no crops and no zoom-out
     assert (off.name, off.crop_scale, off.zoom_out) == ("standard", 1.0, False)
     for bad in (0.0, 1.5):
@@ -182,11 +184,11 @@ def _tiny_coco(root: Path, n: int = 6) -> Path:
 
 def test_task_data_resolves_the_recipe_and_takes_the_options(tmp_path):
     root = _tiny_coco(tmp_path / "coco")
-    d = build_task_data("detect", str(root), None, epochs=100, crop_scale=0.5, flip=True, auto_augment="none")
-    assert d.resolved == {"imgsz": 64, "crop_scale": 0.5, "flip": True}
+    d = build_task_data("detect", str(root), None, epochs=100, crop_scale=0.5, flip=False, auto_augment="none")
+    assert d.resolved == {"imgsz": 64, "crop_scale": 0.5, "flip": False}
     assert d.recipe.startswith("recipe: standard augmentation (") and "set by option: crop_scale, flip" in d.recipe
     d = build_task_data("detect", str(root), None, epochs=10)
-    assert d.resolved == {"imgsz": 64, "crop_scale": 1.0, "flip": False} and "recipe: light" in d.recipe
+    assert d.resolved == {"imgsz": 64, "crop_scale": 1.0, "flip": True} and "recipe: light" in d.recipe
 
 
 @pytest.mark.slow
@@ -197,7 +199,7 @@ def test_detect_run_prints_the_recipe_and_writes_it_into_config(tmp_path, capsys
                  "--workers", "0", "--batch", "4", "--out", str(out)]) == 0
     assert "recipe: light augmentation (objects" in capsys.readouterr().out
     train = yaml.safe_load((out / "config.yaml").read_text())["train"]
-    assert (train["imgsz"], train["crop_scale"], train["flip"]) == (64, 1.0, False)
+    assert (train["imgsz"], train["crop_scale"], train["flip"]) == (64, 1.0, True)
 
 
 def test_cli_rejects_a_bad_crop_scale_in_one_line(tmp_path, capsys):

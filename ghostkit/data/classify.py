@@ -277,7 +277,7 @@ def build_classify_data(
     *,
     epochs: int = 30,
     pretrained: bool = False,
-    flip: bool = False,
+    flip: bool | None = None,
     crop_scale: float | None = None,
     dropout: float | None = None,
     label_smoothing: float | None = None,

@@ -180,11 +180,10 @@ def data_stats(sources: Sequence, targets: Sequence) -> DataStats:
 
 def choose_recipe(stats: DataStats, epochs: int, pretrained: bool = False, *, task: str = "classify",
                   imgsz: int | None = None,
-                  crop_scale: float | None = None, auto_augment: str | None = None, flip: bool = False,
+                  crop_scale: float | None = None, auto_augment: str | None = None, flip: bool | None = None,
                   dropout: float | None = None, label_smoothing: float | None = None) -> Recipe:
-    """The recipe of the module docstring for `stats` and the run; keyword options that are not None (and
-    `flip=True`) replace the rule's choice and are listed in `Recipe.overridden`; `task`: whose default image size
-    bounds the chosen one."""
+    """The recipe of the module docstring for `stats` and the run; keyword options that are not None replace the
+    rule's choice and are listed in `Recipe.overridden`; `task`: whose default image size bounds the chosen one."""
     reasons = []
     if stats.size < SMALL_IMAGE:
         reasons.append("small images")
@@ -199,7 +198,7 @@ def choose_recipe(stats: DataStats, epochs: int, pretrained: bool = False, *, ta
     rule = dict(imgsz=default_imgsz(task, stats.size), flip=False,
                 auto_augment="randaugment" if name == "standard" and not stats.grayscale else "none",
                 **dict(light=LIGHT, medium=MEDIUM, standard=STANDARD)[name])
-    given = dict(imgsz=imgsz, crop_scale=crop_scale, auto_augment=auto_augment, flip=flip or None, dropout=dropout,
+    given = dict(imgsz=imgsz, crop_scale=crop_scale, auto_augment=auto_augment, flip=flip, dropout=dropout,
                  label_smoothing=label_smoothing)
     overridden = tuple(k for k, v in given.items() if v is not None)
     chosen = rule | {k: given[k] for k in overridden}

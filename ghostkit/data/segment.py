@@ -193,9 +193,9 @@ class SegmentRecipe:
 
 
 def choose_segment_recipe(size: int, images: int, epochs: int, pretrained: bool = False, *, imgsz: int | None = None,
-                          crop_scale: float | None = None, flip: bool = False) -> SegmentRecipe:
+                          crop_scale: float | None = None, flip: bool | None = None) -> SegmentRecipe:
     """The recipe of the module docstring for training images of median shorter side ``size`` px, ``images`` of
-    them, and the run; options that are not None (and ``flip=True``) replace the rule's choice and are listed in
+    them, and the run; options that are not None replace the rule's choice and are listed in
     `SegmentRecipe.overridden`."""
     if epochs < 1:
         raise GhostkitError(f"--epochs must be positive, got {epochs}")
@@ -203,7 +203,7 @@ def choose_segment_recipe(size: int, images: int, epochs: int, pretrained: bool 
     standard = (pretrained or epochs >= LONG_RUN) and not small_image
     reasons = (*(["small images"] if small_image else []), f"{images} images", f"{epochs} epochs",
                "pretrained" if pretrained else "from scratch")
-    given = dict(imgsz=imgsz, crop_scale=crop_scale, flip=flip or None)
+    given = dict(imgsz=imgsz, crop_scale=crop_scale, flip=flip)
     overridden = tuple(k for k, v in given.items() if v is not None)
     chosen = dict(imgsz=default_imgsz("segment", size), crop_scale=STANDARD_CROP if standard else 1.0,
                   flip=False) | {k: given[k] for k in overridden}
@@ -346,7 +346,7 @@ def _shape_items(n: int, seed: int, imgsz: int) -> tuple[tuple[np.ndarray, np.nd
 
 def build_segment_data(data: str | Path, imgsz: int | None = None, val_fraction: float = 0.2, seed: int = 0, *,
                        epochs: int = 30, pretrained: bool = False, crop_scale: float | None = None,
-                       flip: bool = False) -> SegmentData:
+                       flip: bool | None = None) -> SegmentData:
     """Resolve a `--data` value (``shapes``, a mask-folder, VOC or COCO folder; see the module docstring) to train /
     val datasets of ``(3 x imgsz x imgsz image, imgsz x imgsz mask)``, the training transform chosen by
     `choose_segment_recipe` for the training images, `epochs` and `pretrained` (``imgsz``, ``crop_scale``,

@@ -39,7 +39,7 @@ class TrainConfig:
     mixup: float = 0.0  # Mixup alpha (0: off)
     cutmix: float = 0.0  # CutMix alpha (0: off)
     auto_augment: str | None = None  # trivial | randaugment | none (None: the recipe's)
-    flip: bool = False  # random horizontal flips (classify, detect, segment)
+    flip: bool | None = None  # random horizontal flips (None: the task's rule; detect: on, classify / segment: off)
     crop_scale: float | None = None  # smallest random crop as a fraction of the image area (None: the recipe's)
     cache_mb: int = 1024  # classify: keep decoded images in memory up to this many MiB (0: read files every epoch)
     random_erasing: float = 0.0
@@ -209,7 +209,8 @@ HELP: dict[str, str] = {
     "mixup": "Mixup alpha (0: off)",
     "cutmix": "CutMix alpha (0: off)",
     "auto_augment": "trivial, randaugment or none (default: the recipe's)",
-    "flip": "random horizontal flips; off by default, since a mirrored 6, b or arrow is another class",
+    "flip": "random horizontal flips (default: on for detection, off for classification and segmentation, where a "
+            "mirrored 6, b or arrow is another class)",
     "crop_scale": "smallest random crop, as a fraction of the image area (default: the recipe's)",
     "cache_mb": "classify: decode the images once and keep them in memory when they fit in this many MiB (0: off)",
     "random_erasing": "random erasing probability",

@@ -16,7 +16,7 @@ import torch
 
 import ghostkit
 from ghostkit.cli import main
-from ghostkit.deploy.export import export, load_torchscript
+from ghostkit.deploy.export import RTOL, export, load_torchscript
 from ghostkit.deploy.graph import count_ops, optimize_graph
 from ghostkit.deploy.runtime import OnnxTaskModel, make_session, read_onnx_config, unflatten_outputs
 from ghostkit.errors import GhostkitError
@@ -347,11 +347,13 @@ def test_cli_export_torchscript(digits_run, capsys):
     assert path.is_file() and "torchscript vs PyTorch" in out
     module, config = load_torchscript(path)
     assert config["class_names"] == load_task_model(digits_run / "best.ckpt").config["class_names"]
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ref = load_task_model(digits_run / "best.ckpt")(x)["classify"]
         got = unflatten_outputs(config["export"]["outputs"]["classify"], dict(zip(["classify"], module(x))))
-    assert torch.allclose(got, ref, atol=1e-4)
+    # the frozen graph folds BatchNorm into the convolutions, so float32 rounding differs (about 1e-5 of logits of
+    # 20); the export's own rule: 1e-4 of the largest output, here 10x stricter than the export's check
+    assert (got - ref).abs().max() <= 0.1 * RTOL * max(1.0, float(ref.abs().max()))
 
 
 @pytest.mark.slow

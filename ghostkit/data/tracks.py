@@ -15,8 +15,8 @@ whatever the training split's size. The drawing reuses the ``shapes`` generator'
 Sizes of the built-in set: 96 px frames; 2 validation sequences of 80 frames, 5-8 objects each, one colour per
 object, to track; 400 training sequences of 2 frames, each a stretch of an 80-frame sequence from a random start,
 with 10-16 objects (about 8 in view per frame, twice the validation's) sharing 2 colours. A default detector
-training from scratch (30 epochs, the medium recipe: colour distortion) has 800 images to learn from and takes
-about 760 CPU seconds (one torch thread), within 10 minutes of 2 CPU cores. The training split is made of many short,
+training from scratch (30 epochs, the medium recipe: colour distortion and flips) has 800 images to learn from and
+takes about 14 minutes of wall time on 2 CPU cores (docs/benchmarks.md, Tracking). The training split is made of many short,
 crowded scenes because such a detector learns the object instances rather than the shapes when it sees few of them
 (consecutive frames of one sequence are near copies), and its objects share colours so that a colour cannot name a
 class within a scene.
@@ -41,8 +41,8 @@ validation sequences and 8 more of the same kind (``write_tracks(val_sequences=1
 
 The detector finds the objects, occluded ones included; what stays short of the tracker's needs is telling the
 shapes apart on unseen instances. Colour distortion (the detection recipe from 30 epochs on) raises the built-in
-set's mAP50 to 0.70 and val10's class-agnostic MOTA from 0.55 to 0.65; per-layout and per-option numbers are in
-docs/benchmarks.md (Tracking).
+set's mAP50 to 0.70 and val10's class-agnostic MOTA from 0.55 to 0.65, flips (every detection recipe) the mAP50 to
+0.82-0.85; per-layout and per-option numbers are in docs/benchmarks.md (Tracking).
 """
 
 from __future__ import annotations

@@ -196,10 +196,11 @@ def test_detect_run_prints_the_recipe_and_writes_it_into_config(tmp_path, capsys
     root = _tiny_coco(tmp_path / "coco")
     out = tmp_path / "run"
     assert main(["train", "--task", "detect", "--data", str(root), "--model", "ghostnet_050", "--epochs", "1",
-                 "--workers", "0", "--batch", "4", "--out", str(out)]) == 0
-    assert "recipe: light augmentation (objects" in capsys.readouterr().out
+                 "--workers", "0", "--batch", "4", "--no-flip", "--out", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "recipe: light augmentation (objects" in line and "flips off (set by option: flip)" in line
     train = yaml.safe_load((out / "config.yaml").read_text())["train"]
-    assert (train["imgsz"], train["crop_scale"], train["flip"]) == (64, 1.0, True)
+    assert (train["imgsz"], train["crop_scale"], train["flip"]) == (64, 1.0, False)
 
 
 def test_cli_rejects_a_bad_crop_scale_in_one_line(tmp_path, capsys):

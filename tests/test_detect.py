@@ -224,8 +224,16 @@ def test_metrics_equal_pycocotools_cocoeval():
     assert 0.05 < values["map"] < 0.95
     assert values["map"] == pytest.approx(ev.stats[0], abs=1e-6)
     assert values["map50"] == pytest.approx(ev.stats[1], abs=1e-6)
-    assert set(values["per_class"]) <= {"a", "b", "c"} and all(0 <= v["ap50"] <= 1
-                                                               for v in values["per_class"].values())
+    assert set(values["per_class"]) == {"a", "b", "c"}
+    for k, name in enumerate("abc"):  # COCOeval restricted to one category: its AP, AP50 and AR100
+        ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+        ev.params.catIds = [k]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        got = values["per_class"][name]
+        assert (got["ap"], got["ap50"], got["recall"]) == pytest.approx((ev.stats[0], ev.stats[1], ev.stats[8]),
+                                                                        abs=1e-6)
 
 
 def test_format_result_and_render():

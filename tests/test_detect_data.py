@@ -18,6 +18,7 @@ from ghostkit.data.detect import (
     collate_detect,
     detect_format,
     detect_transforms,
+    task_data,
 )
 from ghostkit.data.formats.boxes import BoxesFixedWarning
 from ghostkit.data.formats.coco import read_coco_boxes as read_coco
@@ -254,6 +255,29 @@ def test_unreadable_images_are_skipped_and_missing_val_is_split(tmp_path):
         data = build_detect_data(tmp_path, imgsz=32, val_fraction=0.25)
     names = [p.name for p, _ in data.train.items + data.val.items]
     assert "broken.png" not in names and len(names) == 8 and len(data.val) == 2
+
+
+def test_in_memory_images_give_what_the_files_give(tmp_path):
+    _yolo(tmp_path)
+    for i in range(3):
+        _image(tmp_path / "images" / "train" / f"more{i}.png", (36, 24))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BoxesFixedWarning)
+        files = task_data("detect", tmp_path, 32, cache_mb=0)
+        memory = task_data("detect", tmp_path, 32, cache_mb=1)
+        too_small = task_data("detect", tmp_path, 32, cache_mb=1e-4)  # 105 bytes: less than one decoded image
+    assert not files.in_memory and memory.in_memory and not too_small.in_memory
+    assert memory.train.images[0].dtype == torch.uint8 and len(memory.train.images) == len(memory.train) == 5
+    for split in ("train", "val"):
+        a, b = getattr(files, split), getattr(memory, split)
+        assert [p for p, _ in a.items] == [p for p, _ in b.items]
+        for i in range(len(a)):
+            torch.manual_seed(i)  # the same random flips and colour draws for both
+            xa, ta = a[i]
+            torch.manual_seed(i)
+            xb, tb = b[i]
+            torch.testing.assert_close(xa, xb)
+            torch.testing.assert_close(ta["boxes"], tb["boxes"])
 
 
 def test_val_transform_scales_boxes_to_imgsz():

@@ -78,6 +78,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ghostkit.data.cache import decode_items
 from ghostkit.data.common import IMAGENET_MEAN, IMAGENET_STD, TaskData, split_items
 from ghostkit.data.formats.boxes import MIN_BOX, BoxCleaner
 from ghostkit.data.formats.coco import read_coco_boxes
@@ -159,11 +160,16 @@ def detect_transforms(imgsz: int, train: bool, mean: Sequence[float] = IMAGENET_
 class DetectionDataset(Dataset):
     """Items `(image, {"boxes": N x 4 xyxy pixels, "labels": N})` → `(float32 3 x S x S, {"boxes": float32 N x 4
     in the transformed image's pixels, "labels": int64 N, "index": the item's index})`. An image is a file path or
-    a uint8 H x W x 3 array."""
+    a uint8 H x W x 3 array; `images`: the items' images already decoded (uint8 3 x H x W tensors, same order,
+    `ghostkit.data.cache.decode_items`), read instead of the files."""
 
-    def __init__(self, items: Sequence[Item], transform: Any = None) -> None:
+    def __init__(self, items: Sequence[Item], transform: Any = None,
+                 images: Sequence[torch.Tensor] | None = None) -> None:
         self.items = items if isinstance(items, ShapeStream) else list(items)
         self.transform = transform or v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+        if images is not None and len(images) != len(self.items):
+            raise ValueError(f"{len(images)} images for {len(self.items)} items")
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.items)
@@ -175,7 +181,9 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         source, ann = self.items[index]
-        if isinstance(source, (str, Path)):
+        if self.images is not None:
+            image = tv_tensors.Image(self.images[index])
+        elif isinstance(source, (str, Path)):
             image = tv_tensors.Image(v2.functional.pil_to_tensor(read_image(source)))
         else:
             image = tv_tensors.Image(torch.from_numpy(np.array(source, dtype=np.uint8)).permute(2, 0, 1))
@@ -391,10 +399,11 @@ def _read_folder(root: Path, val_fraction: float, seed: int) -> tuple[list[Item]
 
 def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: float = 0.2, seed: int = 0, *,
                       epochs: int = 30, pretrained: bool = False, crop_scale: float | None = None,
-                      flip: bool | None = None) -> DetectData:
+                      flip: bool | None = None, cache_mb: float = 0) -> DetectData:
     """Resolve `--data` (a folder in one of the layouts above, or "shapes" / "tracks") to train / val datasets of
     3 x imgsz x imgsz tensors, the training transform chosen by `choose_detect_recipe` for the data, `epochs` and
-    `pretrained` (`imgsz`, `crop_scale`, `flip`: set by the user, else the rule's)."""
+    `pretrained` (`imgsz`, `crop_scale`, `flip`: set by the user, else the rule's). `cache_mb` > 0: a folder's
+    images are decoded once and kept in memory when they fit in that many MiB (`ghostkit.data.cache`)."""
     if str(data) == "shapes":  # a generated source of 64 px images, read like a folder of them
         train, val = ShapeStream(SHAPES_TRAIN, SHAPES_IMGSZ, _shape_item), list(_shapes(SHAPES_VAL, 1, SHAPES_IMGSZ))
         names = list(SHAPE_CLASSES)
@@ -405,12 +414,15 @@ def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: 
         if not root.is_dir():
             raise GhostkitError(f"{root}: not a folder (expected detection data, 'shapes' or 'tracks')")
         train, val, names = _read_folder(root, val_fraction, seed)
+    images = None if str(data) == "shapes" else decode_items(train + val, cache_mb)
     recipe = choose_detect_recipe(detect_stats(train), epochs, pretrained, imgsz=imgsz, crop_scale=crop_scale,
                                   flip=flip)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     return DetectData(
-        train=DetectionDataset(train, detect_transforms(recipe.imgsz, True, mean, std, **recipe.transform_options())),
-        val=DetectionDataset(val, detect_transforms(recipe.imgsz, False, mean, std)),
+        train=DetectionDataset(train, detect_transforms(recipe.imgsz, True, mean, std, **recipe.transform_options()),
+                               images[:len(train)] if images else None),
+        val=DetectionDataset(val, detect_transforms(recipe.imgsz, False, mean, std),
+                             images[len(train):] if images else None),
         class_names=list(names),
         imgsz=recipe.imgsz,
         mean=mean,
@@ -424,9 +436,10 @@ def task_data(task: str, data: str | Path, imgsz: int | None, val_fraction: floa
     """Detection data as the engine uses it (``ghostkit.data.tasks.build_task_data``), with the recipe's choices in
     ``resolved`` and its line in ``recipe``. ``options``: `build_detect_data`'s keyword-only ones (others, of other
     tasks, are ignored)."""
-    known = ("epochs", "pretrained", "crop_scale", "flip")
+    known = ("epochs", "pretrained", "crop_scale", "flip", "cache_mb")
     d = build_detect_data(data, imgsz=imgsz, val_fraction=val_fraction, seed=seed,
                           **{k: v for k, v in options.items() if k in known})
     r = d.recipe
     return TaskData(d.train, d.val, {task: list(d.class_names)}, d.imgsz, list(d.mean), list(d.std), collate_detect,
-                    d, resolved=dict(imgsz=r.imgsz, crop_scale=r.crop_scale, flip=r.flip), recipe=r.describe())
+                    d, resolved=dict(imgsz=r.imgsz, crop_scale=r.crop_scale, flip=r.flip), recipe=r.describe(),
+                    in_memory=d.train.images is not None)

@@ -41,7 +41,7 @@ class TrainConfig:
     auto_augment: str | None = None  # trivial | randaugment | none (None: the recipe's)
     flip: bool | None = None  # random horizontal flips (None: the task's rule; detect: on, classify / segment: off)
     crop_scale: float | None = None  # smallest random crop as a fraction of the image area (None: the recipe's)
-    cache_mb: int = 1024  # classify: keep decoded images in memory up to this many MiB (0: read files every epoch)
+    cache_mb: int = 1024  # classify, detect: keep decoded images in memory up to this many MiB (0: read files)
     random_erasing: float = 0.0
     ema: bool = False
     ema_decay: float = 0.999
@@ -212,7 +212,8 @@ HELP: dict[str, str] = {
     "flip": "random horizontal flips (default: on for detection, off for classification and segmentation, where a "
             "mirrored 6, b or arrow is another class)",
     "crop_scale": "smallest random crop, as a fraction of the image area (default: the recipe's)",
-    "cache_mb": "classify: decode the images once and keep them in memory when they fit in this many MiB (0: off)",
+    "cache_mb": "classify and detect: decode the images once and keep them in memory when they fit in this many MiB "
+                "(0: off)",
     "random_erasing": "random erasing probability",
     "ema": "keep an exponential moving average of the weights (validated and saved)",
     "ema_decay": "EMA decay, reached after a warm-up: min(decay, (1 + n) / (10 + n)) at the n-th update",

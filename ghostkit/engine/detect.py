@@ -43,8 +43,10 @@ class DetectMetrics(nn.Module):
         self.class_names = class_names
         # COCOeval's own (float64) thresholds: torchmetrics' float32 defaults move recall points that fall exactly on
         # a threshold (1/5 > float32(0.2)), so small validation sets would not give COCO's numbers
+        # per-class values come from the precision and recall arrays of the one evaluation (as COCOeval's summary
+        # computes the overall ones): torchmetrics' class_metrics would run COCOeval again for every class
         self.map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools",
-                                        class_metrics=True, extended_summary=True,
+                                        class_metrics=False, extended_summary=True,
                                         iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
                                         rec_thresholds=np.linspace(0.0, 1.0, 101).tolist())
         self._postprocess = head.postprocess  # a bound method: the head stays out of this module's state
@@ -70,18 +72,21 @@ class DetectMetrics(nn.Module):
     def compute(self) -> dict:
         r = self.map.compute()
         classes = [int(c) for c in r["classes"].flatten().tolist()]
-        # precision: IoU thresholds x 101 recall points x classes x area ranges x max-dets; IoU 0.5, all areas, 100
-        precision = r["precision"][0, :, :, 0, -1] if r["precision"].ndim == 5 else torch.zeros(101, 0)
+        # precision: IoU thresholds x 101 recall points x classes x area ranges x max-dets, recall: the same without
+        # the recall points; all areas, 100 detections; -1 where a class has no validation objects
+        five = r["precision"].ndim == 5
+        precision = r["precision"][:, :, :, 0, -1] if five else torch.zeros(10, 101, 0)
+        recall = r["recall"][:, :, 0, -1] if five else torch.zeros(10, 0)
         per_class, pr = {}, {}
-        map_pc, mar_pc = r["map_per_class"].flatten(), r["mar_100_per_class"].flatten()
         for j, c in enumerate(classes):
-            if not 0 <= c < len(self.class_names) or j >= precision.shape[1] or float(map_pc[j]) < 0:
+            p, p50, rc = precision[:, :, j], precision[0, :, j], recall[:, j]
+            if not 0 <= c < len(self.class_names) or j >= precision.shape[2] or not (p >= 0).any():
                 continue  # no validation objects of this class: AP undefined
-            p = precision[:, j]
-            ap50 = float(p[p >= 0].mean()) if (p >= 0).any() else 0.0
+            ap50 = float(p50[p50 >= 0].mean()) if (p50 >= 0).any() else 0.0
             name = self.class_names[c]
-            per_class[name] = {"ap": float(map_pc[j]), "ap50": ap50, "recall": max(0.0, float(mar_pc[j]))}
-            pr[name] = p.clamp(min=0).tolist()
+            per_class[name] = {"ap": float(p[p >= 0].mean()), "ap50": ap50,
+                               "recall": float(rc[rc >= 0].mean()) if (rc >= 0).any() else 0.0}
+            pr[name] = p50.clamp(min=0).tolist()
         self.last_pr, self.last_samples = pr, self._samples
         return {
             # -1 (nothing to evaluate) reads as 0 so that the keys stay in [0, 1]
@@ -150,7 +155,8 @@ class DetectSpec(TaskSpec):
 
     def build_data(self, cfg: TrainConfig) -> TaskData:
         data = build_task_data(self.name, cfg.data, cfg.imgsz, cfg.val_fraction, cfg.seed, epochs=cfg.epochs,
-                               pretrained=bool(cfg.pretrained), crop_scale=cfg.crop_scale, flip=cfg.flip)
+                               pretrained=bool(cfg.pretrained), crop_scale=cfg.crop_scale, flip=cfg.flip,
+                               cache_mb=cfg.cache_mb)
         self.attach_data(data)
         return data
 

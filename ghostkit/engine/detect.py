@@ -1,4 +1,4 @@
-"""Object detection: head options, COCO mAP (torchmetrics + pycocotools) and plots for the engine.
+"""Object detection: head options, COCO mAP (torchmetrics + faster-coco-eval) and plots for the engine.
 
 metrics.json keys: ``map`` (COCO AP at IoU 0.50:0.95), ``map50``, ``map75``, ``mar100`` and ``per_class``
 (``ap``, ``ap50``, ``recall`` of each class that has validation objects). The best checkpoint is the one with the
@@ -44,8 +44,10 @@ class DetectMetrics(nn.Module):
         # COCOeval's own (float64) thresholds: torchmetrics' float32 defaults move recall points that fall exactly on
         # a threshold (1/5 > float32(0.2)), so small validation sets would not give COCO's numbers
         # per-class values come from the precision and recall arrays of the one evaluation (as COCOeval's summary
-        # computes the overall ones): torchmetrics' class_metrics would run COCOeval again for every class
-        self.map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools",
+        # computes the overall ones): torchmetrics' class_metrics would run COCOeval again for every class.
+        # faster-coco-eval computes COCOeval's numbers (tests/test_detect.py checks them against pycocotools) in C++:
+        # 0.5 s against 1.6 s for 160 images of 100 detections, once per validation
+        self.map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval",
                                         class_metrics=False, extended_summary=True,
                                         iou_thresholds=np.linspace(0.5, 0.95, 10).tolist(),
                                         rec_thresholds=np.linspace(0.0, 1.0, 101).tolist())

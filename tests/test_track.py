@@ -180,6 +180,22 @@ def test_class_flicker_keeps_the_track_and_its_label(name):
     assert all(t["labels"].tolist() == [0, 1] for t in out)
 
 
+@pytest.mark.parametrize("class_first", [True, False])
+def test_crossing_objects_of_two_classes_keep_their_tracks(class_first):
+    """Two side-by-side objects, class 0 (left) and class 1 (right), seen on the next frame each nearer the other's
+    box: IoU alone hands each track the other object's box (ByteTrack's class-agnostic matching); matching a track's
+    own class first keeps them (the scores, 0.9 for class 0 and 0.85 for class 1, tell which box a track took)."""
+    tracker = build_tracker("bytetrack", class_first=class_first)
+    labels, scores = torch.tensor([0, 1]), torch.tensor([0.9, 0.85])
+    tracker.update({"boxes": torch.tensor([[0.0, 0, 10, 10], [6, 0, 16, 10]]), "scores": scores, "labels": labels})
+    out = tracker.update({"boxes": torch.tensor([[5.0, 0, 15, 10], [1, 0, 11, 10]]), "scores": scores,
+                          "labels": labels})
+    took = dict(zip(out["ids"].tolist(), out["scores"].tolist()))
+    assert took == pytest.approx({1: 0.9, 2: 0.85} if class_first else {1: 0.85, 2: 0.9})
+    # the votes: 0.9 + 0.9 for class 0 and 0.85 + 0.85 for class 1, or, after the swap, both tracks 0.9 for class 0
+    assert out["labels"].tolist() == ([0, 1] if class_first else [0, 0])
+
+
 def test_appearance_settles_what_motion_cannot():
     """Two overlapping objects trade places by 2 px: IoU prefers the swap, embeddings keep each id on its object."""
     code = {"a": np.eye(8)[0], "b": np.eye(8)[1]}

@@ -12,7 +12,8 @@ Each sequence gets a fresh tracker. The detector runs on the whole frame resized
 score threshold lowered to the tracker's ``min_score`` (ByteTrack's second stage needs the low-score boxes). Its
 boxes then go through a second NMS, class-agnostic, at the detector's own IoU threshold: a detection head scores
 every class at every location and suppresses overlaps within a class only, so an object whose class the detector
-is unsure of comes out as one box per class, and the tracker (class-agnostic) would take them for several objects.
+is unsure of comes out as one box per class, and the tracker, which matches across classes, would take them for
+several objects.
 A model with an ``embed`` head (``--task detect,embed``) adds each detection's L2-normalised embedding, which
 ``--tracker appearance`` needs. ``conf`` sets the tracker's high-score threshold (ByteTrack and appearance:
 ``track_thresh``, with ``new_track_thresh = conf + 0.1`` as in ByteTrack; SORT: ``score_thresh``). A video whose

@@ -414,7 +414,7 @@ def build_detect_data(data: str | Path, imgsz: int | None = None, val_fraction: 
         if not root.is_dir():
             raise GhostkitError(f"{root}: not a folder (expected detection data, 'shapes' or 'tracks')")
         train, val, names = _read_folder(root, val_fraction, seed)
-    images = None if str(data) == "shapes" else decode_items(train + val, cache_mb)
+    images = None if isinstance(train, ShapeStream) else decode_items(train + val, cache_mb)
     recipe = choose_detect_recipe(detect_stats(train), epochs, pretrained, imgsz=imgsz, crop_scale=crop_scale,
                                   flip=flip)
     mean, std = IMAGENET_MEAN, IMAGENET_STD

@@ -265,6 +265,36 @@ def test_tta_on_a_task_model():
         assert r["boxes"][:, 0::2].max() <= w + 1e-4 and r["boxes"][:, 1::2].max() <= h + 1e-4
 
 
+def test_backbone_stops_at_the_deepest_level_the_heads_read(tmp_path):
+    """A detector on the stride 4-16 maps (FCOS under 128 px) is built without the stride-32 blocks, from the same
+    initial weights, with the same outputs; a checkpoint holding them (a full backbone) still loads; a classifier
+    beside it keeps them."""
+    from ghostkit.models import create_model
+    from ghostkit.models.weights import save_weights
+    from ghostkit.tasks.model import BACKBONE_OUT_INDICES, TaskModel, load_task_model
+
+    head_cfg = {"num_classes": 2, "arch": "fcos", **detect_head_config("fcos", 96)}
+    config = {"backbone": {"name": "ghostnet_050", "kwargs": {}}, "imgsz": [96, 96], "heads": {"detect": head_cfg}}
+    torch.manual_seed(0)
+    model = build_task_model(config).eval()
+    torch.manual_seed(0)
+    full = create_model("ghostnet_050", features_only=True, out_indices=BACKBONE_OUT_INDICES)
+    uncut = TaskModel(full, {"detect": build_head("detect", full.feature_info, **head_cfg)}, config).eval()
+    assert head_cfg["strides"] == [4, 8, 16] and [f["reduction"] for f in model.backbone.feature_info] == [4, 8, 16]
+    assert len(model.backbone.blocks) < len(full.blocks)
+    assert sum(p.numel() for p in model.parameters()) < 0.5 * sum(p.numel() for p in uncut.parameters())
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        cut_out, uncut_out = model(x)["detect"], uncut(x)["detect"]
+    for key in ("cls_logits", "bbox_regression", "bbox_ctrness"):
+        torch.testing.assert_close(cut_out[key], uncut_out[key])
+    path = save_weights(uncut, tmp_path / "full.pt", config)  # the stride-32 blocks' weights are in the file
+    with torch.no_grad():
+        torch.testing.assert_close(load_task_model(path)(x)["detect"]["cls_logits"], uncut_out["cls_logits"])
+    both = build_task_model({**config, "heads": {"detect": head_cfg, "classify": {"num_classes": 3}}})
+    assert [f["reduction"] for f in both.backbone.feature_info] == [4, 8, 16, 32]
+
+
 def test_cli_rejects_a_segmentation_head(tmp_path, capsys):
     code = main(["train", "--task", "detect", "--data", "shapes", "--head", "lraspp", "--imgsz", "32", "--epochs", "1",
                  "--workers", "0", "--out", str(tmp_path / "run")])

@@ -4,6 +4,8 @@
   16 and 32 maps (``feature_info`` describes them; ``None`` for a model without backbone), ``images`` the normalised
   network input ``B x 3 x H x W`` (its size for dense outputs; restoration heads work on it directly);
 * ``head.needs_backbone`` (default True): a model whose heads all say False is built without a backbone;
+* ``head.level_idx`` (optional): the positions in ``features`` the head reads; when every head of a model has one,
+  the backbone stops after the deepest of them (the list then ends there);
 * ``head.share_backbone(backbone)`` (optional): the ``TaskModel`` hands the head its backbone when built (a style
   head beside a classifier measures its losses with it);
 * ``head.loss(outputs, targets) -> dict[str, Tensor]`` with the total under ``"loss"``;

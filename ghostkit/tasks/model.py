@@ -24,7 +24,7 @@ from . import build_head, get_head_class
 __all__ = ["TaskModel", "MultiTaskModel", "build_task_model", "load_task_model", "load_matching_state",
            "load_pretrained", "enable_tta", "BACKBONE_OUT_INDICES"]
 
-# every head sees the stride 4, 8, 16 and 32 stage ends; computing them all costs nothing extra
+# the stride 4, 8, 16 and 32 stage ends; a backbone whose heads all read fewer is cut after the deepest they read
 BACKBONE_OUT_INDICES = (1, 2, 3, 4)
 
 
@@ -177,6 +177,9 @@ def build_task_model(config: dict) -> TaskModel:
         backbone = create_model(bb["name"], features_only=True, out_indices=BACKBONE_OUT_INDICES, **kwargs)
     info = backbone.feature_info if backbone is not None else None
     heads = {task: build_head(task, info, **cfg) for task, cfg in config["heads"].items()}
+    read = [getattr(head, "level_idx", None) for head in heads.values()]
+    if backbone is not None and all(r is not None for r in read):  # cut after building: the same initial weights
+        backbone.select_features(BACKBONE_OUT_INDICES[: max(max(r) for r in read) + 1])
     model = TaskModel(backbone, heads, config, config.get("task_weights"))
     return reparameterize(model) if config.get("deployed") else model
 

@@ -282,6 +282,8 @@ def test_backbone_stops_at_the_deepest_level_the_heads_read(tmp_path):
     uncut = TaskModel(full, {"detect": build_head("detect", full.feature_info, **head_cfg)}, config).eval()
     assert head_cfg["strides"] == [4, 8, 16] and [f["reduction"] for f in model.backbone.feature_info] == [4, 8, 16]
     assert len(model.backbone.blocks) < len(full.blocks)
+    tower = [m for m in model.heads["detect"].head.classification_head.conv.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.groups for m in tower] == [64, 1, 64, 1]  # 2 separable convs (depthwise 3x3, pointwise 1x1)
     assert sum(p.numel() for p in model.parameters()) < 0.5 * sum(p.numel() for p in uncut.parameters())
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():

@@ -37,7 +37,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from ..errors import GhostkitError
 from . import register_head
-from .detect_results import draw_detections, rescale_boxes
+from .detect_results import draw_detections, format_detections, rescale_boxes
 
 __all__ = ["DetectHead", "SSDLiteDetect", "FCOSDetect", "RetinaNetDetect", "DETECT_ARCHS", "DEFAULT_ARCH",
            "detect_head_config", "draw_detections"]
@@ -154,12 +154,7 @@ class DetectHead(nn.Module):
 
     def format_result(self, result: dict, class_names: list[str], **options) -> dict:
         """``{"detections": [{"class", "index", "score", "box": [x1, y1, x2, y2]}]}`` (original image pixels)."""
-        out = []
-        for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist()):
-            name = class_names[label] if label < len(class_names) else str(label)
-            out.append({"class": name, "index": int(label), "score": round(float(score), 4),
-                        "box": [round(float(v), 2) for v in box]})
-        return {"detections": out}
+        return {"detections": format_detections(result, class_names)}
 
     def render(self, image, result: dict, class_names: list[str]) -> dict:
         """``{"": the image with its boxes and "class score" labels}``; small images are enlarged first so the
@@ -220,6 +215,8 @@ class FCOSDetect(_FPNHead):
         fpn_chs: FPN and head width (a multiple of 32: the head's GroupNorm has 32 groups).
         p6p7: add the stride 64 and 128 levels (for inputs of about 256 px and more).
         num_convs: conv + GroupNorm + ReLU layers of each head tower (FCOS: 4).
+        separable: the tower convs are depthwise 3x3 + pointwise 1x1 pairs (as in NanoDet's head; PyTorch's default
+            initialisation) instead of FCOS's full 3x3 convs: about 8x fewer multiply-adds per layer.
         scale_range: a level of stride s learns the objects whose largest distance from a location to a box side
             lies in (scale_range * s, 2 * scale_range * s] (FCOS: 4, i.e. 64 px on P3; the first level takes all
             smaller objects, the last all larger ones).
@@ -233,7 +230,7 @@ class FCOSDetect(_FPNHead):
     def __init__(self, feature_info: list[dict], num_classes: int, arch: str = "fcos", conf: float = 0.25,
                  iou: float = 0.5, max_det: int = 100, topk_candidates: int = 1000, strides: list[int] = (8, 16, 32),
                  fpn_chs: int = 64, p6p7: bool = False, num_convs: int = 4, scale_range: float = 4.0,
-                 center_radius: float = 1.5, class_ce: float = 0.25) -> None:
+                 center_radius: float = 1.5, class_ce: float = 0.25, separable: bool = False) -> None:
         super().__init__(num_classes, conf, iou, max_det, topk_candidates)
         if not math.isfinite(class_ce) or class_ce < 0:
             raise GhostkitError(f"fcos: class_ce must be a finite weight >= 0, got {class_ce}")
@@ -242,6 +239,10 @@ class FCOSDetect(_FPNHead):
         self._build_fpn(feature_info, list(strides), fpn_chs, p6p7)
         self.scale_range, self.center_radius, self.class_ce = scale_range, center_radius, class_ce
         self.head = FCOSHead(fpn_chs, num_anchors=1, num_classes=num_classes, num_convs=num_convs)
+        for tower in (self.head.classification_head.conv, self.head.regression_head.conv) if separable else ():
+            for i in [i for i, layer in enumerate(tower) if isinstance(layer, nn.Conv2d)]:
+                tower[i] = nn.Sequential(nn.Conv2d(fpn_chs, fpn_chs, 3, padding=1, groups=fpn_chs, bias=False),
+                                         nn.Conv2d(fpn_chs, fpn_chs, 1))
         # box distances start at one stride, not torchvision's 0 (half the ReLU outputs at the floor): a side whose
         # outputs all fall below 0 never learns again (one died in an 8-epoch run, mAP50 0.07; 0.38 with this start)
         nn.init.constant_(self.head.regression_head.bbox_reg.bias, 1.0)
@@ -426,18 +427,18 @@ class SSDLiteDetect(DetectHead):
 
 def detect_head_config(arch: str, imgsz: int) -> dict:
     """The default head config of ``arch`` for an ``imgsz`` input. Small inputs (built-in 64 px shapes) use the stride
-    8-32 maps (FCOS under 128 px: stride 4-16 with 2-conv towers, which trained to a higher mAP50 on shapes), a
+    8-32 maps (FCOS under 128 px: stride 4-16, towers of 2 separable convs: the fastest head measured, as accurate), a
     smaller FCOS size range, smaller RetinaNet anchors and fewer SSDLite extra blocks; from 256 px on, the papers'
     settings (P6/P7, FCOS ranges of 64 px on P3, RetinaNet anchors of 4 strides, SSDLite on strides 16 / 32)."""
     small = imgsz < 256
-    if arch == "fcos":  # under 128 px: the stride 4-16 maps (8 x 8 at stride 8 is too coarse for 10 px objects) and
-        # 2-conv towers (on shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in 559 s with FCOS's 4; on
-        # recipe_dense's scenes 0.683 / 0.783 against 0.633 / 0.628 (seeds 0 / 1), its shapes 0.594 / 0.636 against
-        # 0.534 / 0.520; on tracks, where 4 convs do better, 0.697 / 0.693 against 0.751 / 0.790; all with FCOS's own
-        # losses: docs/benchmarks.md)
+    if arch == "fcos":  # under 128 px: the stride 4-16 maps (8 x 8 at stride 8 is too coarse for 10 px objects),
+        # 2-conv towers (shapes, 30 epochs: mAP50 0.724 in 426 s against 0.706 in 559 s with FCOS's 4; recipe_dense's
+        # scenes 0.683 / 0.783 against 0.633 / 0.628, its shapes 0.594 / 0.636 against 0.534 / 0.520; tracks, where 4
+        # do better, 0.697 / 0.693 against 0.751 / 0.790), separable (1.2x faster training on tracks at the same mAP50
+        # and tracking scores over 5 seeds; recipe_dense 0.394 / 0.401 against 0.359 / 0.406): docs/benchmarks.md
         tiny = imgsz < 128
         return {"strides": [4, 8, 16] if tiny else [8, 16, 32], "fpn_chs": 64, "p6p7": not small,
-                "num_convs": 2 if tiny else 4,
+                "num_convs": 2 if tiny else 4, "separable": tiny,
                 "scale_range": min(4.0, max(1.0, imgsz / 64))}
     if arch == "retinanet":
         return {"strides": [8, 16, 32], "fpn_chs": 64, "p6p7": not small,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
-__all__ = ["PALETTE", "TTA_CONF", "draw_detections", "rescale_boxes", "tta_outputs", "tta_predict"]
+__all__ = ["PALETTE", "TTA_CONF", "draw_detections", "format_detections", "rescale_boxes", "tta_outputs", "tta_predict"]
 
 # a fixed colour per class index for drawn boxes
 PALETTE = ["#ff3838", "#2c99a8", "#ff9d97", "#ff701f", "#48f90a", "#3ddb86", "#1a9334", "#00d4bb", "#ffb21d",
@@ -25,6 +25,16 @@ def rescale_boxes(result: dict, input_size: tuple[int, int], image_sizes: list |
         return result
     (in_h, in_w), (h, w) = input_size, image_sizes[i]
     return {**result, "boxes": result["boxes"] * result["boxes"].new_tensor([w / in_w, h / in_h, w / in_w, h / in_h])}
+
+
+def format_detections(result: dict, class_names: list[str]) -> list[dict]:
+    """``[{"class", "index", "score", "box": [x1, y1, x2, y2]}]``, JSON-able, one per box of ``result``."""
+    out = []
+    for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist()):
+        name = class_names[label] if label < len(class_names) else str(label)
+        out.append({"class": name, "index": int(label), "score": round(float(score), 4),
+                    "box": [round(float(v), 2) for v in box]})
+    return out
 
 
 def draw_detections(image, result: dict, class_names: list[str], min_side: int = 256):

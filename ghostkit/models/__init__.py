@@ -1,6 +1,6 @@
 """GhostNet backbones (no task code here)."""
 
-from . import fastpath, ghostnet  # noqa: F401  (ghostnet registers the variants; fastpath.enable / disable)
+from . import fastpath, variants  # noqa: F401  (variants registers the models; fastpath.enable / disable)
 from .ghostnet import GhostBottleneck, GhostModule, GhostModuleV3, GhostNet
 from .registry import create_model, list_models, register_model
 from .reparam import is_deployed, reparameterize

@@ -267,8 +267,8 @@ def test_tta_on_a_task_model():
 
 def test_backbone_stops_at_the_deepest_level_the_heads_read(tmp_path):
     """A detector on the stride 4-16 maps (FCOS under 128 px) is built without the stride-32 blocks, from the same
-    initial weights, with the same outputs; a checkpoint of the earlier default (full backbone and tower convs) still
-    loads; a classifier beside the detector keeps the stride-32 blocks."""
+    initial weights, with the same outputs; a checkpoint with the whole backbone and full tower convs (a config without
+    ``separable``) still loads; a classifier beside the detector keeps the stride-32 blocks."""
     from ghostkit.models import create_model
     from ghostkit.models.weights import save_weights
     from ghostkit.tasks.model import BACKBONE_OUT_INDICES, TaskModel, load_task_model
@@ -290,7 +290,7 @@ def test_backbone_stops_at_the_deepest_level_the_heads_read(tmp_path):
         cut_out, uncut_out = model(x)["detect"], uncut(x)["detect"]
     for key in ("cls_logits", "bbox_regression", "bbox_ctrness"):
         torch.testing.assert_close(cut_out[key], uncut_out[key])
-    # a checkpoint of the earlier default: whole backbone, full 3x3 tower convs (no "separable" in its config)
+    # a checkpoint with the whole backbone and full 3x3 tower convs (no "separable" in its config)
     old_cfg = {k: v for k, v in head_cfg.items() if k != "separable"}
     old = TaskModel(full, {"detect": build_head("detect", full.feature_info, **old_cfg)}, config).eval()
     path = save_weights(old, tmp_path / "old.pt", {**config, "heads": {"detect": old_cfg}})

@@ -16,7 +16,7 @@ Sizes of the built-in set: 96 px frames; 2 validation sequences of 80 frames, 5-
 object, to track; 400 training sequences of 2 frames, each a stretch of an 80-frame sequence from a random start,
 with 10-16 objects (about 8 in view per frame, twice the validation's) sharing 2 colours. A default detector
 training from scratch (30 epochs, the medium recipe: colour distortion and flips) has 800 images to learn from and
-takes 7.5-12 minutes of wall time on 2 CPU cores (docs/benchmarks.md, Tracking). The training split is made of
+takes about 6 minutes of wall time on 2 CPU cores (docs/benchmarks.md, Tracking). The training split is made of
 many short, crowded scenes because such a detector learns the object instances rather than the shapes when it sees
 few of them (consecutive frames of one sequence are near copies), and its objects share colours so that a colour
 cannot name a class within a scene.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import warnings
@@ -15,6 +16,8 @@ from torchvision.ops import box_iou
 
 import ghostkit
 from ghostkit.cli import main
+from ghostkit.cli.track import track as track_command
+from ghostkit.cli.train import val as val_command
 from ghostkit.data.detect import build_detect_data, detect_format
 from ghostkit.data.formats.mot import read_mot
 from ghostkit.data.tasks import inference_transform
@@ -23,6 +26,7 @@ from ghostkit.errors import GhostkitError
 from ghostkit.models.weights import save_weights
 from ghostkit.tasks.embed import EmbedHead
 from ghostkit.tasks.model import BACKBONE_OUT_INDICES, build_task_model
+from ghostkit.track.offline import MAX_GAP
 from ghostkit.track.stream import BrokenVideoWarning, detect_frame, load_detector, open_source
 
 cv2 = pytest.importorskip("cv2")
@@ -192,6 +196,11 @@ def test_track_cli_writes_mot_results_and_video(detector, mot_root, tmp_path, ca
     assert main(["track", "--weights", str(detector), "--source", str(frames), "--out", str(out), "--conf",
                  "0.01"]) == 0
     assert _mot_lines(out / "frames.txt") == rows  # the same frames tracked the same way
+    # --online writes the tracker's per-frame output: the offline pass only adds rows (filled gaps) to it
+    assert main(["track", "--weights", str(detector), "--source", str(frames), "--out", str(tmp_path / "online"),
+                 "--conf", "0.01", "--online"]) == 0
+    online = _mot_lines(tmp_path / "online" / "frames.txt")
+    assert online and {tuple(r) for r in online} <= {tuple(r) for r in rows}
 
 
 def test_tracking_detections_are_one_box_per_object(detector, mot_root):
@@ -274,7 +283,15 @@ def test_val_track_writes_the_metrics(detector, joint, mot_root, tmp_path, capsy
     assert keys <= set(metrics) and keys <= set(metrics["per_sequence"]["shapes-02"])
     assert metrics["mota"] <= 1 and 0 <= metrics["idf1"] <= 1 and metrics["fps"] > 0
     assert metrics["class_agnostic"]["idf1"] >= metrics["idf1"]  # classes ignored: every class-aware match remains
+    assert metrics["max_gap"] == MAX_GAP and set(metrics["online"]) >= keys - {"fps"}
+    for command in (track_command, val_command):  # the CLI's default, written out so that --help needs no torch
+        assert inspect.signature(command).parameters["max_gap"].default.default == MAX_GAP
     assert "classes ignored" in capsys.readouterr().out
+    assert main(["val", "--weights", str(detector), "--data", str(mot_root), "--task", "track", "--out",
+                 str(tmp_path / "online"), "--conf", "0.01", "--online", "--max-gap", "5"]) == 0
+    online = json.loads((tmp_path / "online" / "metrics.json").read_text())
+    assert "online" not in online and online["max_gap"] is None
+    assert online["mota"] == pytest.approx(metrics["online"]["mota"])  # the same per-frame output, scored as it is
     _mot_lines(out / "shapes-02.txt")
     values = ghostkit.val(joint, str(mot_root), out=tmp_path / "joint", task="track", tracker="appearance")
     assert keys <= set(values)
@@ -312,3 +329,6 @@ def test_track_bad_input(detector, mot_root, tmp_path, capsys):
                       str(tmp_path)]), capsys, "broken.mp4")
     _user_error(main(["val", "--weights", str(detector), "--data", str(mot_root), "--task", "segment"]), capsys,
                 "--task")
+    for command in (["track", "--source", str(seq), "--out", str(tmp_path)], ["val", "--data", str(mot_root),
+                                                                             "--task", "track"]):
+        _user_error(main([*command, "--weights", str(detector), "--max-gap", "-1"]), capsys, "--max-gap", "-1")

@@ -26,9 +26,14 @@ def track(
     save: bool = typer.Option(False, "--save", help="also write an annotated video per sequence (boxes, ids, "
                                                     "trails): <out>/<name>.mp4"),
     max_frames: int = typer.Option(0, help="stop each sequence after this many frames (0: until the end)"),
+    online: bool = typer.Option(False, "--online", help="write the tracker's per-frame output as it is, without the "
+                                                        "offline pass (one class per track, gaps filled)"),
+    max_gap: int = typer.Option(20, help="offline pass: fill a track's gaps of up to this many frames by "
+                                         "interpolation (0: none)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
-    """Track objects through a video, camera or image sequence and write MOTChallenge result files."""
+    """Track objects through a video, camera or image sequence and write MOTChallenge result files (after an offline
+    pass over each finished sequence: ghostkit.track.offline)."""
     if tracker not in TRACKER_NAMES:
         raise GhostkitError(f"--tracker must be one of {', '.join(TRACKER_NAMES)}, got {tracker!r}")
     if max_frames < 0:
@@ -37,9 +42,11 @@ def track(
 
     from ..data.formats.mot import write_mot_results
     from ..track.draw import TrackDrawer
+    from ..track.offline import refine_tracks
     from ..track.stream import load_detector
     from ..track.stream import track as run_tracking
 
+    refine_tracks([], max_gap)  # a bad --max-gap fails before any frame is read
     model = load_detector(weights, tracker)
     class_names = model.config.get("class_names", {}).get("detect", [])
     out_dir = Path(out)
@@ -57,7 +64,7 @@ def track(
                     writer = writer or _VideoWriter(out_dir / f"{name}.mp4", r["frame_rate"])
                     writer.write(drawer(r["image"], r["tracks"]))
         finally:  # what was tracked is kept, also when the source breaks
-            write_mot_results(out_dir / f"{name}.txt", per_frame)
+            write_mot_results(out_dir / f"{name}.txt", per_frame if online else refine_tracks(per_frame, max_gap))
             written.append(out_dir / f"{name}.txt")
             if writer is not None:
                 writer.release()

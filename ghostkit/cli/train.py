@@ -65,6 +65,9 @@ def val(
                                         "own tasks)"),
     tracker: str = typer.Option("bytetrack", help="--task track: bytetrack, sort or appearance"),
     conf: float = typer.Option(None, help="--task track: high-score threshold of the tracker (default: its own)"),
+    online: bool = typer.Option(False, "--online", help="--task track: score the tracker's per-frame output, without "
+                                                        "the offline pass that ghostkit track applies"),
+    max_gap: int = typer.Option(20, help="--task track: the offline pass's longest filled gap, in frames"),
 ) -> None:
     """Evaluate a checkpoint (or exported .onnx model) on a data set's validation split and write metrics.json."""
     from ..engine.run import validate
@@ -74,9 +77,11 @@ def val(
     if task == "track":
         from ..track.evaluate import validate_tracking
 
-        metrics = validate_tracking(weights, data, out, tracker=tracker, conf=conf)
+        metrics = validate_tracking(weights, data, out, tracker=tracker, conf=conf, online=online, max_gap=max_gap)
         print_metrics(f"tracking ({tracker}) of {weights} on {data}", metrics)
         print_metrics("the same, classes ignored", metrics["class_agnostic"])
+        if "online" in metrics:
+            print_metrics("the tracker's per-frame output, before the offline pass", metrics["online"])
         return
     if task is not None:
         raise GhostkitError(f"--task: val evaluates the model's own tasks, or track; got {task!r}")

@@ -4,8 +4,12 @@ and tracking a trained detector through videos and image sequences.
 The package is itself callable: ``ghostkit.track(weights, source, tracker="bytetrack", ...)`` is
 :func:`ghostkit.track.stream.track`, a generator of per-frame tracks (``{"sequence", "frame", "tracks", ...}``).
 
-Import direction: trackers and metrics use ``errors`` and third-party libraries only (metrics import py-motmetrics
-lazily); ``stream`` and ``evaluate`` (loaded on first call) add the detector, the data readers and the runtime.
+The per-frame output is the online tracker's; :func:`ghostkit.track.offline.refine_tracks` makes a finished
+sequence's ``(frame, tracks)`` pairs what ``ghostkit track`` writes (one class per track, gaps filled).
+
+Import direction: trackers, metrics and the offline pass use ``errors`` and third-party libraries only (metrics
+import py-motmetrics lazily); ``stream`` and ``evaluate`` (loaded on first call) add the detector, the data readers
+and the runtime.
 """
 
 import sys
@@ -13,6 +17,7 @@ import types
 
 from ghostkit.track.kalman import KalmanBoxFilter
 from ghostkit.track.metrics import track_metrics
+from ghostkit.track.offline import refine_tracks
 from ghostkit.track.tracker import TRACKERS, AppearanceTracker, ByteTracker, SortTracker, Tracker, build_tracker
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "SortTracker",
     "Tracker",
     "build_tracker",
+    "refine_tracks",
     "track",
     "track_metrics",
 ]

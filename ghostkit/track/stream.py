@@ -216,7 +216,8 @@ def track_sequence(model: nn.Module, sequence: SourceSequence, tracker: Tracker,
 def track(weights: str | Path | nn.Module, source: str | Path, tracker: str = "bytetrack", conf: float | None = None,
           device: str = "cpu", max_frames: int = 0, **options) -> Iterator[dict]:
     """Track every sequence of ``source`` (:func:`open_source`) with ``weights``' detector; yields
-    :func:`track_sequence`'s per-frame dicts, sequence after sequence. ``options``: the tracker's own
+    :func:`track_sequence`'s per-frame dicts, sequence after sequence (the online tracker's output; the offline pass
+    of ``ghostkit track``'s result files is :func:`ghostkit.track.refine_tracks`). ``options``: the tracker's own
     (``ghostkit.track.build_tracker``), over those ``conf`` sets."""
     model = load_detector(weights, tracker).to(device)
     options = {**tracker_options(tracker, conf), **options}

@@ -259,6 +259,22 @@ def test_offline_pass_keeps_one_class_per_track_and_fills_gaps():
             refine_tracks(frames, max_gap=bad)
 
 
+def test_offline_pass_reports_track_starts():
+    """Track 7 is reported on frames 3-5 moving 3 px a frame: the frame before (whose detection started it) is added
+    at x = 7 with its first score, and with backfill 2 also frame 1 at x = 4. Track 8, reported on 2 frames, and
+    track 9, whose first two reports are not on consecutive frames, get nothing."""
+    frames = [(1, _frame([], [], [])), (2, _frame([9], [40], [1])), (3, _frame([7], [10], [0], [0.7])),
+              (4, _frame([7, 8, 9], [13, 30, 44], [0, 1, 1])), (5, _frame([7, 8, 9], [16, 31, 46], [0, 1, 1]))]
+    one, two = refine_tracks(frames, max_gap=0), refine_tracks(frames, max_gap=0, backfill=2)
+    assert [t["ids"].tolist() for _, t in one] == [[], [9, 7], [7], [7, 8, 9], [7, 8, 9]]
+    assert float(one[1][1]["boxes"][1, 0]) == pytest.approx(7.0) and float(one[1][1]["scores"][1]) == pytest.approx(0.7)
+    assert [t["ids"].tolist() for _, t in two][:2] == [[7], [9, 7]]
+    assert float(two[0][1]["boxes"][0, 0]) == pytest.approx(4.0)
+    assert [len(t["ids"]) for _, t in refine_tracks(frames, max_gap=0, backfill=0)] == [0, 1, 1, 3, 3]
+    with pytest.raises(GhostkitError, match="--backfill"):
+        refine_tracks(frames, backfill=-1)
+
+
 def test_offline_pass_recovers_hidden_objects(tracks_root):
     """A detector that misses objects under 15% visible: ByteTrack keeps their tracks (lost) but reports nothing
     while they are hidden; the offline pass fills those frames and scores higher than the per-frame output."""

@@ -26,7 +26,7 @@ from ghostkit.errors import GhostkitError
 from ghostkit.models.weights import save_weights
 from ghostkit.tasks.embed import EmbedHead
 from ghostkit.tasks.model import BACKBONE_OUT_INDICES, build_task_model
-from ghostkit.track.offline import MAX_GAP
+from ghostkit.track.offline import BACKFILL, MAX_GAP
 from ghostkit.track.stream import BrokenVideoWarning, detect_frame, load_detector, open_source
 
 cv2 = pytest.importorskip("cv2")
@@ -285,12 +285,13 @@ def test_val_track_writes_the_metrics(detector, joint, mot_root, tmp_path, capsy
     assert metrics["class_agnostic"]["idf1"] >= metrics["idf1"]  # classes ignored: every class-aware match remains
     assert metrics["max_gap"] == MAX_GAP and set(metrics["online"]) >= keys - {"fps"}
     for command in (track_command, val_command):  # the CLI's default, written out so that --help needs no torch
-        assert inspect.signature(command).parameters["max_gap"].default.default == MAX_GAP
+        parameters = inspect.signature(command).parameters
+        assert parameters["max_gap"].default.default == MAX_GAP and parameters["backfill"].default.default == BACKFILL
     assert "classes ignored" in capsys.readouterr().out
     assert main(["val", "--weights", str(detector), "--data", str(mot_root), "--task", "track", "--out",
                  str(tmp_path / "online"), "--conf", "0.01", "--online", "--max-gap", "5"]) == 0
     online = json.loads((tmp_path / "online" / "metrics.json").read_text())
-    assert "online" not in online and online["max_gap"] is None
+    assert "online" not in online and online["max_gap"] is None and online["backfill"] is None
     assert online["mota"] == pytest.approx(metrics["online"]["mota"])  # the same per-frame output, scored as it is
     _mot_lines(out / "shapes-02.txt")
     values = ghostkit.val(joint, str(mot_root), out=tmp_path / "joint", task="track", tracker="appearance")
@@ -332,3 +333,4 @@ def test_track_bad_input(detector, mot_root, tmp_path, capsys):
     for command in (["track", "--source", str(seq), "--out", str(tmp_path)], ["val", "--data", str(mot_root),
                                                                              "--task", "track"]):
         _user_error(main([*command, "--weights", str(detector), "--max-gap", "-1"]), capsys, "--max-gap", "-1")
+        _user_error(main([*command, "--weights", str(detector), "--backfill", "-2"]), capsys, "--backfill", "-2")

@@ -27,9 +27,12 @@ def track(
                                                     "trails): <out>/<name>.mp4"),
     max_frames: int = typer.Option(0, help="stop each sequence after this many frames (0: until the end)"),
     online: bool = typer.Option(False, "--online", help="write the tracker's per-frame output as it is, without the "
-                                                        "offline pass (one class per track, gaps filled)"),
+                                                        "offline pass (one class per track, gaps filled, "
+                                                        "starts reported)"),
     max_gap: int = typer.Option(20, help="offline pass: fill a track's gaps of up to this many frames by "
                                          "interpolation (0: none)"),
+    backfill: int = typer.Option(1, help="offline pass: frames reported before each track's first, extrapolated "
+                                         "(1: the frame whose detection started it; 0: none)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
     """Track objects through a video, camera or image sequence and write MOTChallenge result files (after an offline
@@ -46,7 +49,7 @@ def track(
     from ..track.stream import load_detector
     from ..track.stream import track as run_tracking
 
-    refine_tracks([], max_gap)  # a bad --max-gap fails before any frame is read
+    refine_tracks([], max_gap, backfill)  # bad options fail before any frame is read
     model = load_detector(weights, tracker)
     class_names = model.config.get("class_names", {}).get("detect", [])
     out_dir = Path(out)
@@ -64,7 +67,8 @@ def track(
                     writer = writer or _VideoWriter(out_dir / f"{name}.mp4", r["frame_rate"])
                     writer.write(drawer(r["image"], r["tracks"]))
         finally:  # what was tracked is kept, also when the source breaks
-            write_mot_results(out_dir / f"{name}.txt", per_frame if online else refine_tracks(per_frame, max_gap))
+            rows = per_frame if online else refine_tracks(per_frame, max_gap, backfill)
+            write_mot_results(out_dir / f"{name}.txt", rows)
             written.append(out_dir / f"{name}.txt")
             if writer is not None:
                 writer.release()

@@ -68,6 +68,7 @@ def val(
     online: bool = typer.Option(False, "--online", help="--task track: score the tracker's per-frame output, without "
                                                         "the offline pass that ghostkit track applies"),
     max_gap: int = typer.Option(20, help="--task track: the offline pass's longest filled gap, in frames"),
+    backfill: int = typer.Option(1, help="--task track: frames the offline pass reports before each track's first"),
 ) -> None:
     """Evaluate a checkpoint (or exported .onnx model) on a data set's validation split and write metrics.json."""
     from ..engine.run import validate
@@ -77,7 +78,8 @@ def val(
     if task == "track":
         from ..track.evaluate import validate_tracking
 
-        metrics = validate_tracking(weights, data, out, tracker=tracker, conf=conf, online=online, max_gap=max_gap)
+        metrics = validate_tracking(weights, data, out, tracker=tracker, conf=conf, online=online, max_gap=max_gap,
+                                    backfill=backfill)
         print_metrics(f"tracking ({tracker}) of {weights} on {data}", metrics)
         print_metrics("the same, classes ignored", metrics["class_agnostic"])
         if "online" in metrics:

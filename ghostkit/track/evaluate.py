@@ -7,9 +7,11 @@ class-aware: a track of the wrong class counts as a miss and a false positive). 
 overall metrics with classes ignored: the gap between the two is what the detector's classification costs, the rest
 is detection and association. ``fps``: frames per second of detection and association together (frame decoding and
 the writing of results left out), over all sequences and per sequence. The scored tracks are those after the
-offline pass (:mod:`ghostkit.track.offline`: one class per track, gaps of up to ``max_gap`` frames filled), what
+offline pass (:mod:`ghostkit.track.offline`: one class per track, gaps of up to ``max_gap`` frames filled,
+``backfill`` frames added before each track's first), what
 ``ghostkit track`` writes; ``online`` holds the overall metrics of the tracker's per-frame output before it. With
-``online=True`` that output is what is scored and written, ``online`` is left out and ``max_gap`` is null. Each
+``online=True`` that output is what is scored and written, ``online`` is left out and ``max_gap`` and
+``backfill`` are null. Each
 sequence's scored tracks are also written as ``<out>/<SEQ>.txt`` (MOTChallenge result format), so other evaluation
 tools can be run on them.
 
@@ -28,7 +30,7 @@ from ghostkit.data.tracks import data_root
 from ghostkit.errors import GhostkitError
 from ghostkit.io import atomic_write_text
 from ghostkit.track.metrics import track_metrics
-from ghostkit.track.offline import MAX_GAP, refine_tracks
+from ghostkit.track.offline import BACKFILL, MAX_GAP, refine_tracks
 from ghostkit.track.stream import SourceSequence, load_detector, track_sequence, tracker_options
 from ghostkit.track.tracker import build_tracker
 
@@ -39,12 +41,12 @@ TRACK_METRICS = ("mota", "idf1", "hota", "id_switches", "fps")
 
 def validate_tracking(weights, data: str | Path, out: str | Path | None = None, tracker: str = "bytetrack",
                       conf: float | None = None, split: str = "val", device: str = "cpu", online: bool = False,
-                      max_gap: int = MAX_GAP, **options) -> dict:
+                      max_gap: int = MAX_GAP, backfill: int = BACKFILL, **options) -> dict:
     """Track ``data``'s ``split`` sequences (a MOTChallenge folder or built-in ``tracks``) with ``weights``'
     detector and write ``metrics.json`` and the ``<SEQ>.txt`` results into ``out`` (default: ``val/`` beside
-    the weights). ``online``: score the tracker's per-frame output, without the offline pass; ``max_gap``: that
-    pass's longest filled gap. Returns the metrics."""
-    refine_tracks([], max_gap)  # a bad max_gap fails before any frame is read
+    the weights). ``online``: score the tracker's per-frame output, without the offline pass; ``max_gap`` and
+    ``backfill``: that pass's options. Returns the metrics."""
+    refine_tracks([], max_gap, backfill)  # bad options fail before any frame is read
     model = load_detector(weights, tracker).to(device)
     root = data_root(data)
     if not root.is_dir():
@@ -63,7 +65,7 @@ def validate_tracking(weights, data: str | Path, out: str | Path | None = None, 
             model, source, build_tracker(tracker, frame_rate=seq.frame_rate, **options), device)]
         gt[seq.name] = seq.gt
         live[seq.name] = [(f, t) for f, t, _ in results]
-        scored = live[seq.name] if online else refine_tracks(live[seq.name], max_gap)
+        scored = live[seq.name] if online else refine_tracks(live[seq.name], max_gap, backfill)
         hyp[seq.name] = dict(scored)
         seconds[seq.name], frames[seq.name] = sum(s for *_, s in results), len(results)
         write_mot_results(out_dir / f"{seq.name}.txt", scored)
@@ -76,6 +78,7 @@ def validate_tracking(weights, data: str | Path, out: str | Path | None = None, 
     if not online:
         per_frame = track_metrics(gt, {name: dict(pairs) for name, pairs in live.items()}, iou_threshold=0.5)
         values["online"] = {k: v for k, v in per_frame.items() if k != "per_sequence"}
-    values["tracker"], values["max_gap"] = tracker, None if online else max_gap
+    values["tracker"] = tracker
+    values["max_gap"], values["backfill"] = (None, None) if online else (max_gap, backfill)
     atomic_write_text(out_dir / "metrics.json", json.dumps(values, indent=2))
     return values

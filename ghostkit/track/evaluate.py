@@ -8,12 +8,11 @@ overall metrics with classes ignored: the gap between the two is what the detect
 is detection and association. ``fps``: frames per second of detection and association together (frame decoding and
 the writing of results left out), over all sequences and per sequence. The scored tracks are those after the
 offline pass (:mod:`ghostkit.track.offline`: one class per track, gaps of up to ``max_gap`` frames filled,
-``backfill`` frames added before each track's first), what
-``ghostkit track`` writes; ``online`` holds the overall metrics of the tracker's per-frame output before it. With
-``online=True`` that output is what is scored and written, ``online`` is left out and ``max_gap`` and
-``backfill`` are null. Each
-sequence's scored tracks are also written as ``<out>/<SEQ>.txt`` (MOTChallenge result format), so other evaluation
-tools can be run on them.
+``backfill`` frames added before each track's first), what ``ghostkit track`` writes; ``online`` holds the overall
+metrics of the tracker's per-frame output before it, and ``offline_pass`` the pass's options. With ``online=True``
+that output is what is scored and written, ``online`` is left out and ``offline_pass`` is null. Each sequence's
+scored tracks are also written as ``<out>/<SEQ>.txt`` (MOTChallenge result format), so other evaluation tools can
+be run on them.
 
 Tracking is not an entry of the task registry: nothing trains for it (the models are ``detect`` or
 ``detect,embed`` runs) and the registry's readers (training, data, export) have nothing to do with it; its keys
@@ -79,6 +78,6 @@ def validate_tracking(weights, data: str | Path, out: str | Path | None = None, 
         per_frame = track_metrics(gt, {name: dict(pairs) for name, pairs in live.items()}, iou_threshold=0.5)
         values["online"] = {k: v for k, v in per_frame.items() if k != "per_sequence"}
     values["tracker"] = tracker
-    values["max_gap"], values["backfill"] = (None, None) if online else (max_gap, backfill)
+    values["offline_pass"] = None if online else {"max_gap": max_gap, "backfill": backfill}
     atomic_write_text(out_dir / "metrics.json", json.dumps(values, indent=2))
     return values

@@ -5,7 +5,8 @@ The package is itself callable: ``ghostkit.track(weights, source, tracker="bytet
 :func:`ghostkit.track.stream.track`, a generator of per-frame tracks (``{"sequence", "frame", "tracks", ...}``).
 
 The per-frame output is the online tracker's; :func:`ghostkit.track.offline.refine_tracks` makes a finished
-sequence's ``(frame, tracks)`` pairs what ``ghostkit track`` writes (one class per track, gaps filled).
+sequence's ``(frame, tracks)`` pairs what ``ghostkit track`` writes (one class per track, gaps filled, starts
+reported).
 
 Import direction: trackers, metrics and the offline pass use ``errors`` and third-party libraries only (metrics
 import py-motmetrics lazily); ``stream`` and ``evaluate`` (loaded on first call) add the detector, the data readers
